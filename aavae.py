@@ -1,0 +1,1117 @@
+"""AAVAE: Augmentation-Augmented Variational Autoencoders -- pretraining.
+
+A plain-PyTorch reproduction of Falcon, Jha, Koker & Cho, "AAVAE: Augmentation-Augmented Variational
+Autoencoders" (arXiv 2107.12329). The encoder sees an augmented view x+ ~ A(x), the decoder reconstructs
+the original x, and the KL term is dropped (PAPER.md §1, Eq. 3). The three baselines of Table 1 (AE,
+AAAE, VAE) and every ablation flag of Figs. 2-4 live here too.
+
+    # one process (GPU if present, else CPU)
+    python aavae.py --dataset cifar10 --data_path data --output_dir runs/cifar10-aavae
+    # several GPUs (NCCL); on CPU the same line runs with gloo
+    torchrun --nproc_per_node=4 aavae.py --dataset imagenet --data_path /data/imagenet --batch_size 512
+    # any ImageFolder tree with train/ and val/
+    python aavae.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 32
+
+Re-running the same command resumes from OUTPUT_DIR/checkpoint.pt. Every random draw of a run (data order,
+crop boxes, colour jitter, reparameterisation noise) is a pure function of (seed, epoch or step, rank), so
+a resumed run is bit-identical to an uninterrupted one and a checkpoint needs no RNG state.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms.v2.functional as TF
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+METHODS = {  # method -> (encoder sees an augmented view, variational latent); PAPER.md §1 Table 1
+    "ae": (False, False),
+    "aaae": (True, False),
+    "vae": (False, True),
+    "aavae": (True, True),
+}
+FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
+# Keys of args.json that may change between invocations of one run (PAPER-neutral bookkeeping).
+RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
+                  "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp"}
+
+
+class UserError(Exception):
+    """Bad input: reported as one sentence and a non-zero exit, never as a traceback."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def get_args_parser():
+    p = argparse.ArgumentParser("aavae", description=__doc__.split("\n\n")[0], add_help=True,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("method (PAPER.md §1)")
+    g.add_argument("--method", default="aavae", choices=sorted(METHODS),
+                   help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
+                        "The 'aa' variants feed the encoder an augmented view; the target is always the original")
+    g.add_argument("--beta", type=float, default=None,
+                   help="KL weight; default 1 for vae and 0 for aavae (Fig. 3 sweeps it for aavae)")
+    g.add_argument("--log_scale", type=float, default=0.0,
+                   help="log-VARIANCE of the Gaussian likelihood, sigma = exp(log_scale / 2) (Fig. 4d: [-5, 2])")
+    g.add_argument("--learn_scale", action=argparse.BooleanOptionalAction, default=False,
+                   help="learn log_scale instead of fixing it (Fig. 2)")
+
+    g = p.add_argument_group("model (PAPER.md §2)")
+    g.add_argument("--encoder", default="resnet50", choices=sorted(FEATURE_DIM))
+    g.add_argument("--decoder", default=None, choices=sorted(set(DECODER_FOR.values())),
+                   help="default mirrors the encoder (Fig. 4c varies it)")
+    g.add_argument("--latent_dim", type=int, default=128, help="size of z (Fig. 4b: 64-512)")
+    g.add_argument("--stem", default="auto", choices=["auto", "cifar", "stl", "imagenet"],
+                   help="first conv/maxpool of the encoder; auto follows the dataset, or the image size for folder")
+
+    g = p.add_argument_group("data (PAPER.md §3)")
+    g.add_argument("--dataset", default="cifar10", choices=["cifar10", "stl10", "imagenet", "folder"])
+    g.add_argument("--data_path", default="data",
+                   help="torchvision download root for cifar10/stl10; an ImageFolder tree with train/ (and val/ for folder)")
+    g.add_argument("--image_size", type=int, default=None,
+                   help="folder only: side of the square training image (default: the first image's shorter side)")
+    g.add_argument("--in_memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="hold the uint8 images on the training device (default: yes unless over 8 GiB; never for imagenet)")
+    g.add_argument("--jitter_strength", type=float, default=None, help="colour jitter s; default 0.5 cifar, 1.0 otherwise")
+    g.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
+                   help="Gaussian blur in the augmentation; default off for 32-px images, on otherwise")
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                   help="DataLoader workers per process, for decoding folders that are streamed or loaded into memory")
+
+    g = p.add_argument_group("optimisation (PAPER.md §4)")
+    g.add_argument("--batch_size", type=int, default=256,
+                   help="GLOBAL batch over all processes; each process takes batch_size / world_size")
+    g.add_argument("--lr", type=float, default=2.5e-4, help="Adam learning rate at a global batch of --base_batch")
+    g.add_argument("--base_batch", type=int, default=256,
+                   help="the lr actually used is lr * batch_size / base_batch (Goyal et al. linear scaling)")
+    g.add_argument("--weight_decay", type=float, default=0.0)
+    g.add_argument("--epochs", type=int, default=3200, help="400-3200 on CIFAR-10, 3200 on STL-10")
+    g.add_argument("--warmup_epochs", type=float, default=10.0, help="linear warm-up length")
+    g.add_argument("--schedule", default="constant", choices=["constant", "cosine", "linear"],
+                   help="after warm-up: the paper keeps the lr constant")
+    g.add_argument("--max_steps", type=int, default=None,
+                   help="stop after this many optimiser steps (the schedule still follows --epochs)")
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default=None, help="default runs/DATASET-METHOD")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an output_dir that holds a run with different arguments")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--log_every", type=int, default=50, help="steps between log.jsonl lines")
+    g.add_argument("--val_every", type=int, default=10, help="epochs between validations (and one at the end)")
+    g.add_argument("--save_every", type=int, default=10, help="epochs between checkpoints (and one at the end)")
+    g.add_argument("--val_size", type=int, default=1024, help="held-out images used by the diagnostics (0: all)")
+    g.add_argument("--val_samples", type=int, default=16,
+                   help="importance samples k for the bits-per-dimension estimate (VAE family)")
+    g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
+                   help="synchronise BatchNorm over processes; on reproduces a one-GPU run's statistics")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA, off for CPU)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
+    g.add_argument("--benchmark", action="store_true",
+                   help="measure augmentation and training throughput against the per-image reference, then exit")
+    return p
+
+
+def validate(args):
+    """Reject flag combinations that cannot mean anything, with one sentence each."""
+    augmented, variational = METHODS[args.method]
+    if args.beta is None:
+        args.beta = 1.0 if args.method == "vae" else 0.0
+    if not variational and (args.beta != 0 or args.learn_scale):
+        raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need vae or aavae")
+    if args.beta < 0:
+        raise UserError(f"--beta must be >= 0, got {args.beta}")
+    for name in ("latent_dim", "batch_size", "epochs", "base_batch", "log_every", "val_every", "save_every",
+                 "val_samples"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.max_steps is not None and args.max_steps <= 0:
+        raise UserError(f"--max_steps must be positive, got {args.max_steps}")
+    if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0:
+        raise UserError("--lr must be positive and --warmup_epochs, --val_size non-negative")
+    if args.image_size is not None and args.dataset != "folder":
+        raise UserError(f"--image_size is for --dataset folder; {args.dataset} has a fixed size")
+    if args.dataset == "imagenet" and args.in_memory:
+        raise UserError("--in_memory is not available for imagenet: its images are decoded by DataLoader workers")
+    args.decoder = args.decoder or DECODER_FOR[args.encoder]
+    args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# Distributed helpers: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain run has none of them.
+
+
+def setup_distributed():
+    """Returns (rank, world_size, device); NCCL on CUDA, gloo on CPU."""
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    local_rank = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def is_main():
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def print0(*a, **k):
+    if is_main():
+        print(*a, **k, flush=True)
+
+
+def all_reduce(t, op=None):
+    """Sum (or op) a tensor over processes, in place; a no-op without a process group."""
+    if dist.is_initialized():
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
+    return t
+
+
+def seed_for(*keys):
+    """A 63-bit seed mixed from integers: every random draw is a pure function of (seed, step, rank, ...)."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def generator(device, *keys):
+    return torch.Generator(device).manual_seed(seed_for(*keys))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Augmentation (PAPER.md §3). SimCLR's pipeline with per-image random parameters, as whole-batch tensor
+# operations on the training device. Each photometric function takes float images in [0, 1], shape
+# (N, 3, H, W), and one factor per image, and equals torchvision's functional op for that factor.
+
+
+@dataclass
+class AugmentSpec:
+    size: int
+    jitter: float  # strength s of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+    blur: bool
+    mean: tuple
+    std: tuple
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+
+    @property
+    def blur_kernel(self):  # int(0.1 * size), rounded up to odd
+        k = int(0.1 * self.size)
+        return k + 1 - k % 2
+
+
+def sample_crop_boxes(n, height, width, scale, ratio, g):
+    """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
+
+    Ten attempts at an area drawn from `scale` and a log-uniform aspect ratio; the first that fits is kept,
+    and an image with none falls back to the largest centred crop whose ratio lies within `ratio`.
+    """
+    dev = g.device
+    area = height * width * torch.empty(n, 10, device=dev).uniform_(*scale, generator=g)
+    log_r = torch.empty(n, 10, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    w = torch.round(torch.sqrt(area * torch.exp(log_r)))
+    h = torch.round(torch.sqrt(area / torch.exp(log_r)))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.float().argmax(1, keepdim=True)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    u = torch.rand(n, 2, device=dev, generator=g)
+    i = torch.floor(u[:, 0] * (height - h + 1))
+    j = torch.floor(u[:, 1] * (width - w + 1))
+    # Fallback, as torchvision: whole image, trimmed to the nearest allowed aspect ratio, centred.
+    in_ratio = width / height
+    fw, fh = (width, round(width / min(ratio))) if in_ratio < min(ratio) else \
+             (round(height * max(ratio)), height) if in_ratio > max(ratio) else (width, height)
+    ok = fits.any(1)
+    i = torch.where(ok, i, torch.full_like(i, (height - fh) // 2))
+    j = torch.where(ok, j, torch.full_like(j, (width - fw) // 2))
+    h = torch.where(ok, h, torch.full_like(h, fh))
+    w = torch.where(ok, w, torch.full_like(w, fw))
+    return torch.stack([i, j, h, w], 1).long()
+
+
+def resized_crop(x, boxes, size, flip=None):
+    """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
+
+    Sampling positions are those of torchvision's resize (align_corners=False), clamped to the crop as
+    torchvision's crop-then-resize clamps them, so the result equals F.resized_crop(..., antialias=False)
+    followed by hflip. Crops here are never larger than the output, so antialiasing has nothing to do.
+    x: (N, C, H, W) float; boxes: (N, 4); flip: (N,) bool. Returns (N, C, size, size).
+    """
+    n, _, height, width = x.shape
+    i, j, h, w = boxes.to(x.dtype).unbind(1)
+    t = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size  # (size,)
+    ys = torch.minimum(i[:, None] + torch.clamp(t * h[:, None] - 0.5, min=0), (i + h - 1)[:, None])
+    xs = torch.minimum(j[:, None] + torch.clamp(t * w[:, None] - 0.5, min=0), (j + w - 1)[:, None])
+    if flip is not None:
+        xs = torch.where(flip[:, None], xs.flip(1), xs)
+    # grid_sample wants coordinates in [-1, 1] with the align_corners=False convention.
+    gx = (2 * xs + 1) / width - 1
+    gy = (2 * ys + 1) / height - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _blend(a, b, factor):
+    # torchvision's _blend: factor * a + (1 - factor) * b, clamped to the float image range.
+    f = factor.view(-1, 1, 1, 1)
+    return (f * a + (1 - f) * b).clamp(0, 1)
+
+
+def grayscale(x):
+    """ITU-R 601-2 luma, as torchvision's rgb_to_grayscale, kept as (N, 1, H, W)."""
+    r, g, b = x.unbind(1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def adjust_brightness(x, factor):
+    return _blend(x, torch.zeros_like(x), factor)
+
+
+def adjust_contrast(x, factor):
+    return _blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), factor)
+
+
+def adjust_saturation(x, factor):
+    return _blend(x, grayscale(x), factor)
+
+
+def adjust_hue(x, factor):
+    """Rotate hue by factor (in turns, |factor| <= 0.5): RGB -> HSV, shift H modulo 1, HSV -> RGB."""
+    r, g, b = x.unbind(1)
+    v, _ = x.max(1)
+    c = v - x.min(1)[0]  # chroma
+    s = c / torch.where(c > 0, v, torch.ones_like(v))
+    safe_c = torch.where(c > 0, c, torch.ones_like(c))
+    # Hue in sixths of a turn; the first matching channel (r, then g, then b) decides the sector.
+    h = torch.where(v == r, (g - b) / safe_c,
+                    torch.where(v == g, 2 + (b - r) / safe_c, 4 + (r - g) / safe_c))
+    h = torch.where(c > 0, h, torch.zeros_like(h))
+    h = torch.remainder(h / 6 + factor.view(-1, 1, 1), 1.0)
+    # Back to RGB with the closed form channel = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
+    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6 * h.unsqueeze(1), 6)
+    return (v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))).clamp(0, 1)
+
+
+def gaussian_blur(x, sigma, kernel_size):
+    """Per-image Gaussian blur with reflect padding, as torchvision's gaussian_blur, done separably."""
+    n, c, hgt, wid = x.shape
+    half = (kernel_size - 1) / 2
+    t = torch.linspace(-half, half, kernel_size, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma.view(-1, 1)) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (n * c, kernel_size)
+    p = kernel_size // 2
+    y = F.pad(x.reshape(1, n * c, hgt, wid), (p, p, p, p), mode="reflect")
+    y = F.conv2d(y, k.view(n * c, 1, kernel_size, 1), groups=n * c)
+    y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
+    return y.view(n, c, hgt, wid)
+
+
+def photometric(x, spec, g):
+    """ColorJitter (p = 0.8, ops in a random order per image), RandomGrayscale (p = 0.2), GaussianBlur (p = 0.5).
+
+    Every image draws its own factors and its own order of the four jitter ops; an op an image skips is
+    an exact no-op for it (torch.where), not an identity factor run through float arithmetic.
+    """
+    n, dev, s = x.shape[0], x.device, spec.jitter
+    u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi, generator=g)
+    if s > 0:
+        factors = [u(max(0.0, 1 - 0.8 * s), 1 + 0.8 * s) for _ in range(3)] + [u(-0.2 * s, 0.2 * s)]
+        ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+        order = torch.rand(n, 4, device=dev, generator=g).argsort(1)  # a random permutation per image
+        jitter = torch.rand(n, device=dev, generator=g) < 0.8
+        for slot in range(4):
+            for k, (op, f) in enumerate(zip(ops, factors)):
+                use = (jitter & (order[:, slot] == k)).view(-1, 1, 1, 1)
+                x = torch.where(use, op(x, f), x)
+    gray = (torch.rand(n, device=dev, generator=g) < 0.2).view(-1, 1, 1, 1)
+    x = torch.where(gray, grayscale(x).expand_as(x), x)
+    if spec.blur:
+        sigma = u(0.1, 2.0)
+        blur = (torch.rand(n, device=dev, generator=g) < 0.5).view(-1, 1, 1, 1)
+        x = torch.where(blur, gaussian_blur(x, sigma, spec.blur_kernel), x)
+    return x
+
+
+def normalize(x, spec):
+    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def denormalize(x, spec):
+    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    return (x.float() * std + mean).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data (PAPER.md §3). Two paths produce the same batches: (x, view), float in [0, 1], where x is the
+# original (the decoder target, evaluation preprocessing only) and view has had the geometric half of
+# the augmentation (crop, flip). The photometric half runs on the device for both paths.
+#  - memory: uint8 images held on the device; crops done there; a seeded permutation per epoch.
+#  - stream: ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders).
+
+STATS = {  # per-dataset normalisation, PAPER.md §3
+    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "stl10": ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+STEM_FACTOR = {"cifar": 8, "stl": 16, "imagenet": 32}  # input size / decoder stage-1 size, PAPER.md §2
+MEMORY_LIMIT = 8 << 30  # bytes of uint8 images a folder may take on the device before it is streamed
+
+
+def stem_for_size(size):
+    return "cifar" if size <= 64 else "stl" if size <= 128 else "imagenet"
+
+
+def dataset_spec(args, size):
+    """Fills args.stem (when auto) and returns the AugmentSpec of PAPER.md §3 for the dataset."""
+    mean, std = STATS.get(args.dataset, STATS["imagenet"])
+    if args.stem == "auto":
+        args.stem = {"cifar10": "cifar", "stl10": "stl", "imagenet": "imagenet"}.get(args.dataset) or stem_for_size(size)
+    if size % STEM_FACTOR[args.stem]:
+        raise UserError(f"image size {size} is not a multiple of {STEM_FACTOR[args.stem]}, which the decoder "
+                        f"for the {args.stem} stem needs; choose --image_size accordingly")
+    small = size <= 64
+    jitter = args.jitter_strength if args.jitter_strength is not None else (0.5 if small else 1.0)
+    blur = args.blur if args.blur is not None else not small
+    return AugmentSpec(size=size, jitter=jitter, blur=blur, mean=mean, std=std)
+
+
+def _find_folder(root, split):
+    path = os.path.join(root, split)
+    try:
+        return torchvision.datasets.ImageFolder(path, loader=_read_rgb)
+    except (FileNotFoundError, OSError) as e:
+        raise UserError(f"expected an ImageFolder tree (one sub-folder of images per class) at {path}: {e}") from None
+
+
+def _read_rgb(path):
+    """PIL image in RGB (grayscale and RGBA are converted); a corrupt file becomes a UserError naming it."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+class ViewFolder(torch.utils.data.Dataset):
+    """Images of an ImageFolder as uint8 tensors: the original (Resize + CenterCrop) and `views` crops.
+
+    Crop boxes and flips come from a generator seeded by (seed, epoch, index), so a worker's output does
+    not depend on which worker ran it, nor on whether the run was resumed. A file that cannot be decoded
+    yields an error string instead of raising inside the worker, so the main process can name it.
+    """
+
+    def __init__(self, samples, size, resize, views, seed):
+        self.samples, self.size, self.resize, self.views, self.seed = samples, size, resize, views, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
+        try:
+            img = _read_rgb(path)
+        except UserError as e:
+            return (blank,) * (1 + self.views) + (label, str(e))
+        orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
+        g = generator("cpu", self.seed, self.epoch, index)
+        out = [orig]
+        for box, flip in zip(sample_crop_boxes(self.views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
+                             torch.rand(self.views, generator=g) < 0.5):
+            i, j, h, w = box.tolist()
+            v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
+            out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
+        return tuple(out) + (label, "")
+
+
+def _check_batch(batch):
+    errors = [e for e in batch[-1] if e]
+    if errors:
+        raise UserError(errors[0])
+    return batch[:-2]
+
+
+class Split:
+    """One split of a dataset, batched identically on every path: `batch(step)` for training and
+    `eval_batches(views)` for a sweep over (a subset of) it. Yields float tensors in [0, 1] on `device`."""
+
+    def __init__(self, images=None, labels=None, folder=None, original=None, spec=None, device=None, seed=0):
+        self.images, self.labels, self.folder = images, labels, folder
+        self.original = original or (lambda u8: u8)  # uint8 batch -> uint8 batch of the eval preprocessing
+        self.spec, self.device, self.seed = spec, device, seed
+
+    def __len__(self):
+        return len(self.images) if self.images is not None else len(self.folder)
+
+    def _memory(self, idx, views, g):
+        raw = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
+        x = self.original(raw).float() / 255
+        raw = raw.float() / 255
+        out = [x]
+        for _ in range(views):
+            boxes = sample_crop_boxes(len(idx), raw.shape[2], raw.shape[3], self.spec.scale, self.spec.ratio, g)
+            flip = torch.rand(len(idx), device=g.device, generator=g) < 0.5
+            out.append(resized_crop(raw, boxes, self.spec.size, flip))
+        return out
+
+    def epoch_order(self, epoch):
+        return torch.randperm(len(self), generator=generator("cpu", self.seed, epoch))
+
+
+def load_data(args, device):
+    """Returns (train Split, held-out Split, AugmentSpec). Stops with one sentence if the data is not there."""
+    root = args.data_path
+    if args.dataset in ("cifar10", "stl10"):
+        images, labels = _torchvision_dataset(args.dataset, root)
+        # A seeded hold-out, as torch.utils.data.random_split(..., generator=manual_seed(42)) draws it.
+        pool = 50000 if args.dataset == "cifar10" else 100000  # STL-10: held-out images come from 'unlabeled'
+        perm = torch.randperm(pool, generator=torch.Generator().manual_seed(42))
+        held = perm[pool - 5000:]
+        keep = torch.ones(len(images), dtype=torch.bool)
+        keep[held] = False
+        spec = dataset_spec(args, 32 if args.dataset == "cifar10" else 96)
+        original = None if args.dataset == "cifar10" else \
+            (lambda u8: TF.center_crop(TF.resize(u8, [105], antialias=True), [96]))
+        on = device if args.in_memory is not False else torch.device("cpu")
+        train = Split(images[keep].to(on), labels[keep], original=original, spec=spec, device=device, seed=args.seed)
+        val = Split(images[held].to(on), labels[held], original=original, spec=spec, device=device, seed=args.seed)
+        return train, val, spec
+    if not os.path.isdir(root):
+        raise UserError(f"--data_path {root} does not exist; --dataset {args.dataset} expects {root}/train "
+                        f"{'and ' + root + '/val ' if args.dataset == 'folder' else ''}with one sub-folder per class")
+    train_set = _find_folder(root, "train")
+    if args.dataset == "imagenet":
+        size, resize = 224, 256
+        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(42))
+        held = set(perm[len(perm) - 5000:].tolist())
+        val_samples = [s for k, s in enumerate(train_set.samples) if k in held]
+        train_samples = [s for k, s in enumerate(train_set.samples) if k not in held]
+    else:
+        val_set = _find_folder(root, "val")
+        size = args.image_size or min(_read_rgb(train_set.samples[0][0]).size)
+        resize = size
+        train_samples, val_samples = train_set.samples, val_set.samples
+    spec = dataset_spec(args, size)
+    if args.in_memory is None:
+        args.in_memory = args.dataset == "folder" and len(train_samples) * 3 * size * size <= MEMORY_LIMIT
+    splits = []
+    for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
+        ds = ViewFolder(samples, size, resize, views=0 if args.in_memory else 1, seed=args.seed)
+        if args.in_memory:
+            images, labels = _decode_all(ds, args.workers, name)
+            splits.append(Split(images.to(device), labels, spec=spec, device=device, seed=args.seed))
+        else:
+            splits.append(Split(folder=ds, spec=spec, device=device, seed=args.seed))
+    return splits[0], splits[1], spec
+
+
+def _torchvision_dataset(name, root):
+    """CIFAR-10 train (50,000) or STL-10 unlabeled + train (105,000) as uint8 (N, 3, H, W) and labels."""
+    try:
+        if name == "cifar10":
+            ds = torchvision.datasets.CIFAR10(root, train=True, download=True)
+            return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in ("unlabeled", "train")]
+        return (torch.from_numpy(np.concatenate([p.data for p in parts])),
+                torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
+    except Exception as e:  # no network, a partial download, a corrupt archive: all end the same way
+        raise UserError(f"{name} is not under --data_path {root} and could not be downloaded there ({e})") from None
+
+
+def _decode_all(ds, workers, name):
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
+    parts, labels = [], []
+    for batch in tqdm(loader, desc=f"decoding {name} images", disable=not is_main() or None, leave=False):
+        (images,) = _check_batch(batch)
+        parts.append(images)
+        labels.append(batch[-2])
+    if not parts:
+        raise UserError(f"the {name} split has no images")
+    return torch.cat(parts), torch.cat(labels)
+
+
+def _stream(split, indices, batch, views, workers, epoch):
+    """DataLoader over ViewFolder for the given indices (this rank's, in order); yields float batches."""
+    split.folder.views, split.folder.epoch = views, epoch
+    loader = torch.utils.data.DataLoader(split.folder, batch_size=batch, sampler=indices.tolist(),
+                                         num_workers=workers, pin_memory=split.device.type == "cuda",
+                                         persistent_workers=False, drop_last=False)
+    for b in loader:
+        yield [t.to(split.device, non_blocking=True).float() / 255 for t in _check_batch(b)]
+
+
+class TrainBatches:
+    """Training batches for steps start, start+1, ...: this rank's share of each epoch's seeded permutation
+    (an epoch is steps_per_epoch full global batches; the remainder is dropped, as drop_last would)."""
+
+    def __init__(self, split, global_batch, rank, world, views, workers):
+        self.split, self.b, self.rank, self.world, self.views, self.workers = split, global_batch // world, rank, world, views, workers
+        self.steps_per_epoch = len(split) // global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training split has {len(split)} images, fewer than one global batch of {global_batch}")
+
+    def rank_indices(self, epoch, start_it=0):
+        """Indices this rank sees in epoch from iteration start_it on: global batch k holds
+        order[k * B_global : (k + 1) * B_global], of which rank r takes the r-th slice of B_local."""
+        order = self.split.epoch_order(epoch)[: self.steps_per_epoch * self.b * self.world]
+        return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
+
+    def __call__(self, start_step, device_keys):
+        step = start_step
+        while True:
+            epoch, it = divmod(step, self.steps_per_epoch)
+            idx = self.rank_indices(epoch, it)
+            if self.split.images is not None:
+                for k in range(0, len(idx), self.b):
+                    yield self.split._memory(idx[k:k + self.b], self.views, generator(self.split.device, *device_keys, step, 1))
+                    step += 1
+            else:
+                for batch in _stream(self.split, idx, self.b, self.views, self.workers, epoch):
+                    yield batch
+                    step += 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model (PAPER.md §2): torchvision ResNet encoder, projection head, inverted-ResNet decoder.
+
+
+def build_encoder(name, stem):
+    """torchvision ResNet without its classifier; returns pooled features h. Stem per PAPER.md §2."""
+    net = getattr(torchvision.models, name)(weights=None)
+    if stem == "cifar":
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    if stem in ("cifar", "stl"):
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
+
+
+class ProjectionHead(nn.Module):
+    """Linear(h, h) -> BN -> ReLU, then bias-free Linear(h, latent) for mu (and log_var if variational)."""
+
+    def __init__(self, h, latent_dim, variational):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True))
+        self.mu = nn.Linear(h, latent_dim, bias=False)
+        self.log_var = nn.Linear(h, latent_dim, bias=False) if variational else None
+
+    def forward(self, h):
+        t = self.trunk(h)
+        return self.mu(t), (self.log_var(t) if self.log_var is not None else None)
+
+
+class DecoderBlock(nn.Module):
+    """Residual block of the inverted ResNet, no BatchNorm, convs with bias. With `upsample` (a resize),
+    the resize comes before the 3x3 conv and the skip path is resize + 1x1 conv."""
+
+    def __init__(self, cin, planes, bottleneck, upsample=None):
+        super().__init__()
+        cout = planes * (4 if bottleneck else 1)
+        self.upsample = upsample or nn.Identity()
+        if bottleneck:  # 1x1 -> (resize) -> 3x3 -> 1x1
+            self.pre = nn.Sequential(nn.Conv2d(cin, planes, 1), nn.ReLU(inplace=True))
+            self.body = nn.Sequential(nn.Conv2d(planes, planes, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(planes, cout, 1))
+        else:  # (resize) -> 3x3 -> 3x3
+            self.pre = nn.Identity()
+            self.body = nn.Sequential(nn.Conv2d(cin, planes, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(planes, cout, 3, padding=1))
+        self.skip = nn.Sequential(self.upsample, nn.Conv2d(cin, cout, 1)) if upsample or cin != cout else nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.body(self.upsample(self.pre(x))) + self.skip(x))
+
+
+class Decoder(nn.Module):
+    """Inverted ResNet (PAPER.md §2): z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
+
+    Stage 1 resizes to input_size / f (f = 8, x2 for a stride-2 stem, x2 again for a kept maxpool);
+    stages 2-4 upsample x2 each; the stem's downsamplings are undone at the end.
+    """
+
+    LAYOUT = {"decoder18": ([2, 2, 2, 2], False), "decoder34": ([3, 6, 4, 3], False),
+              "decoder50": ([3, 6, 4, 3], True)}
+
+    def __init__(self, name, latent_dim, image_size, stem):
+        super().__init__()
+        blocks, bottleneck = self.LAYOUT[name]
+        self.h = h = 2048 if bottleneck else 512
+        self.stem = stem
+        self.mlp = nn.Sequential(nn.Linear(latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True))
+        self.conv_in = nn.Sequential(nn.Conv2d(h // 16, h, 1), nn.ReLU(inplace=True))
+        stages, cin = [], h
+        for k, (n, planes) in enumerate(zip(blocks, [256, 128, 64, 32])):
+            up = nn.Upsample(size=image_size // STEM_FACTOR[stem]) if k == 0 else nn.Upsample(scale_factor=2)
+            layer = [DecoderBlock(cin, planes, bottleneck, up)]
+            cin = planes * (4 if bottleneck else 1)
+            layer += [DecoderBlock(cin, planes, bottleneck) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layer))
+        self.stages = nn.Sequential(*stages)
+        self.conv_out = nn.Sequential(nn.Conv2d(cin, 64, 3, padding=1), nn.ReLU(inplace=True))
+        self.final = nn.Conv2d(64, 3, 3, padding=1)
+
+    def forward(self, z):
+        x = self.mlp(z).view(-1, self.h // 16, 4, 4)
+        x = self.stages(self.conv_in(x))
+        if self.stem == "imagenet":  # undo the maxpool
+            x = F.interpolate(x, scale_factor=2)
+        x = self.conv_out(x)
+        if self.stem != "cifar":  # undo the stride-2 first conv
+            x = F.interpolate(x, scale_factor=2)
+        return self.final(x)
+
+
+class AutoEncoder(nn.Module):
+    """Encoder + projection head + decoder. Variational: z = mu + sigma * eps; otherwise z = head(h)."""
+
+    def __init__(self, encoder, decoder, stem, latent_dim, image_size, variational, log_scale=0.0, learn_scale=False):
+        super().__init__()
+        self.encoder = build_encoder(encoder, stem)
+        self.projection = ProjectionHead(FEATURE_DIM[encoder], latent_dim, variational)
+        self.decoder = Decoder(decoder, latent_dim, image_size, stem)
+        self.variational = variational
+        # Log-variance of p(x|z); a parameter even when fixed, so that checkpoints look the same.
+        self.log_scale = nn.Parameter(torch.tensor(float(log_scale)), requires_grad=learn_scale)
+
+    def encode(self, x):
+        """x: (N, 3, H, W) -> mu, log_var: (N, latent) each (log_var None for the AE family)."""
+        mu, log_var = self.projection(self.encoder(x))
+        return mu, (log_var.float().clamp(*LOG_VAR_RANGE) if log_var is not None else None)
+
+    def forward(self, x_aug, eps=None):
+        """x_aug: encoder input; eps: (N, latent) standard normal noise. Returns x_hat, mu, log_var and
+        log_scale (returned so that a learned scale takes part in the DDP forward like any parameter)."""
+        mu, log_var = self.encode(x_aug)
+        z = reparameterize(mu, log_var, eps) if self.variational else mu
+        return self.decoder(z), mu, log_var, self.log_scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loss (PAPER.md §1). Likelihood and KL in float32, summed over pixels / latent dimensions, per image.
+
+LOG_VAR_RANGE = (-10.0, 10.0)  # clamp for log_var and a learned log_scale: exp() stays far from overflow
+
+
+def reparameterize(mu, log_var, eps):
+    """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I); shapes (N, latent)."""
+    return mu.float() + torch.exp(0.5 * log_var) * eps
+
+
+def gaussian_log_likelihood(x_hat, x, log_scale):
+    """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); x, x_hat: (N, C, H, W) -> (N,)."""
+    log_scale = log_scale.float().clamp(*LOG_VAR_RANGE)
+    sq = (x.float() - x_hat.float()) ** 2
+    return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(1).sum(1)
+
+
+def kl_divergence(mu, log_var):
+    """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over latent dims; (N, latent) -> (N,)."""
+    mu, log_var = mu.float(), log_var.float()
+    return 0.5 * (mu ** 2 + torch.exp(log_var) - 1 - log_var).sum(1)
+
+
+def log_normal(z, mu, log_var):
+    """log N(z; mu, exp(log_var)) summed over the last dimension; (N, latent) -> (N,)."""
+    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+
+
+def compute_loss(x, x_hat, mu, log_var, log_scale, beta):
+    """Returns (loss, metrics). VAE family, Eq. 1 / Eq. 3: mean over images of -log p(x|z) + beta * KL.
+    AE family: mean squared error. x is always the original image, whatever the encoder saw."""
+    if log_var is None:
+        loss = F.mse_loss(x_hat.float(), x.float())
+        return loss, {"recon": loss.detach()}
+    recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
+    kl = kl_divergence(mu, log_var).mean()
+    # beta = 0 (AAVAE) keeps the KL out of the graph entirely: it is only logged.
+    loss = recon + beta * kl if beta > 0 else recon
+    return loss, {"recon": recon.detach(), "kl": kl.detach()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Diagnostics on the held-out split (PAPER.md §1): reconstruction, KL, IWAE bits per dimension,
+# same- vs different-image latent similarity (Fig. 5), active units.
+
+
+@torch.no_grad()
+def evaluate(model, split, args, spec, amp, rank, world):
+    """Returns a dict of val_* metrics, reduced over processes, and the first batch for the picture."""
+    was_training = model.training
+    model.eval()
+    device, variational = split.device, model.variational
+    n_all = len(split)
+    subset = torch.randperm(n_all, generator=generator("cpu", 0))[: args.val_size or n_all]  # random order: a varied picture
+    idx = subset[rank::world]
+    b = max(1, args.batch_size // world)
+    sums = torch.zeros(8, dtype=torch.float64, device=device)  # n, recon, kl, log p(x), same, diff, pairs
+    mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
+    mu_sq = torch.zeros_like(mu_sum)
+    first = None
+    batches = (split._memory(idx[k:k + b], 2, generator(device, args.seed, k, rank, 2)) for k in range(0, len(idx), b)) \
+        if split.images is not None else _stream(split, idx, b, 2, args.workers, epoch=0)
+    for k, (x01, v1, v2) in enumerate(batches):
+        g = generator(device, args.seed, k, rank, 3)
+        x = normalize(x01, spec)
+        v1, v2 = normalize(photometric(v1, spec, g), spec), normalize(photometric(v2, spec, g), spec)
+        n = x.shape[0]
+        with amp():
+            mu, log_var = model.encode(x)
+        if variational:
+            # IWAE estimate: log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k
+            log_w = []
+            for _ in range(args.val_samples):
+                z = reparameterize(mu, log_var, torch.randn(mu.shape, device=device, generator=g))
+                with amp():
+                    log_px_z = gaussian_log_likelihood(model.decoder(z), x, model.log_scale)
+                log_w.append(log_px_z + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+                             - log_normal(z, mu.float(), log_var))
+                if len(log_w) == 1:
+                    sums[1] += -log_px_z.sum()  # the one-sample reconstruction term, as in training
+            log_px = torch.logsumexp(torch.stack(log_w), 0) - math.log(args.val_samples)
+            sums[2] += kl_divergence(mu, log_var).sum()
+            sums[3] += log_px.sum()
+        else:
+            with amp():
+                sums[1] += ((model.decoder(mu).float() - x) ** 2).flatten(1).mean(1).sum()
+        sums[0] += n
+        mu_sum += mu.double().sum(0)
+        mu_sq += (mu.double() ** 2).sum(0)
+        with amp():
+            m1 = F.normalize(model.encode(v1)[0].float(), dim=1)
+            m2 = F.normalize(model.encode(v2)[0].float(), dim=1)
+        cos = m1 @ m2.T
+        sums[4] += cos.diagonal().sum()
+        sums[5] += cos.sum() - cos.diagonal().sum()
+        sums[6] += n * (n - 1)
+        if first is None:  # the picture: reconstructions from the view's and the original's latent mean
+            with amp():
+                first = (x[:8], v1[:8], model.decoder(model.encode(v1[:8])[0]), model.decoder(mu[:8]))
+    all_reduce(sums), all_reduce(mu_sum), all_reduce(mu_sq)
+    n = sums[0].item()
+    var = mu_sq / n - (mu_sum / n) ** 2  # Cov_x(E_q[z_d]), one value per dimension
+    out = {"val_recon": sums[1].item() / n, "val_sim_same": sums[4].item() / n,
+           "val_sim_diff": sums[5].item() / max(sums[6].item(), 1),
+           "val_active_units": int((var > 0.01).sum().item()), "val_images": int(n)}
+    if variational:
+        out["val_kl"] = sums[2].item() / n
+        out["val_bpd"] = -sums[3].item() / n / (3 * spec.size ** 2 * math.log(2))
+    model.train(was_training)
+    return out, first
+
+
+def save_grid(first, spec, path):
+    """Rows: original, augmented view, decoded mu(view) (what training asks for: the original back),
+    decoded mu(original); all de-normalised."""
+    rows = [denormalize(t, spec).cpu() for t in first]
+    torchvision.utils.save_image(torch.cat(rows), path, nrow=len(first[0]), padding=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Schedule: a pure function of the global step.
+
+
+def get_lr(step, total_steps, warmup_steps, lr, schedule):
+    """Linear warm-up from lr / warmup_steps (never exactly zero), then constant, cosine or linear decay."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return lr * (0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Checkpoints: plain tensors and containers only (torch.load(weights_only=True)), written atomically.
+
+
+def save_atomic(obj, path):
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """Reads a checkpoint with weights_only=True; anything else is refused with one sentence."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except Exception as e:
+        kind = "needs arbitrary unpickling, which is refused" if "weights_only" in str(e) or "Unsupported" in str(e) \
+            else "is corrupt or not a PyTorch checkpoint"
+        raise UserError(f"checkpoint {path} {kind} ({str(e).splitlines()[0][:200]})") from None
+
+
+def run_args(args):
+    """The arguments that define a run, as plain JSON types."""
+    return {k: v for k, v in sorted(vars(args).items())}
+
+
+RUN_FILES = ("checkpoint.pt", "log.jsonl", "encoder.pth")
+
+
+def prepare_output_dir(args):
+    """Checks that a run already in output_dir was made with the same training arguments (then it is
+    resumed), or, with --overwrite, clears that run's files so that nothing old mixes into the new one."""
+    path = os.path.join(args.output_dir, "args.json")
+    if not os.path.exists(path):
+        return
+    if args.overwrite:
+        for name in RUN_FILES + ("args.json",):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(args.output_dir, name))
+        return
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        raise UserError(f"{path} is unreadable; pass --overwrite to start afresh in {args.output_dir}") from None
+    new = run_args(args)
+    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_ARGS and old.get(k) != new.get(k))
+    if diff:
+        changes = ", ".join(f"--{k} {old.get(k)} -> {new.get(k)}" for k in diff)
+        raise UserError(f"{args.output_dir} holds a run with other arguments ({changes}); "
+                        "choose another --output_dir, or pass --overwrite to start afresh there")
+
+
+def resume_checkpoint(args):
+    """The checkpoint in output_dir to resume from, or None."""
+    ckpt_path = os.path.join(args.output_dir, "checkpoint.pt")
+    if not os.path.exists(ckpt_path):
+        return None
+    ckpt = load_checkpoint(ckpt_path)
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "step"} <= set(ckpt):
+        raise UserError(f"{ckpt_path} is not a training checkpoint of aavae.py")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------------------------------
+# Training
+
+
+def git_sha():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip() or None
+    except Exception:
+        return None
+
+
+def train(args):
+    rank, world, device = setup_distributed()
+    if args.batch_size % world:
+        raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
+    if args.amp is None:
+        args.amp = device.type == "cuda"
+    augmented, variational = METHODS[args.method]
+
+    # ---- data
+    train_split, val_split, spec = load_data(args, device)
+    batches = TrainBatches(train_split, args.batch_size, rank, world, views=1 if augmented else 0, workers=args.workers)
+    steps_per_epoch = batches.steps_per_epoch
+    total_steps = args.epochs * steps_per_epoch
+    last_step = min(total_steps, args.max_steps or total_steps)
+    warmup_steps = round(args.warmup_epochs * steps_per_epoch)
+    lr = args.lr * args.batch_size / args.base_batch
+
+    # ---- output directory: rank 0 checks it, every rank learns the verdict and reads the same checkpoint
+    verdict = [None]
+    if is_main():
+        try:
+            prepare_output_dir(args)
+        except UserError as e:
+            verdict[0] = str(e)
+    if dist.is_initialized():
+        dist.broadcast_object_list(verdict)
+    if verdict[0]:
+        raise UserError(verdict[0])
+    ckpt = resume_checkpoint(args)
+
+    # ---- model
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, variational,
+                        args.log_scale, args.learn_scale).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if args.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                                 weight_decay=args.weight_decay, fused=device.type == "cuda")
+    start_step = 0
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
+        start_step = ckpt["step"]
+    raw_model = model  # plain module: state dicts, evaluation and pictures never go through DDP or compile
+    if world > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        model = torch.compile(model)
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    if is_main():
+        with open(os.path.join(args.output_dir, "args.json"), "w") as f:
+            json.dump(run_args(args), f, indent=1)
+    print0(f"git {git_sha()} | " + " ".join(f"{k}={v}" for k, v in run_args(args).items()))
+    print0(f"{args.method}: {len(train_split)} training / {len(val_split)} held-out images at {spec.size}px, "
+           f"{'memory' if train_split.images is not None else 'stream'} data path, device {device}, {world} process(es)")
+    print0(f"batch {args.batch_size} global = {world} x {args.batch_size // world}; lr {args.lr:g} at batch "
+           f"{args.base_batch} -> {lr:g}; {steps_per_epoch} steps/epoch, warm-up {warmup_steps} steps, "
+           f"{total_steps} steps in {args.epochs} epochs" + (f", stopping at {last_step}" if last_step < total_steps else ""))
+    if start_step >= last_step:
+        print0(f"{args.output_dir} is already at step {start_step}: nothing to do")
+        return finish(args, raw_model, start_step, steps_per_epoch)
+    if start_step:
+        print0(f"resuming from step {start_step} (epoch {start_step // steps_per_epoch})")
+
+    # ---- loop
+    log_path = os.path.join(args.output_dir, "log.jsonl")
+    bar = tqdm(total=last_step, initial=start_step, disable=not is_main() or None, dynamic_ncols=True)
+    acc = torch.zeros(4, device=device)  # loss, recon, kl, steps since the last log line
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    t0, since = time.perf_counter(), start_step
+    model.train()
+    stream = batches(start_step, (args.seed, rank))
+    for step in range(start_step, last_step):
+        x01, *view = next(stream)
+        g = generator(device, args.seed, step, rank, 0)
+        x = normalize(x01, spec)
+        x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
+        if device.type == "cuda":
+            x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
+        eps = torch.randn(x.shape[0], args.latent_dim, device=device, generator=g) if variational else None
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
+        with amp():
+            x_hat, mu, log_var, log_scale = model(x_aug, eps)
+        loss, parts = compute_loss(x, x_hat, mu, log_var, log_scale, args.beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # Book-keeping on the device: no host synchronisation until the next log line.
+        finite = torch.isfinite(loss.detach())
+        first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
+        acc += torch.stack([loss.detach(), parts["recon"], parts.get("kl", torch.zeros_like(loss)).detach(), torch.ones_like(loss)])
+        bar.update(1)
+        done = step + 1
+        end_of_epoch = done % steps_per_epoch == 0
+        if done % args.log_every == 0 or done == last_step:
+            check_finite(first_bad, args, since, done)
+            all_reduce(acc)
+            acc /= world
+            elapsed = time.perf_counter() - t0
+            row = {"step": done, "epoch": round(done / steps_per_epoch, 4), "loss": acc[0].item() / acc[3].item(),
+                   "recon": acc[1].item() / acc[3].item(), "lr": optimizer.param_groups[0]["lr"],
+                   "img_per_s": (done - since) * args.batch_size / elapsed}
+            if variational:
+                row["kl"] = acc[2].item() / acc[3].item()
+                row["log_scale"] = raw_model.log_scale.item()
+            write_log(log_path, row)
+            bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")
+            acc.zero_()
+            t0, since = time.perf_counter(), done
+        if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0 and done != last_step:
+            run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
+        if end_of_epoch and (done // steps_per_epoch) % args.save_every == 0 and done != last_step:
+            check_finite(first_bad, args, since, done)
+            save_checkpoint(args, raw_model, optimizer, done, steps_per_epoch)
+    bar.close()
+    check_finite(first_bad, args, since, last_step)
+    save_checkpoint(args, raw_model, optimizer, last_step, steps_per_epoch)
+    metrics = run_validation(raw_model, val_split, args, spec, amp, rank, world, last_step, steps_per_epoch)
+    finish(args, raw_model, last_step, steps_per_epoch)
+    return metrics
+
+
+def check_finite(first_bad, args, since, step):
+    """Stops the run at the first non-finite loss, before anything is saved over the last good checkpoint."""
+    bad = all_reduce(first_bad.clone().clamp(min=-1) + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
+    if bad >= 0:
+        raise UserError(f"the loss became non-finite at step {bad}; likely causes: a learning rate too high for "
+                        f"batch {args.batch_size}" + (", a learned log_scale collapsing" if args.learn_scale else "")
+                        + f" or a large --beta; {os.path.join(args.output_dir, 'checkpoint.pt')} still holds the last good state")
+
+
+def write_log(path, row):
+    if is_main():
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def save_checkpoint(args, raw_model, optimizer, step, steps_per_epoch):
+    if is_main():
+        save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "epoch": step // steps_per_epoch, "args": run_args(args)},
+                    os.path.join(args.output_dir, "checkpoint.pt"))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def run_validation(raw_model, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
+    metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
+    if is_main():
+        write_log(os.path.join(args.output_dir, "log.jsonl"),
+                  {"step": step, "epoch": round(step / steps_per_epoch, 4), **metrics})
+        save_grid(first, spec, os.path.join(args.output_dir, f"recon_{step:07d}.png"))
+        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return metrics
+
+
+def finish(args, raw_model, step, steps_per_epoch):
+    """Exports the encoder alone: a torchvision ResNet state dict without fc (see README for loading)."""
+    if is_main():
+        save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
+        print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
+               f"{os.path.join(args.output_dir, 'encoder.pth')}")
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        validate(args)
+        if args.benchmark:
+            import bench
+            return bench.run(args)
+        return train(args)
+    except UserError as e:
+        print(f"aavae.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
