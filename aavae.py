@@ -18,6 +18,7 @@ a resumed run is bit-identical to an uninterrupted one and a checkpoint needs no
 """
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import os
@@ -57,9 +58,15 @@ class UserError(Exception):
 # Arguments
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line instead of the whole usage text."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def get_args_parser():
-    p = argparse.ArgumentParser("aavae", description=__doc__.split("\n\n")[0], add_help=True,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser("aavae.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("method (PAPER.md §1)")
     g.add_argument("--method", default="aavae", choices=sorted(METHODS),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
@@ -169,8 +176,27 @@ def setup_distributed():
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_attempt_store(),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
+                                device_id=device if device.type == "cuda" else None)
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def _attempt_store():
+    """The key-value store of this attempt of a torchrun job, or None for the default env:// one.
+
+    When torchrun restarts a failed group (--max-restarts) it keeps its store, and the default process
+    group's keys of the dead attempt are still there: a restarted rank can read a dead peer's address and
+    hang or fail. Every rank therefore counts itself in on the store, and the count gives a generation
+    number that all ranks of one attempt share (TORCHELASTIC_RESTART_COUNT is per node, not global).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                         timeout=datetime.timedelta(minutes=30))
+    generation = (base.add("aavae/joined", 1) - 1) // world
+    return dist.PrefixStore(f"aavae/attempt{generation}", base)
 
 
 def is_main():
@@ -187,6 +213,14 @@ def all_reduce(t, op=None):
     if dist.is_initialized():
         dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
     return t
+
+
+def broadcast_buffers(model):
+    """Gives every rank rank 0's BatchNorm statistics: DDP broadcasts them at each forward anyway, but after
+    the last one they differ, and validation and checkpoints should see the ones training uses."""
+    if dist.is_initialized():
+        for b in model.buffers():
+            dist.broadcast(b, 0)
 
 
 def seed_for(*keys):
@@ -741,6 +775,13 @@ def log_normal(z, mu, log_var):
     return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
 
 
+def training_loss(model, x, x_aug, eps, beta, amp=contextlib.nullcontext):
+    """One forward of Eq. 3: the encoder sees x_aug, the decoder's target is the original x."""
+    with amp():
+        x_hat, mu, log_var, log_scale = model(x_aug, eps)
+    return compute_loss(x, x_hat, mu, log_var, log_scale, beta)
+
+
 def compute_loss(x, x_hat, mu, log_var, log_scale, beta):
     """Returns (loss, metrics). VAE family, Eq. 1 / Eq. 3: mean over images of -log p(x|z) + beta * KL.
     AE family: mean squared error. x is always the original image, whatever the encoder saw."""
@@ -865,9 +906,10 @@ def load_checkpoint(path):
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:
-        kind = "needs arbitrary unpickling, which is refused" if "weights_only" in str(e) or "Unsupported" in str(e) \
-            else "is corrupt or not a PyTorch checkpoint"
-        raise UserError(f"checkpoint {path} {kind} ({str(e).splitlines()[0][:200]})") from None
+        blocked = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        if blocked:  # the weights-only unpickler met a class or function it will not import
+            raise UserError(f"checkpoint {path} needs arbitrary unpickling, which is refused ({blocked[0]})") from None
+        raise UserError(f"checkpoint {path} is corrupt or not a file written by torch.save") from None
 
 
 def run_args(args):
@@ -925,6 +967,20 @@ def git_sha():
         return None
 
 
+def build_model(args, spec, device, world=1):
+    """The autoencoder (same initial weights on every rank) and its Adam optimiser."""
+    torch.manual_seed(args.seed)
+    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, METHODS[args.method][1],
+                        args.log_scale, args.learn_scale).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if args.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                 weight_decay=args.weight_decay, fused=device.type == "cuda")
+    return model, optimizer
+
+
 def train(args):
     rank, world, device = setup_distributed()
     if args.batch_size % world:
@@ -956,15 +1012,7 @@ def train(args):
     ckpt = resume_checkpoint(args)
 
     # ---- model
-    torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, variational,
-                        args.log_scale, args.learn_scale).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if args.sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
-                                 weight_decay=args.weight_decay, fused=device.type == "cuda")
+    model, optimizer = build_model(args, spec, device, world)
     start_step = 0
     if ckpt is not None:
         try:
@@ -1005,21 +1053,9 @@ def train(args):
     model.train()
     stream = batches(start_step, (args.seed, rank))
     for step in range(start_step, last_step):
-        x01, *view = next(stream)
-        g = generator(device, args.seed, step, rank, 0)
-        x = normalize(x01, spec)
-        x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
-        if device.type == "cuda":
-            x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
-        eps = torch.randn(x.shape[0], args.latent_dim, device=device, generator=g) if variational else None
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
-        with amp():
-            x_hat, mu, log_var, log_scale = model(x_aug, eps)
-        loss, parts = compute_loss(x, x_hat, mu, log_var, log_scale, args.beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, args.seed, step, rank, 0), args, amp)
         # Book-keeping on the device: no host synchronisation until the next log line.
         finite = torch.isfinite(loss.detach())
         first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
@@ -1055,6 +1091,22 @@ def train(args):
     return metrics
 
 
+def train_step(model, optimizer, batch, spec, g, args, amp):
+    """One optimiser step on a batch (x01, [view01]) from TrainBatches; g draws this step's randomness."""
+    augmented, variational = METHODS[args.method]
+    x01, *view = batch
+    x = normalize(x01, spec)
+    x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
+    if x.is_cuda:
+        x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
+    eps = torch.randn(x.shape[0], args.latent_dim, device=x.device, generator=g) if variational else None
+    loss, parts = training_loss(model, x, x_aug, eps, args.beta, amp)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, parts
+
+
 def check_finite(first_bad, args, since, step):
     """Stops the run at the first non-finite loss, before anything is saved over the last good checkpoint."""
     bad = all_reduce(first_bad.clone().clamp(min=-1) + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
@@ -1071,6 +1123,7 @@ def write_log(path, row):
 
 
 def save_checkpoint(args, raw_model, optimizer, step, steps_per_epoch):
+    broadcast_buffers(raw_model)
     if is_main():
         save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "epoch": step // steps_per_epoch, "args": run_args(args)},
@@ -1080,6 +1133,7 @@ def save_checkpoint(args, raw_model, optimizer, step, steps_per_epoch):
 
 
 def run_validation(raw_model, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
+    broadcast_buffers(raw_model)
     metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),

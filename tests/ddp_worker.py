@@ -1,0 +1,57 @@
+"""aavae.py under torchrun, instrumented for tests/test_distributed.py.
+
+    [KILL_RANK=R KILL_STEP=S] torchrun ... tests/ddp_worker.py <aavae.py arguments>
+
+Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt and the sample indices it trained on to
+OUTPUT_DIR/indices{R}.pt. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
+attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group.
+"""
+import os
+import faulthandler
+import signal
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import aavae  # noqa: E402
+
+argv = sys.argv[1:]
+out = argv[argv.index("--output_dir") + 1]
+rank = int(os.environ["RANK"])
+faulthandler.register(signal.SIGUSR1)
+seen, steps = [], [0]
+
+real_rank_indices = aavae.TrainBatches.rank_indices
+
+
+def rank_indices(self, epoch, start_it=0):
+    idx = real_rank_indices(self, epoch, start_it)
+    seen.append((epoch, start_it, idx.clone()))
+    return idx
+
+
+real_step = aavae.train_step
+
+
+def train_step(*a, **k):
+    steps[0] += 1
+    if (str(rank) == os.environ.get("KILL_RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+            and steps[0] == int(os.environ["KILL_STEP"])):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_step(*a, **k)
+
+
+real_finish = aavae.finish
+
+
+def finish(args, raw_model, step, steps_per_epoch):
+    torch.save({k: v.clone() for k, v in raw_model.state_dict().items()}, os.path.join(out, f"rank{rank}.pt"))
+    torch.save(seen, os.path.join(out, f"indices{rank}.pt"))
+    return real_finish(args, raw_model, step, steps_per_epoch)
+
+
+aavae.TrainBatches.rank_indices = rank_indices
+aavae.train_step = train_step
+aavae.finish = finish
+aavae.main(argv)
