@@ -485,20 +485,29 @@ class ViewFolder(torch.utils.data.Dataset):
 
 
 def _check_batch(batch):
+    """A ViewFolder batch (images..., labels, errors) -> [images..., labels], or its first error raised."""
     errors = [e for e in batch[-1] if e]
     if errors:
         raise UserError(errors[0])
-    return batch[:-2]
+    return batch[:-1]
 
 
 class Split:
-    """One split of a dataset, batched identically on every path: `batch(step)` for training and
-    `eval_batches(views)` for a sweep over (a subset of) it. Yields float tensors in [0, 1] on `device`."""
+    """One split of a dataset, held in memory (uint8 `images`, on the device or the CPU) or streamed from
+    an ImageFolder (`folder`). Batches are float tensors in [0, 1] on `device`: the original, then views."""
 
-    def __init__(self, images=None, labels=None, folder=None, original=None, spec=None, device=None, seed=0):
-        self.images, self.labels, self.folder = images, labels, folder
+    def __init__(self, images=None, labels=None, folder=None, original=None, spec=None, device=None, seed=0, paths=None):
+        self.images, self.labels, self.folder, self.paths = images, labels, folder, paths
         self.original = original or (lambda u8: u8)  # uint8 batch -> uint8 batch of the eval preprocessing
         self.spec, self.device, self.seed = spec, device, seed
+
+    def subset(self, keep):
+        """The images at the (sorted) indices `keep`, as a Split of the same kind."""
+        k = keep.tolist()
+        f = self.folder and ViewFolder([self.folder.samples[i] for i in k], self.folder.size, self.folder.resize,
+                                       self.folder.views, self.folder.seed)
+        return Split(None if self.images is None else self.images[keep], self.labels[keep], f, self.original,
+                     self.spec, self.device, self.seed, None if self.paths is None else [self.paths[i] for i in k])
 
     def __len__(self):
         return len(self.images) if self.images is not None else len(self.folder)
@@ -517,35 +526,64 @@ class Split:
     def epoch_order(self, epoch):
         return torch.randperm(len(self), generator=generator("cpu", self.seed, epoch))
 
+    def batches(self, indices, batch, views, keys, workers=0, epoch=0):
+        """[x01, *views01, labels] for `indices`, in order, `batch` at a time. In memory, the crops of the
+        batch at offset k draw from generator(*keys, k); streamed, from (seed, epoch, index) in the workers."""
+        if self.images is not None:
+            for k in range(0, len(indices), batch):
+                idx = indices[k:k + batch]
+                yield [*self._memory(idx, views, generator(self.device, *keys, k)), self.labels[idx].to(self.device)]
+            return
+        self.folder.views, self.folder.epoch = views, epoch
+        loader = torch.utils.data.DataLoader(self.folder, batch_size=batch, sampler=indices.tolist(),
+                                             num_workers=workers, pin_memory=self.device.type == "cuda")
+        for b in loader:
+            *images, labels = _check_batch(b)
+            yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
 
-def load_data(args, device):
-    """Returns (train Split, held-out Split, AugmentSpec). Stops with one sentence if the data is not there."""
+
+def _held_out(n, held):
+    """A seeded hold-out of `held` of n images, as torch.utils.data.random_split(..., manual_seed(42)) draws
+    it: returns (keep, held) index tensors."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(42))
+    return perm[:n - held].sort().values, perm[n - held:].sort().values
+
+
+def load_data(args, device, probe=False):
+    """Returns (train Split, second Split, AugmentSpec); stops with one sentence if the data is not there.
+
+    Pretraining (PAPER.md §3): the second split is the 5,000 held-out images. With probe=True, the labelled
+    splits of the linear probe (PAPER.md §5): CIFAR-10 the same 45,000 / the 10,000 test images; STL-10
+    4,500 of the labelled train split / the 8,000 test images; ImageNet train / val; folder train / val.
+    """
     root = args.data_path
     if args.dataset in ("cifar10", "stl10"):
-        images, labels = _torchvision_dataset(args.dataset, root)
-        # A seeded hold-out, as torch.utils.data.random_split(..., generator=manual_seed(42)) draws it.
-        pool = 50000 if args.dataset == "cifar10" else 100000  # STL-10: held-out images come from 'unlabeled'
-        perm = torch.randperm(pool, generator=torch.Generator().manual_seed(42))
-        held = perm[pool - 5000:]
-        keep = torch.ones(len(images), dtype=torch.bool)
-        keep[held] = False
         spec = dataset_spec(args, 32 if args.dataset == "cifar10" else 96)
         original = None if args.dataset == "cifar10" else \
             (lambda u8: TF.center_crop(TF.resize(u8, [105], antialias=True), [96]))
         on = device if args.in_memory is not False else torch.device("cpu")
-        train = Split(images[keep].to(on), labels[keep], original=original, spec=spec, device=device, seed=args.seed)
-        val = Split(images[held].to(on), labels[held], original=original, spec=spec, device=device, seed=args.seed)
-        return train, val, spec
+        split = lambda images, labels: Split(images.to(on), labels, original=original, spec=spec, device=device, seed=args.seed)
+        if probe:
+            images, labels = _torchvision_dataset(args.dataset, root, "train")
+            keep = _held_out(50000, 5000)[0] if args.dataset == "cifar10" else _held_out(5000, 500)[0]
+            return split(images[keep], labels[keep]), split(*_torchvision_dataset(args.dataset, root, "test")), spec
+        images, labels = _torchvision_dataset(args.dataset, root, "pretrain")
+        # STL-10: the held-out images come from the first 100,000 ('unlabeled'); the labelled 5,000 all train.
+        keep, held = _held_out(50000 if args.dataset == "cifar10" else 100000, 5000)
+        keep = torch.cat([keep, torch.arange(100000, len(images))]) if args.dataset == "stl10" else keep
+        return split(images[keep], labels[keep]), split(images[held], labels[held]), spec
     if not os.path.isdir(root):
         raise UserError(f"--data_path {root} does not exist; --dataset {args.dataset} expects {root}/train "
-                        f"{'and ' + root + '/val ' if args.dataset == 'folder' else ''}with one sub-folder per class")
+                        f"and {root}/val with one sub-folder per class")
     train_set = _find_folder(root, "train")
     if args.dataset == "imagenet":
         size, resize = 224, 256
-        perm = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(42))
-        held = set(perm[len(perm) - 5000:].tolist())
-        val_samples = [s for k, s in enumerate(train_set.samples) if k in held]
-        train_samples = [s for k, s in enumerate(train_set.samples) if k not in held]
+        if probe:
+            train_samples, val_samples = train_set.samples, _find_folder(root, "val").samples
+        else:
+            keep, held = _held_out(len(train_set), 5000)
+            train_samples = [train_set.samples[k] for k in keep.tolist()]
+            val_samples = [train_set.samples[k] for k in held.tolist()]
     else:
         val_set = _find_folder(root, "val")
         size = args.image_size or min(_read_rgb(train_set.samples[0][0]).size)
@@ -557,21 +595,22 @@ def load_data(args, device):
     splits = []
     for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
         ds = ViewFolder(samples, size, resize, views=0 if args.in_memory else 1, seed=args.seed)
-        if args.in_memory:
-            images, labels = _decode_all(ds, args.workers, name)
-            splits.append(Split(images.to(device), labels, spec=spec, device=device, seed=args.seed))
-        else:
-            splits.append(Split(folder=ds, spec=spec, device=device, seed=args.seed))
+        paths, labels = [p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long)
+        images = _decode_all(ds, args.workers, name).to(device) if args.in_memory else None
+        splits.append(Split(images, labels, None if args.in_memory else ds, spec=spec, device=device,
+                            seed=args.seed, paths=paths))
     return splits[0], splits[1], spec
 
 
-def _torchvision_dataset(name, root):
-    """CIFAR-10 train (50,000) or STL-10 unlabeled + train (105,000) as uint8 (N, 3, H, W) and labels."""
+def _torchvision_dataset(name, root, part):
+    """uint8 (N, 3, H, W) images and labels of CIFAR-10 (part train = pretrain: 50,000; test: 10,000) or
+    STL-10 (pretrain: unlabeled + train, 105,000, in that order; train: 5,000; test: 8,000)."""
     try:
         if name == "cifar10":
-            ds = torchvision.datasets.CIFAR10(root, train=True, download=True)
+            ds = torchvision.datasets.CIFAR10(root, train=part != "test", download=True)
             return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
-        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in ("unlabeled", "train")]
+        splits = {"pretrain": ("unlabeled", "train"), "train": ("train",), "test": ("test",)}[part]
+        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in splits]
         return (torch.from_numpy(np.concatenate([p.data for p in parts])),
                 torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
     except Exception as e:  # no network, a partial download, a corrupt archive: all end the same way
@@ -579,30 +618,18 @@ def _torchvision_dataset(name, root):
 
 
 def _decode_all(ds, workers, name):
+    """Every image of a ViewFolder as one uint8 tensor (N, 3, size, size), decoded by DataLoader workers."""
     loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
-    parts, labels = [], []
-    for batch in tqdm(loader, desc=f"decoding {name} images", disable=not is_main() or None, leave=False):
-        (images,) = _check_batch(batch)
-        parts.append(images)
-        labels.append(batch[-2])
+    parts = [_check_batch(batch)[0] for batch in tqdm(loader, desc=f"decoding {name} images", leave=False,
+                                                       disable=not is_main() or None)]
     if not parts:
         raise UserError(f"the {name} split has no images")
-    return torch.cat(parts), torch.cat(labels)
-
-
-def _stream(split, indices, batch, views, workers, epoch):
-    """DataLoader over ViewFolder for the given indices (this rank's, in order); yields float batches."""
-    split.folder.views, split.folder.epoch = views, epoch
-    loader = torch.utils.data.DataLoader(split.folder, batch_size=batch, sampler=indices.tolist(),
-                                         num_workers=workers, pin_memory=split.device.type == "cuda",
-                                         persistent_workers=False, drop_last=False)
-    for b in loader:
-        yield [t.to(split.device, non_blocking=True).float() / 255 for t in _check_batch(b)]
+    return torch.cat(parts)
 
 
 class TrainBatches:
-    """Training batches for steps start, start+1, ...: this rank's share of each epoch's seeded permutation
-    (an epoch is steps_per_epoch full global batches; the remainder is dropped, as drop_last would)."""
+    """Training batches [x01, *views01, labels] for steps start, start+1, ...: this rank's share of each
+    epoch's seeded permutation (an epoch is steps_per_epoch full global batches; the remainder is dropped)."""
 
     def __init__(self, split, global_batch, rank, world, views, workers):
         self.split, self.b, self.rank, self.world, self.views, self.workers = split, global_batch // world, rank, world, views, workers
@@ -623,10 +650,12 @@ class TrainBatches:
             idx = self.rank_indices(epoch, it)
             if self.split.images is not None:
                 for k in range(0, len(idx), self.b):
-                    yield self.split._memory(idx[k:k + self.b], self.views, generator(self.split.device, *device_keys, step, 1))
+                    i = idx[k:k + self.b]
+                    g = generator(self.split.device, *device_keys, step, 1)
+                    yield [*self.split._memory(i, self.views, g), self.split.labels[i].to(self.split.device)]
                     step += 1
             else:
-                for batch in _stream(self.split, idx, self.b, self.views, self.workers, epoch):
+                for batch in self.split.batches(idx, self.b, self.views, (), self.workers, epoch):
                     yield batch
                     step += 1
 
@@ -814,9 +843,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
     first = None
-    batches = (split._memory(idx[k:k + b], 2, generator(device, args.seed, k, rank, 2)) for k in range(0, len(idx), b)) \
-        if split.images is not None else _stream(split, idx, b, 2, args.workers, epoch=0)
-    for k, (x01, v1, v2) in enumerate(batches):
+    for k, (x01, v1, v2, _) in enumerate(split.batches(idx, b, 2, (args.seed, rank, 2), args.workers)):
         g = generator(device, args.seed, k, rank, 3)
         x = normalize(x01, spec)
         v1, v2 = normalize(photometric(v1, spec, g), spec), normalize(photometric(v2, spec, g), spec)
@@ -891,12 +918,20 @@ def get_lr(step, total_steps, warmup_steps, lr, schedule):
 # Checkpoints: plain tensors and containers only (torch.load(weights_only=True)), written atomically.
 
 
-def save_atomic(obj, path):
+def save_atomic(obj, path, write=torch.save):
+    """Writes to a temporary file, syncs it, then renames it over `path`: never a half-written file."""
     tmp = path + ".tmp"
-    torch.save(obj, tmp)
+    write(obj, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def save_atomic_json(obj, path):
+    def write(o, p):
+        with open(p, "w") as f:
+            json.dump(o, f, indent=1)
+    save_atomic(obj, path, write)
 
 
 def load_checkpoint(path):
@@ -1030,8 +1065,7 @@ def train(args):
 
     os.makedirs(args.output_dir, exist_ok=True)
     if is_main():
-        with open(os.path.join(args.output_dir, "args.json"), "w") as f:
-            json.dump(run_args(args), f, indent=1)
+        save_atomic_json(run_args(args), os.path.join(args.output_dir, "args.json"))
     print0(f"git {git_sha()} | " + " ".join(f"{k}={v}" for k, v in run_args(args).items()))
     print0(f"{args.method}: {len(train_split)} training / {len(val_split)} held-out images at {spec.size}px, "
            f"{'memory' if train_split.images is not None else 'stream'} data path, device {device}, {world} process(es)")
@@ -1092,9 +1126,9 @@ def train(args):
 
 
 def train_step(model, optimizer, batch, spec, g, args, amp):
-    """One optimiser step on a batch (x01, [view01]) from TrainBatches; g draws this step's randomness."""
+    """One optimiser step on a batch [x01, (view01,) labels] from TrainBatches; g draws this step's randomness."""
     augmented, variational = METHODS[args.method]
-    x01, *view = batch
+    x01, *view, _ = batch
     x = normalize(x01, spec)
     x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
     if x.is_cuda:

@@ -74,10 +74,10 @@ def run(args):
     def project_batch():
         k = next(cursor)
         idx = torch.arange(k * b, (k + 1) * b) % n
-        return train_split._memory(idx, 1, aavae.generator(device, args.seed, k))
+        return [*train_split._memory(idx, 1, aavae.generator(device, args.seed, k)), None]
 
     def project_data():
-        x01, v01 = project_batch()
+        x01, v01, _ = project_batch()
         g = aavae.generator(device, args.seed, 1)
         return aavae.normalize(x01, spec), aavae.normalize(aavae.photometric(v01, spec, g), spec)
 

@@ -114,9 +114,9 @@ def test_lr_is_scaled_with_the_global_batch(folder, tmp_path):
     assert read_log(tmp_path)[0]["lr"] == pytest.approx(0.001 * 8 / 256)
 
 
-def run_error(argv, capsys):
+def run_error(argv, capsys, main=aavae.main):
     with pytest.raises(SystemExit) as e:
-        aavae.main(argv)
+        main(argv)
     err = capsys.readouterr().err.strip()
     assert e.value.code != 0
     assert "Traceback" not in err and len(err.splitlines()) == 1, err

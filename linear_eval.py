@@ -1,0 +1,463 @@
+"""Evaluations of a pretrained AAVAE encoder (PAPER.md §5): the linear probe, kNN, semi-supervised
+fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
+
+    # linear probe, SimCLR protocol: frozen encoder in eval(), one linear layer on the pooled features
+    python linear_eval.py --checkpoint runs/cifar10-aavae/checkpoint.pt --dataset cifar10 --data_path data
+    # the baseline every table needs: an untrained encoder of the same architecture
+    python linear_eval.py --random_init --encoder resnet50 --dataset cifar10 --data_path data
+    # weighted kNN on normalised features (seconds), fine-tuning on 1 % of the labels, Fig. 5
+    python linear_eval.py --checkpoint CKPT --mode knn ...
+    python linear_eval.py --checkpoint CKPT --mode finetune --label_fraction 0.01 --dataset imagenet ...
+    python linear_eval.py --checkpoint CKPT --mode similarity ...
+    # several GPUs: only the linear head is wrapped in DDP (the whole model for finetune)
+    torchrun --nproc_per_node=4 linear_eval.py --checkpoint CKPT --dataset imagenet --data_path /data/imagenet
+
+The whole test split is scored exactly once, also under DDP. Results: OUTPUT_DIR/result.json and
+OUTPUT_DIR/log.jsonl (one line per epoch).
+"""
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+import aavae
+from aavae import UserError, all_reduce, generator, is_main, normalize, print0
+
+# Table 2 (PAPER.md §5): (backbone lr, head lr) by label fraction
+FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def get_args_parser():
+    p = aavae.Parser("linear_eval.py", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("encoder")
+    g.add_argument("--checkpoint", default=None, help="checkpoint.pt or encoder.pth written by aavae.py")
+    g.add_argument("--random_init", action="store_true", help="evaluate an untrained encoder (the baseline row)")
+    g.add_argument("--encoder", default=None, choices=sorted(aavae.FEATURE_DIM),
+                   help="architecture for --random_init (read from the checkpoint otherwise)")
+    g.add_argument("--stem", default="auto", choices=["auto", "cifar", "stl", "imagenet"],
+                   help="for --random_init, or an encoder.pth whose 7x7 stem leaves the maxpool undecided")
+    g = p.add_argument_group("data (PAPER.md §5 splits)")
+    g.add_argument("--dataset", default="cifar10", choices=["cifar10", "stl10", "imagenet", "folder"])
+    g.add_argument("--data_path", default="data", help="as for aavae.py; folder: train/ is trained on, val/ is the test set")
+    g.add_argument("--image_size", type=int, default=None, help="folder only, as for aavae.py")
+    g.add_argument("--in_memory", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    g = p.add_argument_group("protocol")
+    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity"])
+    g.add_argument("--epochs", type=int, default=None, help="default 90 for linear, 20 for finetune")
+    g.add_argument("--batch_size", type=int, default=256, help="GLOBAL batch over all processes")
+    g.add_argument("--lr", type=float, default=None,
+                   help="linear: default 0.1 x batch_size / 256 (a float: never truncated); finetune: backbone lr")
+    g.add_argument("--head_lr", type=float, default=None, help="finetune: lr of the linear head")
+    g.add_argument("--label_fraction", type=float, default=None, help="finetune: 0.01 or 0.1 of the labels, per class")
+    g.add_argument("--subset_file", default=None, help="finetune: a file listing the training images to use, one name a line")
+    g.add_argument("--knn_k", type=int, default=200)
+    g.add_argument("--knn_t", type=float, default=0.1, help="temperature of the kNN vote weights exp(cos / t)")
+    g.add_argument("--num_images", type=int, default=8, help="similarity: test images")
+    g.add_argument("--views", type=int, default=4, help="similarity: augmented views per image")
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default=None, help="default runs/eval-MODE")
+    g.add_argument("--overwrite", action="store_true", help="replace a result.json already in output_dir")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on CUDA)")
+    return p
+
+
+def validate(args):
+    if bool(args.checkpoint) == args.random_init:
+        raise UserError("give either --checkpoint PATH or --random_init (with --encoder)")
+    if args.random_init and not args.encoder:
+        raise UserError("--random_init needs --encoder to know which architecture to build")
+    if args.mode == "finetune":
+        if args.label_fraction is None and args.subset_file is None:
+            raise UserError("--mode finetune needs --label_fraction (0.01 or 0.1) or --subset_file")
+        if args.label_fraction is not None and not 0 < args.label_fraction <= 1:
+            raise UserError(f"--label_fraction must lie in (0, 1], got {args.label_fraction}")
+        backbone, head = FINETUNE_LR.get(args.label_fraction, FINETUNE_LR[0.1])
+        args.lr, args.head_lr = args.lr or backbone, args.head_lr or head
+    elif args.label_fraction is not None or args.subset_file is not None:
+        raise UserError("--label_fraction and --subset_file belong to --mode finetune")
+    args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
+    args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # PAPER.md §7: a float, not int(b / 256)
+    for name in ("batch_size", "epochs", "knn_k", "num_images"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.views < 2:
+        raise UserError("--views must be at least 2: similarity compares views of the same image")
+    if args.lr <= 0 or args.knn_t <= 0:
+        raise UserError("--lr and --knn_t must be positive")
+    args.output_dir = args.output_dir or os.path.join("runs", f"eval-{args.mode}")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------
+# The encoder: read from a checkpoint with weights_only=True and strict keys, or built untrained.
+
+
+def infer_architecture(state):
+    """The torchvision ResNet a plain encoder state dict belongs to, from its keys alone."""
+    if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
+        return None
+    blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
+    bottleneck = "layer1.0.conv3.weight" in state
+    return {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50"}.get((blocks, bottleneck))
+
+
+def load_encoder(args):
+    """Returns (encoder, projection head or None, info). info holds encoder, stem, latent_dim, source."""
+    if args.random_init:
+        stem = args.stem if args.stem != "auto" else None
+        return None, None, {"encoder": args.encoder, "stem": stem, "source": "random init"}
+    ckpt = aavae.load_checkpoint(args.checkpoint)
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{args.checkpoint} holds a {type(ckpt).__name__}, not a state dict or a checkpoint of aavae.py")
+    if "model" in ckpt and "args" in ckpt:  # checkpoint.pt: the run's own record of its architecture
+        run = ckpt["args"]
+        state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+        proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
+        info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
+                "variational": aavae.METHODS.get(run.get("method"), (0, 1))[1]}
+    else:  # encoder.pth: a plain torchvision state dict
+        state, proj = ckpt, None
+        info = {"encoder": infer_architecture(state), "stem": None}
+        if info["encoder"] is None:
+            raise UserError(f"{args.checkpoint} is not the state dict of a torchvision ResNet-18/34/50 encoder")
+        if state["conv1.weight"].shape[-1] == 3:
+            info["stem"] = "cifar"
+        else:  # 7x7: the maxpool has no weights; the run's args.json says, if it is beside the file
+            beside = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "args.json")
+            if os.path.exists(beside):
+                with open(beside) as f:
+                    info["stem"] = json.load(f).get("stem")
+    if args.encoder and args.encoder != info["encoder"]:
+        raise UserError(f"{args.checkpoint} holds a {info['encoder']} encoder, not the --encoder {args.encoder} asked for")
+    if args.stem != "auto":
+        info["stem"] = args.stem
+    info["source"] = args.checkpoint
+    return state, proj, info
+
+
+def build(args, device):
+    """Data (probe splits) and the encoder, weights loaded strictly. Returns (train, test, spec, model, info)."""
+    state, proj_state, info = load_encoder(args)
+    data_args = argparse.Namespace(**{**vars(aavae.get_args_parser().parse_args([])), **{
+        k: getattr(args, k) for k in ("dataset", "data_path", "image_size", "in_memory", "workers", "seed")},
+        "stem": info["stem"] or "auto"})
+    train, test, spec = aavae.load_data(data_args, device, probe=True)
+    info["stem"] = data_args.stem
+    encoder = aavae.build_encoder(info["encoder"], info["stem"])
+    projection = None
+    if state is not None:
+        try:
+            encoder.load_state_dict(state, strict=True)
+            if proj_state:
+                projection = aavae.ProjectionHead(aavae.FEATURE_DIM[info["encoder"]], info["latent_dim"], info["variational"])
+                projection.load_state_dict(proj_state, strict=True)
+        except RuntimeError as e:
+            raise UserError(f"{args.checkpoint} does not fit a {info['encoder']} encoder with the {info['stem']} stem "
+                            f"({str(e).splitlines()[1].strip()[:200] if len(str(e).splitlines()) > 1 else e})") from None
+    encoder.to(device)
+    if projection is not None:
+        projection.to(device).eval()
+    return train, test, spec, encoder, projection, info
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batches and scoring
+
+
+def train_view(batch, stem, size, g):
+    """The probe's train-time view: RandomCrop(32, padding 4, reflect) + flip for CIFAR (the stem tells),
+    RandomResizedCrop + flip otherwise (already done by the split, which was asked for one view)."""
+    x01, *views, y = batch
+    if stem != "cifar":
+        return views[0], y
+    n = len(x01)
+    padded = F.pad(x01, (4, 4, 4, 4), mode="reflect")
+    ij = torch.randint(0, padded.shape[-1] - size + 1, (n, 2), device=x01.device, generator=g)
+    boxes = torch.cat([ij, torch.full_like(ij, size)], 1)
+    return aavae.resized_crop(padded, boxes, size, torch.rand(n, device=x01.device, generator=g) < 0.5), y
+
+
+def shard(n, rank, world):
+    """This rank's indices of a split scored exactly once: every image on exactly one rank."""
+    return torch.arange(n)[rank::world]
+
+
+@torch.no_grad()
+def score(predict, test, spec, args, rank, world, desc="test"):
+    """Top-1 and top-5 accuracy (%) of predict(x) -> (N, classes) over the whole test split, once each."""
+    counts = torch.zeros(3, dtype=torch.float64, device=test.device)
+    idx = shard(len(test), rank, world)
+    b = max(1, args.batch_size // world)
+    for x01, y in tqdm(test.batches(idx, b, 0, (args.seed, rank), args.workers), desc=desc, leave=False,
+                       total=math.ceil(len(idx) / b), disable=not is_main() or None):
+        logits = predict(normalize(x01, spec))
+        top5 = logits.topk(min(5, logits.shape[1]), 1).indices  # top-5 is top-all with fewer classes
+        counts[0] += (top5[:, 0] == y).sum()
+        counts[1] += (top5 == y[:, None]).any(1).sum()
+        counts[2] += len(y)
+    all_reduce(counts)
+    return {"top1": 100 * counts[0].item() / counts[2].item(), "top5": 100 * counts[1].item() / counts[2].item(),
+            "test_images": int(counts[2].item())}
+
+
+def num_classes(split):
+    return int(split.labels.max()) + 1
+
+
+def cosine_lr(step, total, lr):
+    return lr * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+def fit(model, params_groups, trainable, train, spec, info, args, rank, world, amp):
+    """SGD with Nesterov momentum 0.9, cosine decay per step, cross-entropy; returns the log rows.
+    `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing)."""
+    optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=True, weight_decay=0.0)
+    base = [g["lr"] for g in optimizer.param_groups]
+    batches = aavae.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
+                                 workers=args.workers)
+    total = args.epochs * batches.steps_per_epoch
+    stream = batches(0, (args.seed, rank))
+    rows, device = [], train.device
+    bar = tqdm(total=total, desc=args.mode, disable=not is_main() or None)
+    for epoch in range(args.epochs):
+        trainable.train()
+        acc, t0 = torch.zeros(3, device=device), time.perf_counter()
+        for it in range(batches.steps_per_epoch):
+            step = epoch * batches.steps_per_epoch + it
+            for group, lr in zip(optimizer.param_groups, base):
+                group["lr"] = cosine_lr(step, total, lr)
+            view, y = train_view(next(stream), info["stem"], spec.size, generator(device, args.seed, step, rank, 7))
+            with amp():
+                logits = model(normalize(view, spec))
+            loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            acc += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=device)])
+            bar.update(1)
+        all_reduce(acc)
+        row = {"epoch": epoch + 1, "loss": acc[0].item() / acc[2].item(), "train_top1": 100 * acc[1].item() / acc[2].item(),
+               "lr": optimizer.param_groups[0]["lr"], "img_per_s": acc[2].item() / (time.perf_counter() - t0)}
+        rows.append(row)
+        if is_main():
+            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row['train_top1']:.1f}")
+    bar.close()
+    return optimizer
+
+
+# ----------------------------------------------------------------------------------------------------
+# Modes
+
+
+def linear(args, train, test, spec, encoder, info, rank, world, amp):
+    """SimCLR protocol: the encoder is frozen and stays in eval(); only the head learns."""
+    device = train.device
+    encoder.eval().requires_grad_(False)
+    before = copy.deepcopy(encoder.state_dict())
+    head = nn.Linear(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(device)
+    wrapped = DDP(head) if world > 1 else head
+
+    def logits(x):
+        with torch.no_grad():
+            h = encoder(x)
+        return wrapped(h.float())
+
+    optimizer = fit(logits, [{"params": head.parameters(), "lr": args.lr}], head, train, spec, info, args, rank, world, amp)
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert held == {id(p) for p in head.parameters()}, "the probe's optimizer holds parameters beyond the head"
+    assert not encoder.training, "the encoder left eval() during the probe"
+    changed = [k for k, v in encoder.state_dict().items() if not torch.equal(v, before[k])]
+    assert not changed, f"the frozen encoder changed during the probe: {changed[:3]}"
+    head.eval()
+    with amp():
+        result = score(lambda x: head(encoder(x).float()), test, spec, args, rank, world)
+    return {**result, "encoder_unchanged": True, "lr": args.lr}
+
+
+@torch.no_grad()
+def features(encoder, split, spec, args, rank, world, amp):
+    """L2-normalised pooled features of a whole split, gathered on every rank in the split's order."""
+    n, device = len(split), split.device
+    idx = shard(n, rank, world)
+    out = []
+    for x01, _ in split.batches(idx, max(1, args.batch_size // world), 0, (args.seed, rank), args.workers):
+        with amp():
+            out.append(F.normalize(encoder(normalize(x01, spec)).float(), dim=1))
+    mine = torch.cat(out)
+    if world == 1:
+        return mine
+    rows = math.ceil(n / world)
+    padded = torch.zeros(rows, mine.shape[1], device=device)
+    padded[:len(mine)] = mine
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    full = torch.stack(gathered, 1).reshape(rows * world, -1)  # row k * world + r is image k * world + r
+    return full[:n]
+
+
+def knn(args, train, test, spec, encoder, info, rank, world, amp):
+    """Weighted kNN: the k most cosine-similar training features vote for their class with exp(cos / t)."""
+    encoder.eval()
+    bank = features(encoder, train, spec, args, rank, world, amp)
+    labels = train.labels.to(train.device)
+    classes = num_classes(train)
+
+    def predict(x):
+        with amp():
+            f = F.normalize(encoder(x).float(), dim=1)
+        sim, nn_idx = (f @ bank.T).topk(min(args.knn_k, len(bank)), dim=1)
+        votes = torch.zeros(len(f), classes, device=f.device)
+        return votes.scatter_add_(1, labels[nn_idx], torch.exp(sim / args.knn_t))
+
+    return {**score(predict, test, spec, args, rank, world), "k": args.knn_k, "t": args.knn_t}
+
+
+def label_subset(train, args):
+    """Indices of the labelled training images kept for fine-tuning: a --subset_file's names, or a seeded
+    per-class fraction (at least one image per class)."""
+    if args.subset_file:
+        try:
+            with open(args.subset_file) as f:
+                names = {line.strip() for line in f if line.strip()}
+        except OSError as e:
+            raise UserError(f"cannot read --subset_file {args.subset_file}: {e.strerror}") from None
+        if train.paths is None:
+            raise UserError("--subset_file names image files: it needs --dataset imagenet or folder")
+        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names]
+        if not keep:
+            raise UserError(f"no training image is named in --subset_file {args.subset_file}")
+        return torch.tensor(keep)
+    labels = train.labels
+    g = torch.Generator().manual_seed(args.seed)
+    keep = []
+    for c in labels.unique():
+        members = (labels == c).nonzero()[:, 0]
+        take = max(1, round(args.label_fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=g)[:take]])
+    return torch.cat(keep).sort().values
+
+
+def finetune(args, train, test, spec, encoder, info, rank, world, amp):
+    """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on a labelled subset."""
+    keep = label_subset(train, args)
+    subset = train.subset(keep)
+    before = [p.detach().clone() for p in encoder.parameters()]
+    head = nn.Linear(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
+    model = nn.Sequential(encoder, head)
+    wrapped = DDP(model) if world > 1 else model
+    groups = [{"params": encoder.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}]
+    fit(lambda x: wrapped(x).float(), groups, model, subset, spec, info, args, rank, world, amp)
+    moved = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
+    model.eval()
+    with amp():
+        result = score(lambda x: model(x).float(), test, spec, args, rank, world)
+    return {**result, "train_images": len(keep), "label_fraction": args.label_fraction,
+            "backbone_lr": args.lr, "head_lr": args.head_lr, "backbone_tensors_changed": moved}
+
+
+def colour(m):
+    """A cosine-similarity matrix in [-1, 1] as an RGB image: blue (-1), white (0), red (+1)."""
+    m = m.clamp(-1, 1)
+    pos, neg = m.clamp(min=0), (-m).clamp(min=0)
+    return torch.stack([1 - neg, 1 - pos - neg, 1 - pos])
+
+
+@torch.no_grad()
+def similarity(args, train, test, spec, encoder, info, rank, world, amp, projection):
+    """Fig. 5: latents of `views` augmented views (the pretraining augmentation) of `num_images` test
+    images; their cosine-similarity matrix, image by image, and the mean same- and different-image values."""
+    encoder.eval()
+    device = test.device
+    idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.num_images].sort().values
+    x01, *views, _ = next(test.batches(idx, len(idx), args.views, (args.seed, 9), args.workers))
+    g = generator(device, args.seed, 10)
+    v = torch.stack([aavae.photometric(t, spec, g) for t in views], 1).flatten(0, 1)  # image-major order
+    with amp():
+        h = encoder(normalize(v, spec))
+        z = projection(h.float())[0] if projection is not None else h  # latent mean mu, else pooled features
+    z = F.normalize(z.float(), dim=1)
+    sim = z @ z.T
+    same = torch.block_diag(*[torch.ones(args.views, args.views, device=device)] * len(idx)).bool()
+    off_diag = ~torch.eye(len(sim), dtype=torch.bool, device=device)
+    cell = 12
+    picture = F.interpolate(colour(sim.cpu())[None], scale_factor=cell, mode="nearest")[0]
+    picture[:, ::args.views * cell, :] = 0  # black lines between images
+    picture[:, :, ::args.views * cell] = 0
+    if is_main():
+        torchvision.utils.save_image(picture, os.path.join(args.output_dir, "similarity.png"))
+        torchvision.utils.save_image(v.cpu(), os.path.join(args.output_dir, "similarity_views.png"), nrow=args.views)
+    return {"sim_same": sim[same & off_diag].mean().item(), "sim_diff": sim[~same].mean().item(),
+            "latent": "mu" if projection is not None else "pooled features", "num_images": len(idx), "views": args.views,
+            "picture": "similarity.png"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Main
+
+
+def evaluate(args):
+    rank, world, device = aavae.setup_distributed()
+    if args.batch_size % world:
+        raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
+    if args.amp is None:
+        args.amp = device.type == "cuda"
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else aavae.contextlib.nullcontext
+    result_path = os.path.join(args.output_dir, "result.json")
+    if os.path.exists(result_path) and not args.overwrite:
+        raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
+    torch.manual_seed(args.seed)
+    train, test, spec, encoder, projection, info = build(args, device)
+    os.makedirs(args.output_dir, exist_ok=True)
+    if is_main() and os.path.exists(os.path.join(args.output_dir, "log.jsonl")):
+        os.remove(os.path.join(args.output_dir, "log.jsonl"))
+    print0(f"{args.mode}: {info['encoder']} ({info['stem']} stem) from {info['source']}; {len(train)} train / "
+           f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
+           f"{args.batch_size // world}; lr {args.lr:g}; {args.epochs} epochs; device {device}")
+    modes = {"linear": linear, "knn": knn, "finetune": finetune}
+    if args.mode == "similarity":
+        result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
+    else:
+        result = modes[args.mode](args, train, test, spec, encoder, info, rank, world, amp)
+    result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
+              "dataset": args.dataset, "epochs": args.epochs if args.mode in ("linear", "finetune") else None,
+              "batch_size": args.batch_size, **result}
+    if is_main():
+        aavae.save_atomic_json(result, result_path)
+        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    return result
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    try:
+        return evaluate(validate(args))
+    except UserError as e:
+        print(f"linear_eval.py: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""linear_eval.py: a probe that cannot lie (PAPER.md §5, §7)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import aavae
+import linear_eval
+from conftest import ROOT, make_folder, tiny_args
+from test_train import run_error
+
+
+def probe_args(data, out, *extra):
+    return ["--dataset", "folder", "--data_path", data, "--batch_size", "8", "--workers", "0",
+            "--output_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def pretrained(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrained")
+    aavae.main(tiny_args(folder, out, "--max_steps", "2"))
+    return out
+
+
+def colour_folder(root, train=16, val=7):
+    """Two classes a linear probe can always tell apart: reddish and bluish images. val = 7 per class,
+    so the 14 test images divide neither by the batch nor by two processes' batches."""
+    rng = np.random.default_rng(1)
+    for split, n in (("train", train), ("val", val)):
+        for c in range(2):
+            os.makedirs(os.path.join(root, split, f"c{c}"), exist_ok=True)
+            for k in range(n):
+                img = rng.integers(0, 90, (32, 32, 3), dtype=np.uint8)
+                img[..., 0 if c == 0 else 2] += 160
+                Image.fromarray(img).save(os.path.join(root, split, f"c{c}", f"{k}.png"))
+    return str(root)
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "encoder.pth"])
+def test_a_checkpoint_from_aavae_loads_and_is_probed(pretrained, folder, tmp_path, name):
+    result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / name), "--epochs", "1"))
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved == result and saved["mode"] == "linear" and saved["checkpoint"].endswith(name)
+    assert saved["encoder"] == "resnet18" and saved["stem"] == "cifar" and saved["test_images"] == 8
+    assert 0 <= saved["top1"] <= saved["top5"] <= 100 and saved["encoder_unchanged"]
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_the_probe_learns_separable_data_and_scores_every_test_image_once(tmp_path):
+    data = colour_folder(tmp_path / "data")
+    result = linear_eval.main(probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18",
+                                         "--epochs", "8", "--batch_size", "4", "--lr", "0.05"))
+    assert result["test_images"] == 14  # 14 = 3 batches of 4 and a remainder of 2
+    assert result["top1"] >= 90, result
+
+
+def test_knn_separates_separable_data(tmp_path):
+    data = colour_folder(tmp_path / "data")
+    result = linear_eval.main(probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18",
+                                         "--mode", "knn", "--knn_k", "5", "--batch_size", "6"))
+    assert result["test_images"] == 14 and result["top1"] >= 90, result
+
+
+def test_a_change_to_the_frozen_encoder_would_be_caught(pretrained, folder, tmp_path, monkeypatch):
+    # What a stray forward in train() mode does: move a BatchNorm running mean. The probe must notice.
+    real_build, real_view, bn = linear_eval.build, linear_eval.train_view, []
+
+    def build(args, device):
+        out = real_build(args, device)
+        bn.append(next(m for m in out[3].modules() if isinstance(m, torch.nn.BatchNorm2d)))
+        return out
+
+    def train_view(*a):
+        bn[0].running_mean += 1e-3
+        return real_view(*a)
+
+    monkeypatch.setattr(linear_eval, "build", build)
+    monkeypatch.setattr(linear_eval, "train_view", train_view)
+    with pytest.raises(AssertionError, match="frozen encoder changed"):
+        linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"), "--epochs", "1"))
+
+
+def test_the_lr_never_rounds_to_zero_for_small_batches():
+    parse = lambda *a: linear_eval.validate(linear_eval.get_args_parser().parse_args(["--random_init", "--encoder", "resnet18", *a]))
+    assert parse("--batch_size", "64").lr == pytest.approx(0.025)
+    assert parse("--batch_size", "8").lr == pytest.approx(0.003125)
+    assert parse("--batch_size", "512").lr == pytest.approx(0.2)
+    ft = parse("--mode", "finetune", "--label_fraction", "0.01")
+    assert (ft.lr, ft.head_lr, ft.epochs) == (0.02, 0.5, 20)
+
+
+def test_the_optimizer_holds_only_the_head(pretrained, folder, tmp_path, monkeypatch):
+    seen = []
+    real = linear_eval.fit
+
+    def spy(*a, **k):
+        optimizer = real(*a, **k)
+        seen.append(sum(p.numel() for g in optimizer.param_groups for p in g["params"]))
+        return optimizer
+
+    monkeypatch.setattr(linear_eval, "fit", spy)
+    linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"), "--epochs", "1"))
+    assert seen == [512 * 2 + 2]  # Linear(512, 2 classes)
+
+
+def test_finetune_changes_the_backbone_and_uses_a_label_subset(pretrained, folder, tmp_path):
+    result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"),
+                                         "--mode", "finetune", "--label_fraction", "0.25", "--epochs", "1", "--batch_size", "6"))
+    assert result["train_images"] == 6 and result["backbone_tensors_changed"] > 50 and result["test_images"] == 8
+
+
+def test_finetune_subset_file_names_the_training_images(pretrained, folder, tmp_path):
+    # Names are matched by file name, as in SimCLR's ImageNet subset lists; here 000-004.png exist in both classes.
+    names = sorted(os.listdir(os.path.join(folder, "train", "class0")))[:5]
+    (tmp_path / "subset.txt").write_text("\n".join(names) + "\n")
+    result = linear_eval.main(probe_args(folder, tmp_path / "out", "--checkpoint", str(pretrained / "checkpoint.pt"),
+                                         "--mode", "finetune", "--subset_file", str(tmp_path / "subset.txt"), "--epochs", "1"))
+    assert result["train_images"] == 10
+
+
+def test_similarity_writes_its_picture_and_means(pretrained, folder, tmp_path):
+    result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"),
+                                         "--mode", "similarity", "--num_images", "4", "--views", "3"))
+    assert result["latent"] == "mu" and result["num_images"] == 4
+    assert -1 <= result["sim_diff"] <= 1 and -1 <= result["sim_same"] <= 1
+    with Image.open(tmp_path / "similarity.png") as picture:
+        assert picture.size == (4 * 3 * 12, 4 * 3 * 12)  # 12 pixels per view
+    assert (tmp_path / "similarity_views.png").exists()
+
+
+def test_wrong_architecture_corrupt_and_missing_checkpoints_are_refused(pretrained, folder, tmp_path, capsys):
+    run = lambda *a: run_error(probe_args(folder, tmp_path / "o", *a), capsys, linear_eval.main)
+    assert "does not exist" in run("--checkpoint", str(tmp_path / "nothing.pt"))
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
+    assert "corrupt" in run("--checkpoint", str(tmp_path / "corrupt.pt"))
+    torch.save(aavae.Decoder("decoder18", 8, 32, "cifar").state_dict(), tmp_path / "decoder.pth")
+    assert "not the state dict of a torchvision ResNet" in run("--checkpoint", str(tmp_path / "decoder.pth"))
+    assert "not the --encoder resnet50" in run("--checkpoint", str(pretrained / "encoder.pth"), "--encoder", "resnet50")
+    assert "does not fit a resnet18 encoder with the stl stem" in run("--checkpoint", str(pretrained / "encoder.pth"), "--stem", "stl")
+    assert "either --checkpoint" in run()
+    assert "--label_fraction and --subset_file belong to --mode finetune" in run("--random_init", "--encoder", "resnet18", "--label_fraction", "0.1")
+
+
+def test_under_two_processes_every_test_image_is_scored_exactly_once(tmp_path):
+    data = colour_folder(tmp_path / "data")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "linear_eval.py"), *probe_args(data, tmp_path / "out", "--random_init", "--encoder",
+                                                              "resnet18", "--mode", "knn", "--knn_k", "5", "--batch_size", "6")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["test_images"] == 14 and result["top1"] >= 90
