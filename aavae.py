@@ -37,11 +37,15 @@ import torchvision.transforms.v2.functional as TF
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-METHODS = {  # method -> (encoder sees an augmented view, variational latent); PAPER.md §1 Table 1
-    "ae": (False, False),
-    "aaae": (True, False),
-    "vae": (False, True),
-    "aavae": (True, True),
+METHODS = {  # method -> (encoder sees an augmented view, variational latent, latent regulariser)
+    "ae": (False, False, None),  # PAPER.md §1, Table 1
+    "aaae": (True, False, None),
+    "vae": (False, True, "kl"),
+    "aavae": (True, True, "kl"),  # beta = 0 by default: the KL is only logged
+    "iwae": (False, True, "iw"),  # PAPER.md §8: the k-sample importance-weighted bound
+    "aa_iwae": (True, True, "iw"),
+    "aae": (False, False, "adv"),  # PAPER.md §8: a discriminator on z instead of the KL
+    "aa_aae": (True, False, "adv"),
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
@@ -77,6 +81,10 @@ def get_args_parser():
                    help="log-VARIANCE of the Gaussian likelihood, sigma = exp(log_scale / 2) (Fig. 4d: [-5, 2])")
     g.add_argument("--learn_scale", action=argparse.BooleanOptionalAction, default=False,
                    help="learn log_scale instead of fixing it (Fig. 2)")
+    g.add_argument("--iw_samples", type=int, default=None, help="iwae: importance samples k of the bound L_k (default 5)")
+    g.add_argument("--adv_weight", type=float, default=None, help="aae: weight of the encoder's fool-the-discriminator loss (default 1)")
+    g.add_argument("--disc_hidden", type=int, default=None, help="aae: width of the discriminator's two hidden layers (default 1000)")
+    g.add_argument("--disc_lr", type=float, default=None, help="aae: Adam lr of the discriminator (default: the model's lr)")
 
     g = p.add_argument_group("model (PAPER.md §2)")
     g.add_argument("--encoder", default="resnet50", choices=sorted(FEATURE_DIM))
@@ -137,13 +145,24 @@ def get_args_parser():
 
 def validate(args):
     """Reject flag combinations that cannot mean anything, with one sentence each."""
-    augmented, variational = METHODS[args.method]
-    if args.beta is None:
-        args.beta = 1.0 if args.method == "vae" else 0.0
-    if not variational and (args.beta != 0 or args.learn_scale):
-        raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need vae or aavae")
-    if args.beta < 0:
-        raise UserError(f"--beta must be >= 0, got {args.beta}")
+    augmented, variational, regulariser = METHODS[args.method]
+    if not variational and (args.beta or args.learn_scale):
+        raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
+    if regulariser == "iw" and args.beta is not None:
+        raise UserError("--beta has no place in the IWAE bound, which weighs the prior itself")
+    if regulariser != "iw" and args.iw_samples is not None:
+        raise UserError("--iw_samples is for --method iwae or aa_iwae")
+    if regulariser != "adv" and any(getattr(args, k) is not None for k in ("adv_weight", "disc_hidden", "disc_lr")):
+        raise UserError("--adv_weight, --disc_hidden and --disc_lr are for --method aae or aa_aae")
+    for name, low in (("iw_samples", 1), ("disc_hidden", 1), ("adv_weight", 0), ("beta", 0)):
+        if getattr(args, name) is not None and getattr(args, name) < low:
+            raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
+    if regulariser == "iw":
+        args.iw_samples = args.iw_samples or 5
+    if regulariser == "adv":
+        args.adv_weight = 1.0 if args.adv_weight is None else args.adv_weight
+        args.disc_hidden = args.disc_hidden or 1000
     for name in ("latent_dim", "batch_size", "epochs", "base_batch", "log_every", "val_every", "save_every",
                  "val_samples"):
         if getattr(args, name) <= 0:
@@ -767,12 +786,15 @@ class AutoEncoder(nn.Module):
         mu, log_var = self.projection(self.encoder(x))
         return mu, (log_var.float().clamp(*LOG_VAR_RANGE) if log_var is not None else None)
 
-    def forward(self, x_aug, eps=None):
-        """x_aug: encoder input; eps: (N, latent) standard normal noise. Returns x_hat, mu, log_var and
+    def forward(self, x_aug, eps=None, decode=True):
+        """x_aug: encoder input (N, 3, H, W); eps: standard normal noise (N, latent), or (k, N, latent) for k
+        samples per image. Returns x_hat ((N, ...) or (k, N, ...); None unless decode), mu, log_var and
         log_scale (returned so that a learned scale takes part in the DDP forward like any parameter)."""
         mu, log_var = self.encode(x_aug)
+        if not decode:
+            return None, mu, log_var, self.log_scale
         z = reparameterize(mu, log_var, eps) if self.variational else mu
-        return self.decoder(z), mu, log_var, self.log_scale
+        return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -787,10 +809,10 @@ def reparameterize(mu, log_var, eps):
 
 
 def gaussian_log_likelihood(x_hat, x, log_scale):
-    """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); x, x_hat: (N, C, H, W) -> (N,)."""
+    """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); (..., C, H, W) -> (...)."""
     log_scale = log_scale.float().clamp(*LOG_VAR_RANGE)
     sq = (x.float() - x_hat.float()) ** 2
-    return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(1).sum(1)
+    return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(-3).sum(-1)
 
 
 def kl_divergence(mu, log_var):
@@ -800,28 +822,46 @@ def kl_divergence(mu, log_var):
 
 
 def log_normal(z, mu, log_var):
-    """log N(z; mu, exp(log_var)) summed over the last dimension; (N, latent) -> (N,)."""
+    """log N(z; mu, exp(log_var)) summed over the last dimension; (..., latent) -> (...)."""
     return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+
+
+def log_weight(x, x_hat, z, mu, log_var, log_scale):
+    """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I); shapes (..., N, ...) -> (..., N)."""
+    prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
+    return gaussian_log_likelihood(x_hat, x, log_scale) + prior - log_normal(z, mu.float(), log_var)
+
+
+def iwae_bound(log_w):
+    """L_k = log (1/k) sum_i w_i (PAPER.md §8, Burda et al.): (k, N) log-weights -> (N,). L_1 is the ELBO
+    (as a one-sample estimate), and E[L_k] grows with k towards log p(x)."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
 
 def training_loss(model, x, x_aug, eps, beta, amp=contextlib.nullcontext):
     """One forward of Eq. 3: the encoder sees x_aug, the decoder's target is the original x."""
     with amp():
         x_hat, mu, log_var, log_scale = model(x_aug, eps)
-    return compute_loss(x, x_hat, mu, log_var, log_scale, beta)
+    return compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps)
 
 
-def compute_loss(x, x_hat, mu, log_var, log_scale, beta):
-    """Returns (loss, metrics). VAE family, Eq. 1 / Eq. 3: mean over images of -log p(x|z) + beta * KL.
-    AE family: mean squared error. x is always the original image, whatever the encoder saw."""
+def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps=None):
+    """Returns (loss, metrics); x is always the original image, whatever the encoder saw.
+    AE family: mean squared error. VAE family (Eq. 1 / Eq. 3): mean over images of -log p(x|z) + beta * KL.
+    IWAE (eps and x_hat with a leading sample dimension k): -L_k."""
     if log_var is None:
         loss = F.mse_loss(x_hat.float(), x.float())
-        return loss, {"recon": loss.detach()}
-    recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
+        return loss, {"recon": loss.detach(), "mu": mu.detach()}
     kl = kl_divergence(mu, log_var).mean()
+    if eps.dim() == 3:
+        log_w = log_weight(x, x_hat, reparameterize(mu, log_var, eps), mu, log_var, log_scale)
+        loss = -iwae_bound(log_w).mean()
+        recon = -gaussian_log_likelihood(x_hat[0], x, log_scale).mean()
+        return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu.detach()}
+    recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
     # beta = 0 (AAVAE) keeps the KL out of the graph entirely: it is only logged.
     loss = recon + beta * kl if beta > 0 else recon
-    return loss, {"recon": recon.detach(), "kl": kl.detach()}
+    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu.detach()}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -853,15 +893,14 @@ def evaluate(model, split, args, spec, amp, rank, world):
         if variational:
             # IWAE estimate: log p(x) ~ logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log k
             log_w = []
-            for _ in range(args.val_samples):
+            for _ in range(args.val_samples):  # one decoder pass per sample: k copies of a batch may not fit
                 z = reparameterize(mu, log_var, torch.randn(mu.shape, device=device, generator=g))
                 with amp():
-                    log_px_z = gaussian_log_likelihood(model.decoder(z), x, model.log_scale)
-                log_w.append(log_px_z + log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-                             - log_normal(z, mu.float(), log_var))
-                if len(log_w) == 1:
-                    sums[1] += -log_px_z.sum()  # the one-sample reconstruction term, as in training
-            log_px = torch.logsumexp(torch.stack(log_w), 0) - math.log(args.val_samples)
+                    x_hat = model.decoder(z)
+                log_w.append(log_weight(x, x_hat, z, mu, log_var, model.log_scale))
+                if len(log_w) == 1:  # the one-sample reconstruction term, as in training
+                    sums[1] += -gaussian_log_likelihood(x_hat, x, model.log_scale).sum()
+            log_px = iwae_bound(torch.stack(log_w))
             sums[2] += kl_divergence(mu, log_var).sum()
             sums[3] += log_px.sum()
         else:
@@ -1002,8 +1041,51 @@ def git_sha():
         return None
 
 
+class Adversary:
+    """The regularisation phase of the adversarial autoencoder (PAPER.md §8, Makhzani et al. 2016): an MLP
+    discriminator learns to tell samples of the prior N(0, I) from codes of data, then the encoder, as the
+    generator, learns to fool it. It runs after each reconstruction step; the KL term has no part in it."""
+
+    def __init__(self, model, args, device, world):
+        h = args.disc_hidden
+        self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
+                                  nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
+        self.wrapped = DDP(self.disc) if world > 1 else self.disc
+        lr = args.disc_lr or args.lr * args.batch_size / args.base_batch
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.999))
+        encoder = [p for n, p in model.named_parameters() if n.startswith(("encoder.", "projection."))]
+        self.gen_opt = torch.optim.Adam(encoder, lr=lr, betas=(0.5, 0.999))
+        self.weight = args.adv_weight
+
+    def step(self, model, x_aug, z, g, amp):
+        """z: (N, latent) codes from this step's reconstruction phase, detached. Returns the two losses."""
+        prior = torch.randn(z.shape, device=z.device, generator=g)
+        logits = self.wrapped(torch.cat([prior, z.float()]))
+        real = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z), 1)]).to(logits)
+        disc_loss = F.binary_cross_entropy_with_logits(logits, real)
+        self.disc_opt.zero_grad(set_to_none=True)
+        disc_loss.backward()
+        self.disc_opt.step()
+        with amp():  # a fresh encoding after the reconstruction update, as the phases are sequential
+            mu = model(x_aug, decode=False)[1]
+        gen_loss = F.binary_cross_entropy_with_logits(self.wrapped(mu.float()), torch.ones(len(mu), 1, device=mu.device))
+        self.gen_opt.zero_grad(set_to_none=True)
+        (self.weight * gen_loss).backward()
+        self.gen_opt.step()
+        return {"disc_loss": disc_loss.detach(), "gen_loss": gen_loss.detach()}
+
+    def state_dict(self):
+        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict(), "gen_opt": self.gen_opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.disc.load_state_dict(state["disc"])
+        self.disc_opt.load_state_dict(state["disc_opt"])
+        self.gen_opt.load_state_dict(state["gen_opt"])
+
+
 def build_model(args, spec, device, world=1):
-    """The autoencoder (same initial weights on every rank) and its Adam optimiser."""
+    """The autoencoder (same initial weights on every rank), its Adam optimiser, and the Adversary of the
+    AAE methods (None otherwise)."""
     torch.manual_seed(args.seed)
     model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, METHODS[args.method][1],
                         args.log_scale, args.learn_scale).to(device)
@@ -1013,7 +1095,8 @@ def build_model(args, spec, device, world=1):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                  weight_decay=args.weight_decay, fused=device.type == "cuda")
-    return model, optimizer
+    adversary = Adversary(model, args, device, world) if METHODS[args.method][2] == "adv" else None
+    return model, optimizer, adversary
 
 
 def train(args):
@@ -1022,7 +1105,7 @@ def train(args):
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
     if args.amp is None:
         args.amp = device.type == "cuda"
-    augmented, variational = METHODS[args.method]
+    augmented, variational, regulariser = METHODS[args.method]
 
     # ---- data
     train_split, val_split, spec = load_data(args, device)
@@ -1047,18 +1130,21 @@ def train(args):
     ckpt = resume_checkpoint(args)
 
     # ---- model
-    model, optimizer = build_model(args, spec, device, world)
+    model, optimizer, adversary = build_model(args, spec, device, world)
     start_step = 0
     if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
+            if adversary:
+                adversary.load_state_dict(ckpt["adversary"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
         start_step = ckpt["step"]
     raw_model = model  # plain module: state dicts, evaluation and pictures never go through DDP or compile
-    if world > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if world > 1:  # the AAE's encode-only forward leaves the decoder unused
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                    find_unused_parameters=adversary is not None)
     if args.compile:
         model = torch.compile(model)
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
@@ -1081,7 +1167,7 @@ def train(args):
     # ---- loop
     log_path = os.path.join(args.output_dir, "log.jsonl")
     bar = tqdm(total=last_step, initial=start_step, disable=not is_main() or None, dynamic_ncols=True)
-    acc = torch.zeros(4, device=device)  # loss, recon, kl, steps since the last log line
+    sums, count = {}, 0  # running sums of the logged metrics since the last log line, on the device
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     t0, since = time.perf_counter(), start_step
     model.train()
@@ -1089,55 +1175,60 @@ def train(args):
     for step in range(start_step, last_step):
         for group in optimizer.param_groups:
             group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
-        loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, args.seed, step, rank, 0), args, amp)
+        loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, args.seed, step, rank, 0),
+                                 args, amp, adversary)
         # Book-keeping on the device: no host synchronisation until the next log line.
         finite = torch.isfinite(loss.detach())
         first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
-        acc += torch.stack([loss.detach(), parts["recon"], parts.get("kl", torch.zeros_like(loss)).detach(), torch.ones_like(loss)])
+        for k, v in {"loss": loss.detach(), **parts}.items():
+            sums[k] = sums.get(k, 0) + v.float()
+        count += 1
         bar.update(1)
         done = step + 1
         end_of_epoch = done % steps_per_epoch == 0
         if done % args.log_every == 0 or done == last_step:
             check_finite(first_bad, args, since, done)
-            all_reduce(acc)
-            acc /= world
-            elapsed = time.perf_counter() - t0
-            row = {"step": done, "epoch": round(done / steps_per_epoch, 4), "loss": acc[0].item() / acc[3].item(),
-                   "recon": acc[1].item() / acc[3].item(), "lr": optimizer.param_groups[0]["lr"],
-                   "img_per_s": (done - since) * args.batch_size / elapsed}
+            means = all_reduce(torch.stack(list(sums.values()))) / (count * world)
+            row = {"step": done, "epoch": round(done / steps_per_epoch, 4), **dict(zip(sums, means.tolist())),
+                   "lr": optimizer.param_groups[0]["lr"],
+                   "img_per_s": (done - since) * args.batch_size / (time.perf_counter() - t0)}
             if variational:
-                row["kl"] = acc[2].item() / acc[3].item()
                 row["log_scale"] = raw_model.log_scale.item()
             write_log(log_path, row)
             bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")
-            acc.zero_()
+            sums, count = {}, 0
             t0, since = time.perf_counter(), done
         if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0 and done != last_step:
             run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
         if end_of_epoch and (done // steps_per_epoch) % args.save_every == 0 and done != last_step:
             check_finite(first_bad, args, since, done)
-            save_checkpoint(args, raw_model, optimizer, done, steps_per_epoch)
+            save_checkpoint(args, raw_model, optimizer, adversary, done, steps_per_epoch)
     bar.close()
     check_finite(first_bad, args, since, last_step)
-    save_checkpoint(args, raw_model, optimizer, last_step, steps_per_epoch)
+    save_checkpoint(args, raw_model, optimizer, adversary, last_step, steps_per_epoch)
     metrics = run_validation(raw_model, val_split, args, spec, amp, rank, world, last_step, steps_per_epoch)
     finish(args, raw_model, last_step, steps_per_epoch)
     return metrics
 
 
-def train_step(model, optimizer, batch, spec, g, args, amp):
-    """One optimiser step on a batch [x01, (view01,) labels] from TrainBatches; g draws this step's randomness."""
-    augmented, variational = METHODS[args.method]
+def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
+    """One optimiser step on a batch [x01, (view01,) labels] from TrainBatches; g draws this step's randomness.
+    Returns the loss and the metrics to log (all device tensors)."""
+    augmented, variational, regulariser = METHODS[args.method]
     x01, *view, _ = batch
     x = normalize(x01, spec)
     x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
     if x.is_cuda:
         x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
-    eps = torch.randn(x.shape[0], args.latent_dim, device=x.device, generator=g) if variational else None
+    shape = ((args.iw_samples,) if regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
+    eps = torch.randn(shape, device=x.device, generator=g) if variational else None
     loss, parts = training_loss(model, x, x_aug, eps, args.beta, amp)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+    mu = parts.pop("mu")
+    if adversary is not None:
+        parts.update(adversary.step(model, x_aug, mu, g, amp))
     return loss, parts
 
 
@@ -1156,11 +1247,12 @@ def write_log(path, row):
             f.write(json.dumps(row) + "\n")
 
 
-def save_checkpoint(args, raw_model, optimizer, step, steps_per_epoch):
+def save_checkpoint(args, raw_model, optimizer, adversary, step, steps_per_epoch):
     broadcast_buffers(raw_model)
     if is_main():
+        extra = {"adversary": adversary.state_dict()} if adversary else {}
         save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "epoch": step // steps_per_epoch, "args": run_args(args)},
+                     "epoch": step // steps_per_epoch, "args": run_args(args), **extra},
                     os.path.join(args.output_dir, "checkpoint.pt"))
     if dist.is_initialized():
         dist.barrier()

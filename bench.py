@@ -65,7 +65,7 @@ def run(args):
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else aavae.contextlib.nullcontext
-    model, optimizer = aavae.build_model(args, spec, device)
+    model, optimizer, adversary = aavae.build_model(args, spec, device)
     if args.compile:
         model = torch.compile(model)
     n = len(train_split)
@@ -96,7 +96,7 @@ def run(args):
         return [t.to(device, non_blocking=True) for t in batch]
 
     def project_step():
-        aavae.train_step(model, optimizer, project_batch(), spec, aavae.generator(device, args.seed, 2), args, amp)
+        aavae.train_step(model, optimizer, project_batch(), spec, aavae.generator(device, args.seed, 2), args, amp, adversary)
 
     def reference_step():
         x, x_aug = reference_batch()

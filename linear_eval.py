@@ -58,6 +58,8 @@ def get_args_parser():
     g.add_argument("--image_size", type=int, default=None, help="folder only, as for aavae.py")
     g.add_argument("--in_memory", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    g.add_argument("--train_limit", type=int, default=None,
+                   help="train the probe / fill the kNN bank with this many (seeded) training images; the test split is always whole")
     g = p.add_argument_group("protocol")
     g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity"])
     g.add_argument("--epochs", type=int, default=None, help="default 90 for linear, 20 for finetune")
@@ -160,6 +162,8 @@ def build(args, device):
         k: getattr(args, k) for k in ("dataset", "data_path", "image_size", "in_memory", "workers", "seed")},
         "stem": info["stem"] or "auto"})
     train, test, spec = aavae.load_data(data_args, device, probe=True)
+    if args.train_limit and args.train_limit < len(train):
+        train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train_limit].sort().values)
     info["stem"] = data_args.stem
     encoder = aavae.build_encoder(info["encoder"], info["stem"])
     projection = None

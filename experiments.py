@@ -1,0 +1,419 @@
+"""The experiment grid behind run_all.sh: every table and figure of the paper (PAPER.md §6), as
+pretraining runs of aavae.py and evaluations of linear_eval.py, then the tables beside the paper's numbers.
+
+    python experiments.py --profile paper --data_root /data --dry_run     # every command, with GPU-hours
+    python experiments.py --profile quick --data_path ../shared/data/cifar10-mini --output_dir R
+
+Each run has its own directory under OUTPUT/runs, each evaluation under OUTPUT/evals. A step that finished
+is skipped (a marker file, or its result.json); an interrupted one is simply run again, and aavae.py resumes
+it from its checkpoint. Runs whose accuracy is followed over training (Fig. 2) are pretrained in segments:
+raising --epochs (or --max_steps) continues the same run, and a probe follows each segment.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import random
+import shlex
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+METHODS = ["ae", "aaae", "vae", "aavae"]
+REGULARISERS = METHODS + ["iwae", "aa_iwae", "aae", "aa_aae"]
+
+# PAPER.md §6 (top-1 %, linear probe)
+PAPER_TABLE1 = {"ae": {"cifar10": 56.34, "stl10": 42.26, "imagenet": 0.89},
+                "aaae": {"cifar10": 50.62, "stl10": 41.94, "imagenet": 1.29},
+                "vae": {"cifar10": 57.16, "stl10": 44.15, "imagenet": 4.58},
+                "aavae": {"cifar10": 87.14, "stl10": 84.72, "imagenet": 51.0}}
+PAPER_TABLE2 = {"aavae": {0.01: 21.37, 0.1: 39.85}, "vae": {0.01: 0.1, 0.1: 0.98}}
+PAPER_PLACES = {"aavae": 41.45, "vae": 6.78}
+
+# Cost model of the dry run: forward + backward GFLOP per image of ResNet-50 + decoder50 (measured with
+# torch.utils.flop_counter), at an assumed 300 TFLOP/s per GPU (about 30 % of an H100's dense bf16 peak).
+GFLOP = {32: 10.8, 96: 24.4, 224: 38.0}
+ASSUMED_TFLOPS = 300.0
+IMAGES = {"cifar10": 45000, "stl10": 100000, "imagenet": 1276167}
+PROBE_IMAGES = {"cifar10": 45000, "stl10": 4500, "imagenet": 1281167}
+SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
+
+
+def profile_settings(args):
+    """Everything that differs between the paper's grid and the quick one that runs on a laptop CPU."""
+    if args.profile == "paper":
+        root = args.data_root
+        return {
+            "datasets": {"cifar10": os.path.join(root, "cifar10"), "stl10": os.path.join(root, "stl10"),
+                         "imagenet": os.path.join(root, "imagenet")},
+            "main": "cifar10", "semi": "imagenet",
+            "pretrain": {"cifar10": ["--encoder", "resnet50", "--batch_size", "256"],
+                         "stl10": ["--encoder", "resnet50", "--batch_size", "512"],
+                         "imagenet": ["--encoder", "resnet50", "--batch_size", "512"]},
+            "length": lambda d, frac=1.0: ["--epochs", str(round({"imagenet": 2100}.get(d, 3200) * frac))],
+            "segments": [0.125, 0.25, 0.5, 1.0],  # 400, 800, 1600, 3200 epochs on CIFAR-10
+            "probe": ["--epochs", "90", "--batch_size", "256"], "sweep_probe": "linear",
+            "knn": ["--batch_size", "256"], "finetune": ["--epochs", "20", "--batch_size", "256"],
+            "batches": [128, 256, 512, 1024], "base_batch": 256, "latents": [64, 128, 256, 512],
+            "decoders": [("resnet18", "decoder18"), ("resnet34", "decoder34"), ("resnet50", "decoder50")],
+            "betas": [0.0, 0.01, 0.1, 1.0, 10.0], "seeds": [0, 1, 2],
+        }
+    data = args.data_path
+    return {
+        "datasets": {"folder": data}, "main": "folder", "semi": "folder",
+        "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "32", "--base_batch", "32", "--val_size", "64",
+                                "--val_samples", "2", "--warmup_epochs", "0", "--workers", "2"]},
+        "length": lambda d, frac=1.0: ["--max_steps", str(max(1, round(8 * frac)))],
+        "segments": [0.5, 1.0],
+        "probe": ["--epochs", "1", "--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
+        "sweep_probe": "knn", "knn": ["--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
+        "finetune": ["--epochs", "1", "--batch_size", "64", "--workers", "2"],
+        "batches": [16, 32, 64], "base_batch": 32, "latents": [64, 128, 256],
+        "decoders": [("resnet18", "decoder18"), ("resnet18", "decoder34"), ("resnet18", "decoder50")],
+        "betas": [0.0, 0.1, 1.0, 10.0], "seeds": [0],
+    }
+
+
+def log_scales(n=3):
+    """Fig. 4d: log-scales drawn uniformly in [-5, 2] (seeded, so that every invocation agrees)."""
+    rng = random.Random(0)
+    return sorted(round(rng.uniform(-5, 2), 2) for _ in range(n))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The grid: a list of steps, each a command with a directory that tells whether it is done.
+
+
+class Grid:
+    def __init__(self, args):
+        self.args, self.s = args, profile_settings(args)
+        self.steps, self.cells = [], []  # steps in execution order; cells: what the tables read
+
+    def launcher(self, script):
+        """Commands are kept as a user would type them in the repository root; runnable() resolves them."""
+        if self.args.nproc > 1:
+            return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", script]
+        return ["python", script]
+
+    def pretrain(self, name, dataset, extra=(), segments=(1.0,), seed=0, then=None):
+        """A pretraining run, optionally in segments, each followed by the evaluations then(run_dir, frac)."""
+        out = os.path.join(self.args.output_dir, "runs", name)
+        base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset], *self.s["pretrain"][dataset],
+                "--seed", str(seed), *extra]
+        for frac in segments:
+            cmd = self.launcher("aavae.py") + base + self.s["length"](dataset, frac) + ["--output_dir", out]
+            self.steps.append({"kind": "pretrain", "cmd": cmd, "dir": out, "marker": f".done_{frac:g}",
+                               "hours": self.hours(dataset, frac, extra)})
+            if then:
+                then(out, frac)
+        return out
+
+    def evaluate(self, name, dataset, mode, checkpoint=None, extra=(), data_path=None):
+        out = os.path.join(self.args.output_dir, "evals", name)
+        source = ["--checkpoint", os.path.join(checkpoint, "checkpoint.pt")] if checkpoint else ["--random_init"]
+        per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s["finetune"],
+                    "similarity": ["--workers", "2"]}[mode]
+        cmd = self.launcher("linear_eval.py") + source + [
+            "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
+            *per_mode, *extra, "--output_dir", out]
+        probe_epochs = 90 if mode == "linear" else 20 if mode == "finetune" else 1
+        hours = PROBE_IMAGES.get(dataset, 0) * probe_epochs * GFLOP.get(SIZE.get(dataset), 0) * 0.15 / (ASSUMED_TFLOPS * 1e3) / 3600
+        self.steps.append({"kind": "eval", "cmd": cmd, "dir": out, "marker": "result.json", "hours": hours})
+        return out
+
+    def hours(self, dataset, frac, extra):
+        if self.args.profile != "paper":
+            return 0.0
+        epochs = {"imagenet": 2100}.get(dataset, 3200) * frac
+        return IMAGES[dataset] * epochs * GFLOP[SIZE[dataset]] / (ASSUMED_TFLOPS * 1e3) / 3600
+
+    def cell(self, table, row, col, **where):
+        self.cells.append({"table": table, "row": row, "col": col, **where})
+
+
+def build_grid(args):
+    g = Grid(args)
+    s, main = g.s, g.s["main"]
+    probe = lambda run, name, d, mode="linear", extra=(): g.evaluate(name, d, mode, run, extra)
+    encoders = {d: next(a for k, a in zip(s["pretrain"][d], s["pretrain"][d][1:]) if k == "--encoder") for d in s["datasets"]}
+
+    # Table 1: the four autoencoders on each dataset, a random-init row; Fig. 2's fixed-scale curve is
+    # the main dataset's AAVAE run, followed over training in segments.
+    runs = {}
+    for d in s["datasets"]:
+        for m in METHODS:
+            for seed in (s["seeds"] if d == main else [0]):
+                name = f"{d}-{m}" + (f"-s{seed}" if seed else "")
+                follow = d == main and m == "aavae" and seed == 0
+
+                def then(out, frac, name=name, d=d, m=m, seed=seed, follow=follow):
+                    if frac == 1.0:
+                        ev = probe(out, f"table1-{name}", d)
+                        g.cell("table1", m, d, eval=ev, seed=seed)
+                        if d == main and seed == 0:  # the first four rows of the regulariser table
+                            g.cell("regularisers", m, "linear", eval=ev)
+                            g.cell("regularisers", m, "knn", eval=probe(out, f"knn-{name}", d, "knn"), run=out)
+                    if follow:
+                        g.cell("fig2", "fixed", frac, eval=probe(out, f"fig2-fixed-{frac:g}", d, s["sweep_probe"]), run=out)
+
+                runs[(d, m, seed)] = g.pretrain(name, d, ["--method", m], s["segments"] if follow else (1.0,), seed, then)
+        g.cell("table1", "random init", d, eval=probe(None, f"table1-{d}-random", d, extra=["--encoder", encoders[d]]))
+
+    # Fig. 2: a learned log-scale, followed over training like the fixed one.
+    g.pretrain(f"{main}-aavae-learned", main, ["--method", "aavae", "--learn_scale"], s["segments"], then=lambda out, frac:
+               g.cell("fig2", "learned", frac, eval=probe(out, f"fig2-learned-{frac:g}", main, s["sweep_probe"]), run=out))
+
+    # Fig. 3: beta * KL on top of AAVAE.
+    for beta in s["betas"]:
+        run = runs[(main, "aavae", 0)] if beta == 0 else g.pretrain(f"{main}-aavae-beta{beta:g}", main, ["--method", "aavae", "--beta", str(beta)])
+        g.cell("fig3", beta, "top1", eval=probe(run, f"fig3-beta{beta:g}", main, s["sweep_probe"]))
+
+    # Fig. 4: batch size (lr and warm-up scaled linearly), latent size, decoder depth, log-scale.
+    default_batch = s["pretrain"][main][s["pretrain"][main].index("--batch_size") + 1]
+    for b in s["batches"]:
+        warm = [] if args.profile == "quick" else ["--warmup_epochs", f"{10 * b / s['base_batch']:g}"]
+        extra = ["--method", "aavae", "--batch_size", str(b), "--base_batch", str(s["base_batch"]), *warm]
+        run = runs[(main, "aavae", 0)] if str(b) == default_batch else g.pretrain(f"{main}-aavae-batch{b}", main, extra)
+        g.cell("fig4_batch", b, "top1", eval=probe(run, f"fig4-batch{b}", main, s["sweep_probe"]))
+    for z in s["latents"]:
+        run = runs[(main, "aavae", 0)] if z == 128 else g.pretrain(f"{main}-aavae-latent{z}", main, ["--method", "aavae", "--latent_dim", str(z)])
+        g.cell("fig4_latent", z, "top1", eval=probe(run, f"fig4-latent{z}", main, s["sweep_probe"]))
+    for enc, dec in s["decoders"]:
+        run = g.pretrain(f"{main}-aavae-{enc}-{dec}", main, ["--method", "aavae", "--encoder", enc, "--decoder", dec])
+        g.cell("fig4_decoder", dec, "top1", eval=probe(run, f"fig4-{enc}-{dec}", main, s["sweep_probe"]))
+    for ls in log_scales():
+        run = g.pretrain(f"{main}-aavae-logscale{ls:g}", main, ["--method", "aavae", "--log_scale", str(ls)])
+        g.cell("fig4_logscale", ls, "top1", eval=probe(run, f"fig4-logscale{ls:g}", main, s["sweep_probe"]))
+
+    # Fig. 5: similarity matrices of VAE and AAVAE latents.
+    for m in ("vae", "aavae"):
+        g.cell("fig5", m, "similarity", eval=probe(runs[(main, m, 0)], f"fig5-{m}", main, "similarity"))
+
+    # Table 2: semi-supervised fine-tuning with 1 % and 10 % of the labels.
+    semi = s["semi"]
+    for m in ("vae", "aavae"):
+        for frac in (0.01, 0.1):
+            ev = probe(runs[(semi, m, 0)], f"table2-{m}-{frac:g}", semi, "finetune", ["--label_fraction", str(frac)])
+            g.cell("table2", m, frac, eval=ev)
+
+    # Table 3: Places205 linear probe of the ImageNet encoders, when the user has the dataset.
+    if args.places_path:
+        for m in ("vae", "aavae"):
+            ev = g.evaluate(f"table3-places-{m}", "folder", "linear", runs[("imagenet", m, 0)],
+                            ["--epochs", "14", "--lr", "0.01", "--image_size", "224"], data_path=args.places_path)
+            g.cell("table3", m, "places205", eval=ev)
+
+    # Latent regularisers: IWAE and AAE, plain and augmentation-augmented, beside Table 1's four.
+    for m in REGULARISERS[4:]:
+        run = g.pretrain(f"{main}-{m}", main, ["--method", m])
+        g.cell("regularisers", m, "linear", eval=probe(run, f"reg-{m}", main))
+        g.cell("regularisers", m, "knn", eval=probe(run, f"knn-{main}-{m}", main, "knn"), run=run)
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running
+
+
+def runnable(cmd):
+    """python -> this interpreter, torchrun -> its module, so that the grid runs in the caller's environment."""
+    head = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}[cmd[0]]
+    return head + cmd[1:]
+
+
+def done(step):
+    return os.path.exists(os.path.join(step["dir"], step["marker"]))
+
+
+def run_grid(g, args):
+    todo = [st for st in g.steps if not done(st)]
+    print(f"{len(g.steps)} steps, {len(g.steps) - len(todo)} already done", flush=True)
+    t0 = time.time()
+    for k, st in enumerate(g.steps):
+        if done(st):
+            continue
+        print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st['cmd'])}", flush=True)
+        os.makedirs(st["dir"], exist_ok=True)
+        with open(os.path.join(st["dir"], f"{st['kind']}.log"), "a") as log:
+            r = subprocess.run(runnable(st["cmd"]), stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
+        if r.returncode != 0:
+            sys.exit(f"run_all: step {k + 1} failed (exit {r.returncode}); see {os.path.join(st['dir'], st['kind'] + '.log')}. "
+                     "Re-running the same command resumes here.")
+        if st["kind"] == "pretrain":
+            open(os.path.join(st["dir"], st["marker"]), "w").close()
+    print(f"all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report: one markdown table per table/figure, with the paper's value and the difference where it has one.
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def last_val(run_dir):
+    rows = []
+    try:
+        with open(os.path.join(run_dir, "log.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    except OSError:
+        pass
+    vals = [r for r in rows if "val_recon" in r]
+    return vals[-1] if vals else {}
+
+
+def fmt(v, digits=2):
+    return "—" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def report(g, args):
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    records = []
+    for c in g.cells:
+        res = read_json(os.path.join(c["eval"], "result.json")) or {}
+        val = last_val(c["run"]) if c.get("run") else {}
+        records.append({**{k: v for k, v in c.items() if k not in ("eval", "run")}, "top1": res.get("top1"),
+                        "top5": res.get("top5"), "sim_same": res.get("sim_same"), "sim_diff": res.get("sim_diff"),
+                        "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "eval": c["eval"]})
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(records[0]))
+        w.writeheader()
+        w.writerows(records)
+
+    by = lambda table: [r for r in records if r["table"] == table]
+    label = f"profile {args.profile}" + (f", data {args.data_path}" if args.profile == "quick" else "")
+    probe_name = "kNN" if g.s["sweep_probe"] == "knn" else "linear"
+    tables = {}
+
+    rows, cols = by("table1"), list(g.s["datasets"])
+    lines = ["| method | " + " | ".join(f"{c} top-1 | paper | Δ" for c in cols) + " |", "|---|" + "---|---|---|" * len(cols)]
+    for m in METHODS + ["random init"]:
+        cells = []
+        for c in cols:
+            vals = [r["top1"] for r in rows if r["row"] == m and r["col"] == c and r["top1"] is not None]
+            mean = sum(vals) / len(vals) if vals else None
+            spread = f" ± {math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)):.2f}" if len(vals) > 1 else ""
+            paper = PAPER_TABLE1.get(m, {}).get(c)
+            cells += [fmt(mean) + spread, fmt(paper), fmt(mean - paper if mean is not None and paper is not None else None)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    tables["table1"] = ("Table 1: linear-probe top-1 (%)", lines)
+
+    rows = by("fig2")
+    lines = [f"| log-scale | fraction of training | {probe_name} top-1 | held-out bpd |", "|---|---|---|---|"]
+    lines += [f"| {r['row']} | {r['col']:g} | {fmt(r['top1'])} | {fmt(r['val_bpd'], 4)} |" for r in rows]
+    tables["fig2"] = ("Fig. 2: learned vs fixed log-scale over training (paper: density estimation overfits, "
+                      "representation quality does not drop)", lines)
+
+    def sweep(name, title, header):
+        lines = [f"| {header} | {probe_name} top-1 |", "|---|---|"]
+        lines += [f"| {r['row']} | {fmt(r['top1'])} |" for r in by(name)]
+        tables[name] = (title, lines)
+
+    sweep("fig3", "Fig. 3: beta * KL added to AAVAE (paper: little change for beta << 1, worse for beta >= 1)", "beta")
+    sweep("fig4_batch", "Fig. 4a: batch size, lr and warm-up scaled linearly (paper: nearly flat)", "batch")
+    sweep("fig4_latent", "Fig. 4b: latent size (paper: nearly flat)", "latent_dim")
+    sweep("fig4_decoder", "Fig. 4c: decoder depth (paper: nearly flat)", "decoder")
+    sweep("fig4_logscale", "Fig. 4d: fixed log-scale drawn in [-5, 2] (paper: nearly flat)", "log_scale")
+
+    lines = ["| method | same-image cosine | different-image cosine | gap | matrix |", "|---|---|---|---|---|"]
+    for r in by("fig5"):
+        gap = r["sim_same"] - r["sim_diff"] if r["sim_same"] is not None else None
+        pic = os.path.relpath(os.path.join(r["eval"], "similarity.png"), out)
+        lines.append(f"| {r['row']} | {fmt(r['sim_same'], 3)} | {fmt(r['sim_diff'], 3)} | {fmt(gap, 3)} | ![]({pic}) |")
+    tables["fig5"] = ("Fig. 5: latent similarity of views (paper: AAVAE clusters per image; the VAE's latents all align)", lines)
+
+    lines = ["| method | 1 % labels | paper | Δ | 10 % labels | paper | Δ |", "|---|---|---|---|---|---|---|"]
+    for m in ("vae", "aavae"):
+        cells = []
+        for frac in (0.01, 0.1):
+            v = next((r["top1"] for r in by("table2") if r["row"] == m and r["col"] == frac), None)
+            paper = PAPER_TABLE2[m][frac]
+            cells += [fmt(v), fmt(paper), fmt(v - paper if v is not None else None)]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    tables["table2"] = ("Table 2: semi-supervised fine-tuning top-1 (%)", lines)
+
+    if by("table3"):
+        lines = ["| method | Places205 top-1 | paper | Δ |", "|---|---|---|---|"]
+        for r in by("table3"):
+            lines.append(f"| {r['row']} | {fmt(r['top1'])} | {fmt(PAPER_PLACES[r['row']])} | "
+                         f"{fmt(r['top1'] - PAPER_PLACES[r['row']] if r['top1'] is not None else None)} |")
+        tables["table3"] = ("Table 3: Places205 linear probe of the ImageNet encoders (VOC07+12 detection is out of "
+                            "scope: train detectron2's Faster R-CNN C4 on the exported encoder.pth)", lines)
+
+    lines = ["| method | linear top-1 | kNN top-1 | active units | held-out bpd |", "|---|---|---|---|---|"]
+    for m in REGULARISERS:
+        lin = next((r for r in by("regularisers") if r["row"] == m and r["col"] == "linear"), {})
+        knn = next((r for r in by("regularisers") if r["row"] == m and r["col"] == "knn"), {})
+        lines.append(f"| {m} | {fmt(lin.get('top1'))} | {fmt(knn.get('top1'))} | {fmt(knn.get('active_units'))} | "
+                     f"{fmt(knn.get('val_bpd'), 4)} |")
+    tables["regularisers"] = ("Latent regularisers: which one gives the best representation?", lines)
+
+    for name, (title, lines) in tables.items():
+        with open(os.path.join(out, f"{name}.md"), "w") as f:
+            f.write(f"# {title}\n\n_{label}_\n\n" + "\n".join(lines) + "\n")
+    figures(records, out)
+    print(f"wrote {len(tables)} tables to {out}/*.md, results.json and results.csv")
+    return tables
+
+
+def figures(records, out):
+    """PNG plots of the figure sweeps, when matplotlib is installed (tables are written either way)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    panels = [("fig3", "beta"), ("fig4_batch", "batch"), ("fig4_latent", "latent_dim"), ("fig4_logscale", "log_scale")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
+    for ax, (name, xlabel) in zip(axes, panels):
+        pts = [(r["row"], r["top1"]) for r in records if r["table"] == name and r["top1"] is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("top-1 (%)")
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "figures.png"), dpi=100)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="paper", choices=["paper", "quick"])
+    p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
+    p.add_argument("--data_root", default="data", help="paper: a folder holding cifar10/, stl10/ and imagenet/")
+    p.add_argument("--data_path", default=None, help="quick: any ImageFolder tree with train/ and val/")
+    p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
+    p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
+    p.add_argument("--output_dir", default=None, help="default runs/all-PROFILE")
+    p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
+    args = p.parse_args(argv)
+    if args.profile == "quick" and not args.data_path:
+        p.error("--profile quick needs --data_path (an ImageFolder tree with train/ and val/)")
+    args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
+    g = build_grid(args)
+    if args.dry_run:
+        total = 0.0
+        for st in g.steps:
+            total += st["hours"]
+            print(f"# {st['kind']}, ~{st['hours']:.2f} GPU-h\n{shlex.join(st['cmd'])}")
+        print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
+        return g
+    if not args.report_only:
+        run_grid(g, args)
+    report(g, args)
+    return g
+
+
+if __name__ == "__main__":
+    main()
