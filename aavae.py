@@ -3,7 +3,8 @@
 A plain-PyTorch reproduction of Falcon, Jha, Koker & Cho, "AAVAE: Augmentation-Augmented Variational
 Autoencoders" (arXiv 2107.12329). The encoder sees an augmented view x+ ~ A(x), the decoder reconstructs
 the original x, and the KL term is dropped (PAPER.md §1, Eq. 3). The three baselines of Table 1 (AE,
-AAAE, VAE) and every ablation flag of Figs. 2-4 live here too.
+AAAE, VAE), every ablation flag of Figs. 2-4, and two other latent regularisers (IWAE and the adversarial
+autoencoder, PAPER.md §8, plain and augmentation-augmented) live here too.
 
     # one process (GPU if present, else CPU)
     python aavae.py --dataset cifar10 --data_path data --output_dir runs/cifar10-aavae
@@ -49,7 +50,7 @@ METHODS = {  # method -> (encoder sees an augmented view, variational latent, la
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
-# Keys of args.json that may change between invocations of one run (PAPER-neutral bookkeeping).
+# Arguments that may differ when a run is resumed: they do not change what the steps compute.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
                   "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp"}
 
@@ -216,6 +217,13 @@ def _attempt_store():
                          timeout=datetime.timedelta(minutes=30))
     generation = (base.add("aavae/joined", 1) - 1) // world
     return dist.PrefixStore(f"aavae/attempt{generation}", base)
+
+
+def autocast(args, device):
+    """bf16 autocast on CUDA unless --no-amp (args.amp None means the device decides), else a no-op."""
+    if args.amp is None:
+        args.amp = device.type == "cuda"
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
 
 
 def is_main():
@@ -561,6 +569,11 @@ class Split:
             yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
 
 
+def stl10_original(u8):
+    """STL-10's evaluation preprocessing (PAPER.md §3), on a uint8 batch: Resize(105) + CenterCrop(96)."""
+    return TF.center_crop(TF.resize(u8, [105], antialias=True), [96])
+
+
 def _held_out(n, held):
     """A seeded hold-out of `held` of n images, as torch.utils.data.random_split(..., manual_seed(42)) draws
     it: returns (keep, held) index tensors."""
@@ -578,8 +591,7 @@ def load_data(args, device, probe=False):
     root = args.data_path
     if args.dataset in ("cifar10", "stl10"):
         spec = dataset_spec(args, 32 if args.dataset == "cifar10" else 96)
-        original = None if args.dataset == "cifar10" else \
-            (lambda u8: TF.center_crop(TF.resize(u8, [105], antialias=True), [96]))
+        original = None if args.dataset == "cifar10" else stl10_original
         on = device if args.in_memory is not False else torch.device("cpu")
         split = lambda images, labels: Split(images.to(on), labels, original=original, spec=spec, device=device, seed=args.seed)
         if probe:
@@ -1103,8 +1115,7 @@ def train(args):
     rank, world, device = setup_distributed()
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    if args.amp is None:
-        args.amp = device.type == "cuda"
+    amp = autocast(args, device)
     augmented, variational, regulariser = METHODS[args.method]
 
     # ---- data
@@ -1147,7 +1158,6 @@ def train(args):
                     find_unused_parameters=adversary is not None)
     if args.compile:
         model = torch.compile(model)
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
 
     os.makedirs(args.output_dir, exist_ok=True)
     if is_main():
@@ -1277,20 +1287,30 @@ def finish(args, raw_model, step, steps_per_epoch):
                f"{os.path.join(args.output_dir, 'encoder.pth')}")
 
 
+def run_cli(prog, fn):
+    """Runs fn() for a script's main: bad input ends as one line on stderr and exit status 2, and the
+    process group is closed however the run ends."""
+    try:
+        return fn()
+    except UserError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    try:
+
+    def run():
         validate(args)
         if args.benchmark:
             import bench
             return bench.run(args)
         return train(args)
-    except UserError as e:
-        print(f"aavae.py: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+    return run_cli("aavae.py", run)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ reference_img_per_s, device, and on CUDA the achieved TFLOP/s and the fraction o
 import json
 import time
 
-import numpy as np
 import torch
 import torchvision.transforms as T
 from PIL import Image
@@ -56,15 +55,13 @@ def rate(step, n_images, steps, warmup, device):
 
 def run(args):
     _, _, device = aavae.setup_distributed()
-    if args.amp is None:
-        args.amp = device.type == "cuda"
+    amp = aavae.autocast(args, device)
     args.in_memory = True if args.in_memory is None else args.in_memory
     train_split, _, spec = aavae.load_data(args, device)
     if train_split.images is None:
         raise aavae.UserError("--benchmark needs an in-memory dataset (cifar10, stl10, or a folder that fits)")
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else aavae.contextlib.nullcontext
     model, optimizer, adversary = aavae.build_model(args, spec, device)
     if args.compile:
         model = torch.compile(model)

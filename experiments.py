@@ -65,7 +65,7 @@ def profile_settings(args):
         "datasets": {"folder": data}, "main": "folder", "semi": "folder",
         "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "32", "--base_batch", "32", "--val_size", "64",
                                 "--val_samples", "2", "--warmup_epochs", "0", "--workers", "2"]},
-        "length": lambda d, frac=1.0: ["--max_steps", str(max(1, round(8 * frac)))],
+        "length": lambda d, frac=1.0: ["--max_steps", str(max(1, round(args.quick_steps * frac)))],
         "segments": [0.5, 1.0],
         "probe": ["--epochs", "1", "--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
         "sweep_probe": "knn", "knn": ["--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
@@ -129,6 +129,11 @@ class Grid:
         epochs = {"imagenet": 2100}.get(dataset, 3200) * frac
         return IMAGES[dataset] * epochs * GFLOP[SIZE[dataset]] / (ASSUMED_TFLOPS * 1e3) / 3600
 
+    def stop(self, dataset, frac):
+        """Where a segment ends, as the log.jsonl key and value of its validation line: (epoch, E) or (step, S)."""
+        flag, value = self.s["length"](dataset, frac)
+        return ("epoch" if flag == "--epochs" else "step", int(value))
+
     def cell(self, table, row, col, **where):
         self.cells.append({"table": table, "row": row, "col": col, **where})
 
@@ -156,14 +161,16 @@ def build_grid(args):
                             g.cell("regularisers", m, "linear", eval=ev)
                             g.cell("regularisers", m, "knn", eval=probe(out, f"knn-{name}", d, "knn"), run=out)
                     if follow:
-                        g.cell("fig2", "fixed", frac, eval=probe(out, f"fig2-fixed-{frac:g}", d, s["sweep_probe"]), run=out)
+                        g.cell("fig2", "fixed", frac, eval=probe(out, f"fig2-fixed-{frac:g}", d, s["sweep_probe"]), run=out,
+                               at=g.stop(d, frac))
 
                 runs[(d, m, seed)] = g.pretrain(name, d, ["--method", m], s["segments"] if follow else (1.0,), seed, then)
         g.cell("table1", "random init", d, eval=probe(None, f"table1-{d}-random", d, extra=["--encoder", encoders[d]]))
 
     # Fig. 2: a learned log-scale, followed over training like the fixed one.
     g.pretrain(f"{main}-aavae-learned", main, ["--method", "aavae", "--learn_scale"], s["segments"], then=lambda out, frac:
-               g.cell("fig2", "learned", frac, eval=probe(out, f"fig2-learned-{frac:g}", main, s["sweep_probe"]), run=out))
+               g.cell("fig2", "learned", frac, eval=probe(out, f"fig2-learned-{frac:g}", main, s["sweep_probe"]), run=out,
+                      at=g.stop(main, frac)))
 
     # Fig. 3: beta * KL on top of AAVAE.
     for beta in s["betas"]:
@@ -217,6 +224,22 @@ def build_grid(args):
 # Running
 
 
+def execute(cmd, log, in_process=False):
+    """Runs one command with its output appended to log; returns its exit status. In-process (tests
+    only) calls the script's main() directly, which spares the interpreter start-up of each step."""
+    if not in_process:
+        return subprocess.run(runnable(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=HERE).returncode
+    import contextlib
+    import importlib
+    module = importlib.import_module(os.path.splitext(cmd[1])[0])
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            module.main(cmd[2:])
+        except SystemExit as e:
+            return e.code or 0
+    return 0
+
+
 def runnable(cmd):
     """python -> this interpreter, torchrun -> its module, so that the grid runs in the caller's environment."""
     head = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}[cmd[0]]
@@ -237,9 +260,9 @@ def run_grid(g, args):
         print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st['cmd'])}", flush=True)
         os.makedirs(st["dir"], exist_ok=True)
         with open(os.path.join(st["dir"], f"{st['kind']}.log"), "a") as log:
-            r = subprocess.run(runnable(st["cmd"]), stdout=log, stderr=subprocess.STDOUT, cwd=HERE)
-        if r.returncode != 0:
-            sys.exit(f"run_all: step {k + 1} failed (exit {r.returncode}); see {os.path.join(st['dir'], st['kind'] + '.log')}. "
+            code = execute(st["cmd"], log, args.in_process)
+        if code != 0:
+            sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {os.path.join(st['dir'], st['kind'] + '.log')}. "
                      "Re-running the same command resumes here.")
         if st["kind"] == "pretrain":
             open(os.path.join(st["dir"], st["marker"]), "w").close()
@@ -258,14 +281,15 @@ def read_json(path):
         return None
 
 
-def last_val(run_dir):
-    rows = []
+def validation(run_dir, at=None):
+    """A run's validation line: the one at (key, value), e.g. ("step", 4), or else the last one."""
     try:
         with open(os.path.join(run_dir, "log.jsonl")) as f:
-            rows = [json.loads(line) for line in f]
+            vals = [r for r in map(json.loads, f) if "val_recon" in r]
     except OSError:
-        pass
-    vals = [r for r in rows if "val_recon" in r]
+        return {}
+    if at:
+        vals = [r for r in vals if abs(r[at[0]] - at[1]) < 1e-6]
     return vals[-1] if vals else {}
 
 
@@ -279,8 +303,8 @@ def report(g, args):
     records = []
     for c in g.cells:
         res = read_json(os.path.join(c["eval"], "result.json")) or {}
-        val = last_val(c["run"]) if c.get("run") else {}
-        records.append({**{k: v for k, v in c.items() if k not in ("eval", "run")}, "top1": res.get("top1"),
+        val = validation(c["run"], c.get("at")) if c.get("run") else {}
+        records.append({**{k: v for k, v in c.items() if k not in ("eval", "run", "at")}, "top1": res.get("top1"),
                         "top5": res.get("top5"), "sim_same": res.get("sim_same"), "sim_diff": res.get("sim_diff"),
                         "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "eval": c["eval"]})
     with open(os.path.join(out, "results.json"), "w") as f:
@@ -296,14 +320,16 @@ def report(g, args):
     tables = {}
 
     rows, cols = by("table1"), list(g.s["datasets"])
-    lines = ["| method | " + " | ".join(f"{c} top-1 | paper | Δ" for c in cols) + " |", "|---|" + "---|---|---|" * len(cols)]
+    ref = {c: "cifar10" if c == "folder" else c for c in cols}  # quick: the paper's CIFAR-10 column as the reference
+    lines = ["| method | " + " | ".join(f"{c} top-1 | paper ({ref[c]}) | Δ" for c in cols) + " |",
+             "|---|" + "---|---|---|" * len(cols)]
     for m in METHODS + ["random init"]:
         cells = []
         for c in cols:
             vals = [r["top1"] for r in rows if r["row"] == m and r["col"] == c and r["top1"] is not None]
             mean = sum(vals) / len(vals) if vals else None
             spread = f" ± {math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)):.2f}" if len(vals) > 1 else ""
-            paper = PAPER_TABLE1.get(m, {}).get(c)
+            paper = PAPER_TABLE1.get(m, {}).get(ref[c])
             cells += [fmt(mean) + spread, fmt(paper), fmt(mean - paper if mean is not None and paper is not None else None)]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     tables["table1"] = ("Table 1: linear-probe top-1 (%)", lines)
@@ -397,6 +423,8 @@ def main(argv=None):
     p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
     p.add_argument("--output_dir", default=None, help="default runs/all-PROFILE")
     p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
+    p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
+    p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
     args = p.parse_args(argv)
     if args.profile == "quick" and not args.data_path:
         p.error("--profile quick needs --data_path (an ImageFolder tree with train/ and val/)")

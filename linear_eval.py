@@ -20,7 +20,6 @@ import copy
 import json
 import math
 import os
-import sys
 import time
 
 import torch
@@ -365,6 +364,9 @@ def finetune(args, train, test, spec, encoder, info, rank, world, amp):
     """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on a labelled subset."""
     keep = label_subset(train, args)
     subset = train.subset(keep)
+    if len(keep) < args.batch_size:  # 1 % of a small dataset: one batch holds the whole subset
+        args.batch_size = max(world, len(keep) // world * world)
+        print0(f"the labelled subset has {len(keep)} images: batch capped at {args.batch_size}")
     before = [p.detach().clone() for p in encoder.parameters()]
     head = nn.Linear(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
     model = nn.Sequential(encoder, head)
@@ -423,9 +425,7 @@ def evaluate(args):
     rank, world, device = aavae.setup_distributed()
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    if args.amp is None:
-        args.amp = device.type == "cuda"
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else aavae.contextlib.nullcontext
+    amp = aavae.autocast(args, device)
     result_path = os.path.join(args.output_dir, "result.json")
     if os.path.exists(result_path) and not args.overwrite:
         raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
@@ -436,7 +436,8 @@ def evaluate(args):
         os.remove(os.path.join(args.output_dir, "log.jsonl"))
     print0(f"{args.mode}: {info['encoder']} ({info['stem']} stem) from {info['source']}; {len(train)} train / "
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
-           f"{args.batch_size // world}; lr {args.lr:g}; {args.epochs} epochs; device {device}")
+           f"{args.batch_size // world}; " + (f"lr {args.lr:g}; {args.epochs} epochs; " if args.mode in ("linear", "finetune")
+                                              else "") + f"device {device}")
     modes = {"linear": linear, "knn": knn, "finetune": finetune}
     if args.mode == "similarity":
         result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
@@ -453,14 +454,7 @@ def evaluate(args):
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    try:
-        return evaluate(validate(args))
-    except UserError as e:
-        print(f"linear_eval.py: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    return aavae.run_cli("linear_eval.py", lambda: evaluate(validate(args)))
 
 
 if __name__ == "__main__":

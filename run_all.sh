@@ -5,4 +5,9 @@
 # Re-running the same command skips what finished and resumes what was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")"
-exec "${PYTHON:-python}" experiments.py "$@"
+PYTHON="${PYTHON:-python}"
+if [[ " $* " != *" --dry_run "* ]] && ! "$PYTHON" -c "import torch, torchvision" 2>/dev/null; then
+  echo "run_all.sh: '$PYTHON' cannot import torch and torchvision; activate the environment of the README's Set-up (or set PYTHON)." >&2
+  exit 2
+fi
+exec "$PYTHON" experiments.py "$@"

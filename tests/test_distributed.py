@@ -4,7 +4,6 @@ import socket
 import subprocess
 import sys
 
-import pytest
 import torch
 
 import aavae

@@ -11,7 +11,7 @@ from PIL import Image
 
 import aavae
 import linear_eval
-from conftest import ROOT, make_folder, tiny_args
+from conftest import ROOT, tiny_args
 from test_train import run_error
 
 

@@ -1,0 +1,63 @@
+"""run_all.sh / experiments.py: every cell of the paper's grid, and the quick profile end to end."""
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+import experiments
+from conftest import ROOT, make_folder
+
+TABLES = ["table1", "fig2", "fig3", "fig4_batch", "fig4_latent", "fig4_decoder", "fig4_logscale", "fig5", "table2",
+          "regularisers"]
+
+
+def test_the_paper_dry_run_lists_a_command_for_every_cell():
+    r = subprocess.run(["bash", os.path.join(ROOT, "run_all.sh"), "--profile", "paper", "--data_root", "/data",
+                        "--places_path", "/data/places205", "--output_dir", "R", "--dry_run"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr
+    commands = [line for line in r.stdout.splitlines() if line.startswith(("python aavae.py", "python linear_eval.py"))]
+    assert len(commands) >= 20 and len(commands) == r.stdout.count("GPU-h\n")
+    g = experiments.build_grid(argparse.Namespace(profile="paper", data_root="/data", data_path=None,
+                                                  places_path="/data/places205", nproc=1, output_dir="R"))
+    tables = {c["table"] for c in g.cells}
+    assert set(TABLES) | {"table3"} <= tables
+    for c in g.cells:  # every cell's evaluation is one of the listed commands
+        assert any(f"--output_dir {c['eval']}" in cmd for cmd in commands), c
+    for d in ("cifar10", "stl10", "imagenet"):
+        for m in ("ae", "aaae", "vae", "aavae"):
+            assert any(f"--dataset {d}" in cmd and f"--method {m} " in cmd for cmd in commands), (d, m)
+    assert re.search(r"~\d+ GPU-hours", r.stdout)
+
+
+MEASURED = {"table1": [1], "fig2": [2, 3], "fig3": [1], "fig4_batch": [1], "fig4_latent": [1], "fig4_decoder": [1],
+            "fig4_logscale": [1], "fig5": [1, 2], "table2": [1, 4], "regularisers": [1, 2, 3]}
+
+
+def rows(markdown):
+    """The data rows of a markdown table, as lists of cell texts."""
+    lines = [line for line in markdown.splitlines() if line.startswith("|")][2:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5)
+    out = tmp_path / "R"
+    argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(out), "--in_process", "--quick_steps", "2"]
+    experiments.main(argv)
+    for name, columns in MEASURED.items():
+        table = rows((out / f"{name}.md").read_text())
+        assert table, name
+        for row in table:
+            for c in columns:
+                float(row[c])  # a measured number, not a dash
+    assert [r[0] for r in rows((out / "table1.md").read_text())] == ["ae", "aaae", "vae", "aavae", "random init"]
+    fixed = [r for r in rows((out / "fig2.md").read_text()) if r[0] == "fixed"]
+    assert len(fixed) == 2 and fixed[0][3] != fixed[1][3], "each segment reads its own validation"
+    assert [r[0] for r in rows((out / "regularisers.md").read_text())] == experiments.REGULARISERS
+    assert (out / "results.json").exists() and (out / "results.csv").exists()
+    capsys.readouterr()
+    experiments.main(argv)  # everything is done: nothing runs again, the tables are rewritten
+    steps = re.search(r"(\d+) steps, (\d+) already done", capsys.readouterr().out)
+    assert steps and steps.group(1) == steps.group(2)
