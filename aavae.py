@@ -280,6 +280,14 @@ class AugmentSpec:
         k = int(0.1 * self.size)
         return k + 1 - k % 2
 
+    def stats(self, device):
+        """mean and std as (1, 3, 1, 1) tensors on device, made once: a copy from the host every step
+        would make the host wait for the device."""
+        cache = self.__dict__.setdefault("_stats", {})
+        if device not in cache:
+            cache[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std))
+        return cache[device]
+
 
 def sample_crop_boxes(n, height, width, scale, ratio, g):
     """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
@@ -368,9 +376,9 @@ def adjust_hue(x, factor):
                     torch.where(v == g, 2 + (b - r) / safe_c, 4 + (r - g) / safe_c))
     h = torch.where(c > 0, h, torch.zeros_like(h))
     h = torch.remainder(h / 6 + factor.view(-1, 1, 1), 1.0)
-    # Back to RGB with the closed form channel = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6.
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6 * h.unsqueeze(1), 6)
+    # Back to RGB with the closed form channel = v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6,
+    # n = 5, 3, 1 for R, G, B.
+    k = torch.remainder(torch.stack([5 + 6 * h, 3 + 6 * h, 1 + 6 * h], 1), 6)
     return (v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))).clamp(0, 1)
 
 
@@ -415,14 +423,12 @@ def photometric(x, spec, g):
 
 
 def normalize(x, spec):
-    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    mean, std = spec.stats(x.device)
     return (x - mean) / std
 
 
 def denormalize(x, spec):
-    mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1)
+    mean, std = spec.stats(x.device)
     return (x.float() * std + mean).clamp(0, 1)
 
 
@@ -524,6 +530,8 @@ class Split:
     an ImageFolder (`folder`). Batches are float tensors in [0, 1] on `device`: the original, then views."""
 
     def __init__(self, images=None, labels=None, folder=None, original=None, spec=None, device=None, seed=0, paths=None):
+        # In memory, the labels live beside the images, so that a batch is indexed without a host copy.
+        labels = labels.to(images.device) if images is not None and labels is not None else labels
         self.images, self.labels, self.folder, self.paths = images, labels, folder, paths
         self.original = original or (lambda u8: u8)  # uint8 batch -> uint8 batch of the eval preprocessing
         self.spec, self.device, self.seed = spec, device, seed
@@ -680,6 +688,7 @@ class TrainBatches:
             epoch, it = divmod(step, self.steps_per_epoch)
             idx = self.rank_indices(epoch, it)
             if self.split.images is not None:
+                idx = idx.to(self.split.images.device)  # once per epoch, not once per step
                 for k in range(0, len(idx), self.b):
                     i = idx[k:k + self.b]
                     g = generator(self.split.device, *device_keys, step, 1)
