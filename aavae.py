@@ -900,7 +900,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     subset = torch.randperm(n_all, generator=generator("cpu", 0))[: args.val_size or n_all]  # random order: a varied picture
     idx = subset[rank::world]
     b = max(1, args.batch_size // world)
-    sums = torch.zeros(8, dtype=torch.float64, device=device)  # n, recon, kl, log p(x), same, diff, pairs
+    sums = torch.zeros(7, dtype=torch.float64, device=device)  # n, recon, kl, log p(x), same, diff, pairs
     mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
     first = None
@@ -1206,7 +1206,7 @@ def train(args):
         done = step + 1
         end_of_epoch = done % steps_per_epoch == 0
         if done % args.log_every == 0 or done == last_step:
-            check_finite(first_bad, args, since, done)
+            check_finite(first_bad, args)
             means = all_reduce(torch.stack(list(sums.values()))) / (count * world)
             row = {"step": done, "epoch": round(done / steps_per_epoch, 4), **dict(zip(sums, means.tolist())),
                    "lr": optimizer.param_groups[0]["lr"],
@@ -1220,10 +1220,10 @@ def train(args):
         if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0 and done != last_step:
             run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
         if end_of_epoch and (done // steps_per_epoch) % args.save_every == 0 and done != last_step:
-            check_finite(first_bad, args, since, done)
+            check_finite(first_bad, args)
             save_checkpoint(args, raw_model, optimizer, adversary, done, steps_per_epoch)
     bar.close()
-    check_finite(first_bad, args, since, last_step)
+    check_finite(first_bad, args)
     save_checkpoint(args, raw_model, optimizer, adversary, last_step, steps_per_epoch)
     metrics = run_validation(raw_model, val_split, args, spec, amp, rank, world, last_step, steps_per_epoch)
     finish(args, raw_model, last_step, steps_per_epoch)
@@ -1251,9 +1251,9 @@ def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
     return loss, parts
 
 
-def check_finite(first_bad, args, since, step):
+def check_finite(first_bad, args):
     """Stops the run at the first non-finite loss, before anything is saved over the last good checkpoint."""
-    bad = all_reduce(first_bad.clone().clamp(min=-1) + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
+    bad = all_reduce(first_bad + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
     if bad >= 0:
         raise UserError(f"the loss became non-finite at step {bad}; likely causes: a learning rate too high for "
                         f"batch {args.batch_size}" + (", a learned log_scale collapsing" if args.learn_scale else "")

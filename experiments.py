@@ -10,7 +10,9 @@ it from its checkpoint. Runs whose accuracy is followed over training (Fig. 2) a
 raising --epochs (or --max_steps) continues the same run, and a probe follows each segment.
 """
 import argparse
+import contextlib
 import csv
+import importlib
 import json
 import math
 import os
@@ -105,7 +107,7 @@ class Grid:
         for frac in segments:
             cmd = self.launcher("aavae.py") + base + self.s["length"](dataset, frac) + ["--output_dir", out]
             self.steps.append({"kind": "pretrain", "cmd": cmd, "dir": out, "marker": f".done_{frac:g}",
-                               "hours": self.hours(dataset, frac, extra)})
+                               "hours": self.hours(dataset, frac)})
             if then:
                 then(out, frac)
         return out
@@ -123,7 +125,7 @@ class Grid:
         self.steps.append({"kind": "eval", "cmd": cmd, "dir": out, "marker": "result.json", "hours": hours})
         return out
 
-    def hours(self, dataset, frac, extra):
+    def hours(self, dataset, frac):
         if self.args.profile != "paper":
             return 0.0
         epochs = {"imagenet": 2100}.get(dataset, 3200) * frac
@@ -229,8 +231,6 @@ def execute(cmd, log, in_process=False):
     only) calls the script's main() directly, which spares the interpreter start-up of each step."""
     if not in_process:
         return subprocess.run(runnable(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=HERE).returncode
-    import contextlib
-    import importlib
     module = importlib.import_module(os.path.splitext(cmd[1])[0])
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         try:

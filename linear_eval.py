@@ -230,7 +230,8 @@ def cosine_lr(step, total, lr):
 
 
 def fit(model, params_groups, trainable, train, spec, info, args, rank, world, amp):
-    """SGD with Nesterov momentum 0.9, cosine decay per step, cross-entropy; returns the log rows.
+    """SGD with Nesterov momentum 0.9, cosine decay per step, cross-entropy; one log.jsonl line per epoch.
+    Returns the optimizer, so that callers can check what it held.
     `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing)."""
     optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=True, weight_decay=0.0)
     base = [g["lr"] for g in optimizer.param_groups]
@@ -238,7 +239,7 @@ def fit(model, params_groups, trainable, train, spec, info, args, rank, world, a
                                  workers=args.workers)
     total = args.epochs * batches.steps_per_epoch
     stream = batches(0, (args.seed, rank))
-    rows, device = [], train.device
+    device = train.device
     bar = tqdm(total=total, desc=args.mode, disable=not is_main() or None)
     for epoch in range(args.epochs):
         trainable.train()
@@ -259,7 +260,6 @@ def fit(model, params_groups, trainable, train, spec, info, args, rank, world, a
         all_reduce(acc)
         row = {"epoch": epoch + 1, "loss": acc[0].item() / acc[2].item(), "train_top1": 100 * acc[1].item() / acc[2].item(),
                "lr": optimizer.param_groups[0]["lr"], "img_per_s": acc[2].item() / (time.perf_counter() - t0)}
-        rows.append(row)
         if is_main():
             with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
