@@ -88,6 +88,17 @@ def log_scales(n=3):
 # The grid: a list of steps, each a command with a directory that tells whether it is done.
 
 
+def overridden(flags, extra):
+    """flags (a list of --flag [value] items) with those that extra sets again left out, then extra."""
+    given, out, i = {t for t in extra if t.startswith("--")}, [], 0
+    while i < len(flags):
+        n = 2 if i + 1 < len(flags) and not flags[i + 1].startswith("--") else 1
+        if flags[i] not in given:
+            out += flags[i:i + n]
+        i += n
+    return out + list(extra)
+
+
 class Grid:
     def __init__(self, args):
         self.args, self.s = args, profile_settings(args)
@@ -119,7 +130,7 @@ class Grid:
                     "similarity": ["--workers", "2"]}[mode]
         cmd = self.launcher("linear_eval.py") + source + [
             "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
-            *per_mode, *extra, "--output_dir", out]
+            *overridden(per_mode, extra), "--output_dir", out]
         probe_epochs = 90 if mode == "linear" else 20 if mode == "finetune" else 1
         hours = PROBE_IMAGES.get(dataset, 0) * probe_epochs * GFLOP.get(SIZE.get(dataset), 0) * 0.15 / (ASSUMED_TFLOPS * 1e3) / 3600
         self.steps.append({"kind": "eval", "cmd": cmd, "dir": out, "marker": "result.json", "hours": hours})
@@ -211,7 +222,8 @@ def build_grid(args):
     if args.places_path:
         for m in ("vae", "aavae"):
             ev = g.evaluate(f"table3-places-{m}", "folder", "linear", runs[("imagenet", m, 0)],
-                            ["--epochs", "14", "--lr", "0.01", "--image_size", "224"], data_path=args.places_path)
+                            ["--epochs", "14", "--lr", "0.01", "--schedule", "step",
+                             "--weight_decay", "5e-4", "--no-nesterov", "--image_size", "224"], data_path=args.places_path)
             g.cell("table3", m, "places205", eval=ev)
 
     # Latent regularisers: IWAE and AAE, plain and augmentation-augmented, beside Table 1's four.

@@ -66,6 +66,12 @@ def get_args_parser():
     g.add_argument("--lr", type=float, default=None,
                    help="linear: default 0.1 x batch_size / 256 (a float: never truncated); finetune: backbone lr")
     g.add_argument("--head_lr", type=float, default=None, help="finetune: lr of the linear head")
+    g.add_argument("--schedule", default="cosine", choices=["cosine", "step"],
+                   help="cosine decay per step (SimCLR), or step: lr x0.1 after each third of the epochs "
+                        "(Places205 transfer, PAPER.md §5: 14 epochs decay after epochs 5 and 10)")
+    g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay (Places205 transfer: 5e-4)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
+                   help="Nesterov momentum 0.9 (SimCLR protocol); --no-nesterov for plain momentum (Places205)")
     g.add_argument("--label_fraction", type=float, default=None, help="finetune: 0.01 or 0.1 of the labels, per class")
     g.add_argument("--subset_file", default=None, help="finetune: a file listing the training images to use, one name a line")
     g.add_argument("--knn_k", type=int, default=200)
@@ -101,8 +107,8 @@ def validate(args):
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.views < 2:
         raise UserError("--views must be at least 2: similarity compares views of the same image")
-    if args.lr <= 0 or args.knn_t <= 0:
-        raise UserError("--lr and --knn_t must be positive")
+    if args.lr <= 0 or args.knn_t <= 0 or args.weight_decay < 0:
+        raise UserError("--lr and --knn_t must be positive and --weight_decay non-negative")
     args.output_dir = args.output_dir or os.path.join("runs", f"eval-{args.mode}")
     return args
 
@@ -225,15 +231,19 @@ def num_classes(split):
     return int(split.labels.max()) + 1
 
 
-def cosine_lr(step, total, lr):
-    return lr * 0.5 * (1 + math.cos(math.pi * step / total))
+def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
+    """cosine: decay per step to zero at the end; step: x0.1 after every ceil(epochs / 3) epochs."""
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
+    return lr * 0.1 ** (step // steps_per_epoch // math.ceil(epochs / 3))
 
 
 def fit(model, params_groups, trainable, train, spec, info, args, rank, world, amp):
-    """SGD with Nesterov momentum 0.9, cosine decay per step, cross-entropy; one log.jsonl line per epoch.
+    """SGD with momentum 0.9 (Nesterov unless --no-nesterov), --schedule per step, --weight_decay,
+    cross-entropy; one log.jsonl line per epoch.
     Returns the optimizer, so that callers can check what it held.
     `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing)."""
-    optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=True, weight_decay=0.0)
+    optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=args.nesterov, weight_decay=args.weight_decay)
     base = [g["lr"] for g in optimizer.param_groups]
     batches = aavae.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
                                  workers=args.workers)
@@ -247,7 +257,7 @@ def fit(model, params_groups, trainable, train, spec, info, args, rank, world, a
         for it in range(batches.steps_per_epoch):
             step = epoch * batches.steps_per_epoch + it
             for group, lr in zip(optimizer.param_groups, base):
-                group["lr"] = cosine_lr(step, total, lr)
+                group["lr"] = probe_lr(step, batches.steps_per_epoch, args.epochs, lr, args.schedule)
             view, y = train_view(next(stream), info["stem"], spec.size, generator(device, args.seed, step, rank, 7))
             with amp():
                 logits = model(normalize(view, spec))
@@ -434,18 +444,20 @@ def evaluate(args):
     os.makedirs(args.output_dir, exist_ok=True)
     if is_main() and os.path.exists(os.path.join(args.output_dir, "log.jsonl")):
         os.remove(os.path.join(args.output_dir, "log.jsonl"))
+    trains = args.mode in ("linear", "finetune")
     print0(f"{args.mode}: {info['encoder']} ({info['stem']} stem) from {info['source']}; {len(train)} train / "
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
-           f"{args.batch_size // world}; " + (f"lr {args.lr:g}; {args.epochs} epochs; " if args.mode in ("linear", "finetune")
-                                              else "") + f"device {device}")
+           f"{args.batch_size // world}; " + (f"lr {args.lr:g} ({args.schedule}, weight decay {args.weight_decay:g}); "
+                                              f"{args.epochs} epochs; " if trains else "") + f"device {device}")
     modes = {"linear": linear, "knn": knn, "finetune": finetune}
     if args.mode == "similarity":
         result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
     else:
         result = modes[args.mode](args, train, test, spec, encoder, info, rank, world, amp)
     result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
-              "dataset": args.dataset, "epochs": args.epochs if args.mode in ("linear", "finetune") else None,
-              "batch_size": args.batch_size, **result}
+              "dataset": args.dataset, "epochs": args.epochs if trains else None, "batch_size": args.batch_size,
+              **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
+              **result}
     if is_main():
         aavae.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))

@@ -94,6 +94,27 @@ def test_the_lr_never_rounds_to_zero_for_small_batches():
     assert (ft.lr, ft.head_lr, ft.epochs) == (0.02, 0.5, 20)
 
 
+def test_the_places205_protocol_decays_the_lr_tenfold_each_third_with_weight_decay(tmp_path, monkeypatch):
+    # PAPER.md §5, Table 3: SGD lr 0.01, momentum 0.9 (not Nesterov), wd 5e-4, lr x0.1 at equal intervals.
+    assert [linear_eval.probe_lr(e * 10, 10, 14, 0.01, "step") for e in (0, 4, 5, 9, 10, 13)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+    seen = []
+    real = torch.optim.SGD
+
+    def spy(params, **k):
+        seen.append(k)
+        return real(params, **k)
+
+    monkeypatch.setattr(linear_eval.torch.optim, "SGD", spy)
+    data = colour_folder(tmp_path / "data")
+    result = linear_eval.main(probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18", "--epochs", "3",
+                                         "--lr", "0.01", "--schedule", "step", "--weight_decay", "5e-4", "--no-nesterov"))
+    assert seen == [{"momentum": 0.9, "nesterov": False, "weight_decay": 5e-4}]
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.01, 0.001, 0.0001])  # the last step of each epoch
+    assert (result["schedule"], result["weight_decay"], result["nesterov"]) == ("step", 5e-4, False)
+
+
 def test_the_optimizer_holds_only_the_head(pretrained, folder, tmp_path, monkeypatch):
     seen = []
     real = linear_eval.fit
