@@ -19,12 +19,9 @@ a resumed run is bit-identical to an uninterrupted one and a checkpoint needs no
 """
 import argparse
 import contextlib
-import datetime
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -37,6 +34,9 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
+
+from utils import (Parser, UserError, all_reduce, autocast, broadcast_buffers, generator, git_sha, is_main,
+                   load_checkpoint, print0, run_cli, save_atomic, save_atomic_json, setup_distributed, write_log)
 
 METHODS = {  # method -> (encoder sees an augmented view, variational latent, latent regulariser)
     "ae": (False, False, None),  # PAPER.md §1, Table 1
@@ -55,19 +55,8 @@ RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every",
                   "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp"}
 
 
-class UserError(Exception):
-    """Bad input: reported as one sentence and a non-zero exit, never as a traceback."""
-
-
 # ----------------------------------------------------------------------------------------------------
 # Arguments
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a bad flag is reported in one line instead of the whole usage text."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def get_args_parser():
@@ -179,84 +168,6 @@ def validate(args):
     args.decoder = args.decoder or DECODER_FOR[args.encoder]
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
-
-
-# ----------------------------------------------------------------------------------------------------
-# Distributed helpers: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a plain run has none of them.
-
-
-def setup_distributed():
-    """Returns (rank, world_size, device); NCCL on CUDA, gloo on CPU."""
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    local_rank = int(os.environ["LOCAL_RANK"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=_attempt_store(),
-                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                                device_id=device if device.type == "cuda" else None)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def _attempt_store():
-    """The key-value store of this attempt of a torchrun job, or None for the default env:// one.
-
-    When torchrun restarts a failed group (--max-restarts) it keeps its store, and the default process
-    group's keys of the dead attempt are still there: a restarted rank can read a dead peer's address and
-    hang or fail. Every rank therefore counts itself in on the store, and the count gives a generation
-    number that all ranks of one attempt share (TORCHELASTIC_RESTART_COUNT is per node, not global).
-    """
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return None
-    world = int(os.environ["WORLD_SIZE"])
-    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
-                         timeout=datetime.timedelta(minutes=30))
-    generation = (base.add("aavae/joined", 1) - 1) // world
-    return dist.PrefixStore(f"aavae/attempt{generation}", base)
-
-
-def autocast(args, device):
-    """bf16 autocast on CUDA unless --no-amp (args.amp None means the device decides), else a no-op."""
-    if args.amp is None:
-        args.amp = device.type == "cuda"
-    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
-
-
-def is_main():
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def print0(*a, **k):
-    if is_main():
-        print(*a, **k, flush=True)
-
-
-def all_reduce(t, op=None):
-    """Sum (or op) a tensor over processes, in place; a no-op without a process group."""
-    if dist.is_initialized():
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t
-
-
-def broadcast_buffers(model):
-    """Gives every rank rank 0's BatchNorm statistics: DDP broadcasts them at each forward anyway, but after
-    the last one they differ, and validation and checkpoints should see the ones training uses."""
-    if dist.is_initialized():
-        for b in model.buffers():
-            dist.broadcast(b, 0)
-
-
-def seed_for(*keys):
-    """A 63-bit seed mixed from integers: every random draw is a pure function of (seed, step, rank, ...)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def generator(device, *keys):
-    return torch.Generator(device).manual_seed(seed_for(*keys))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -975,36 +886,8 @@ def get_lr(step, total_steps, warmup_steps, lr, schedule):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Checkpoints: plain tensors and containers only (torch.load(weights_only=True)), written atomically.
-
-
-def save_atomic(obj, path, write=torch.save):
-    """Writes to a temporary file, syncs it, then renames it over `path`: never a half-written file."""
-    tmp = path + ".tmp"
-    write(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def save_atomic_json(obj, path):
-    def write(o, p):
-        with open(p, "w") as f:
-            json.dump(o, f, indent=1)
-    save_atomic(obj, path, write)
-
-
-def load_checkpoint(path):
-    """Reads a checkpoint with weights_only=True; anything else is refused with one sentence."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as e:
-        blocked = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
-        if blocked:  # the weights-only unpickler met a class or function it will not import
-            raise UserError(f"checkpoint {path} needs arbitrary unpickling, which is refused ({blocked[0]})") from None
-        raise UserError(f"checkpoint {path} is corrupt or not a file written by torch.save") from None
+# The output directory: a run resumes only with the arguments it was started with. Files are written
+# atomically and checkpoints read with weights_only=True (utils.py).
 
 
 def run_args(args):
@@ -1052,14 +935,6 @@ def resume_checkpoint(args):
 
 # ----------------------------------------------------------------------------------------------------
 # Training
-
-
-def git_sha():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip() or None
-    except Exception:
-        return None
 
 
 class Adversary:
@@ -1260,12 +1135,6 @@ def check_finite(first_bad, args):
                         + f" or a large --beta; {os.path.join(args.output_dir, 'checkpoint.pt')} still holds the last good state")
 
 
-def write_log(path, row):
-    if is_main():
-        with open(path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
 def save_checkpoint(args, raw_model, optimizer, adversary, step, steps_per_epoch):
     broadcast_buffers(raw_model)
     if is_main():
@@ -1294,19 +1163,6 @@ def finish(args, raw_model, step, steps_per_epoch):
         save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
         print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
                f"{os.path.join(args.output_dir, 'encoder.pth')}")
-
-
-def run_cli(prog, fn):
-    """Runs fn() for a script's main: bad input ends as one line on stderr and exit status 2, and the
-    process group is closed however the run ends."""
-    try:
-        return fn()
-    except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
 
 
 def main(argv=None):

@@ -14,6 +14,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 import aavae
+import utils
 
 # Dense bf16 tensor-core peaks (TFLOP/s) of the accelerators this project has been measured on.
 PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -54,12 +55,12 @@ def rate(step, n_images, steps, warmup, device):
 
 
 def run(args):
-    _, _, device = aavae.setup_distributed()
-    amp = aavae.autocast(args, device)
+    _, _, device = utils.setup_distributed()
+    amp = utils.autocast(args, device)
     args.in_memory = True if args.in_memory is None else args.in_memory
     train_split, _, spec = aavae.load_data(args, device)
     if train_split.images is None:
-        raise aavae.UserError("--benchmark needs an in-memory dataset (cifar10, stl10, or a folder that fits)")
+        raise utils.UserError("--benchmark needs an in-memory dataset (cifar10, stl10, or a folder that fits)")
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
     model, optimizer, adversary = aavae.build_model(args, spec, device)
@@ -71,11 +72,11 @@ def run(args):
     def project_batch():
         k = next(cursor)
         idx = torch.arange(k * b, (k + 1) * b) % n
-        return [*train_split._memory(idx, 1, aavae.generator(device, args.seed, k)), None]
+        return [*train_split._memory(idx, 1, utils.generator(device, args.seed, k)), None]
 
     def project_data():
         x01, v01, _ = project_batch()
-        g = aavae.generator(device, args.seed, 1)
+        g = utils.generator(device, args.seed, 1)
         return aavae.normalize(x01, spec), aavae.normalize(aavae.photometric(v01, spec, g), spec)
 
     loader = torch.utils.data.DataLoader(ReferenceViews(train_split.images.cpu(), spec), batch_size=b, shuffle=True,
@@ -93,7 +94,7 @@ def run(args):
         return [t.to(device, non_blocking=True) for t in batch]
 
     def project_step():
-        aavae.train_step(model, optimizer, project_batch(), spec, aavae.generator(device, args.seed, 2), args, amp, adversary)
+        aavae.train_step(model, optimizer, project_batch(), spec, utils.generator(device, args.seed, 2), args, amp, adversary)
 
     def reference_step():
         x, x_aug = reference_batch()
@@ -107,7 +108,7 @@ def run(args):
         loss.backward()
         optimizer.step()
 
-    aavae.print0(f"benchmark: {args.encoder} + {args.decoder}, {spec.size}px, batch {b}, {device}, "
+    utils.print0(f"benchmark: {args.encoder} + {args.decoder}, {spec.size}px, batch {b}, {device}, "
                  f"amp {args.amp}, {args.workers} reference workers, {steps} timed steps after {warmup}")
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
               "image_size": spec.size, "batch_size": b, "encoder": args.encoder, "decoder": args.decoder}
@@ -127,6 +128,6 @@ def run(args):
     if args.dataset == "cifar10" or spec.size == 32:  # the paper's CIFAR-10 schedule: 45,000 images x 3,200 epochs
         result["est_hours_cifar10_3200_epochs"] = 45000 * 3200 / result["train_img_per_s"] / 3600
     for k, v in result.items():
-        aavae.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
-    aavae.print0(json.dumps(result))
+        utils.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
+    utils.print0(json.dumps(result))
     return result

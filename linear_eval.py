@@ -31,7 +31,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import aavae
-from aavae import UserError, all_reduce, generator, is_main, normalize, print0
+import utils
+from aavae import normalize
+from utils import UserError, all_reduce, generator, is_main, print0
 
 # Table 2 (PAPER.md §5): (backbone lr, head lr) by label fraction
 FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
@@ -42,7 +44,7 @@ FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
 
 
 def get_args_parser():
-    p = aavae.Parser("linear_eval.py", description=__doc__.split("\n\n")[0],
+    p = utils.Parser("linear_eval.py", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("encoder")
     g.add_argument("--checkpoint", default=None, help="checkpoint.pt or encoder.pth written by aavae.py")
@@ -131,7 +133,7 @@ def load_encoder(args):
     if args.random_init:
         stem = args.stem if args.stem != "auto" else None
         return None, None, {"encoder": args.encoder, "stem": stem, "source": "random init"}
-    ckpt = aavae.load_checkpoint(args.checkpoint)
+    ckpt = utils.load_checkpoint(args.checkpoint)
     if not isinstance(ckpt, dict):
         raise UserError(f"{args.checkpoint} holds a {type(ckpt).__name__}, not a state dict or a checkpoint of aavae.py")
     if "model" in ckpt and "args" in ckpt:  # checkpoint.pt: the run's own record of its architecture
@@ -432,10 +434,10 @@ def similarity(args, train, test, spec, encoder, info, rank, world, amp, project
 
 
 def evaluate(args):
-    rank, world, device = aavae.setup_distributed()
+    rank, world, device = utils.setup_distributed()
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    amp = aavae.autocast(args, device)
+    amp = utils.autocast(args, device)
     result_path = os.path.join(args.output_dir, "result.json")
     if os.path.exists(result_path) and not args.overwrite:
         raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
@@ -459,14 +461,14 @@ def evaluate(args):
               **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
               **result}
     if is_main():
-        aavae.save_atomic_json(result, result_path)
+        utils.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
     return result
 
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    return aavae.run_cli("linear_eval.py", lambda: evaluate(validate(args)))
+    return utils.run_cli("linear_eval.py", lambda: evaluate(validate(args)))
 
 
 if __name__ == "__main__":
