@@ -16,6 +16,7 @@ The whole test split is scored exactly once, also under DDP. Results: OUTPUT_DIR
 OUTPUT_DIR/log.jsonl (one line per epoch).
 """
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -240,20 +241,53 @@ def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
     return lr * 0.1 ** (step // steps_per_epoch // math.ceil(epochs / 3))
 
 
-def fit(model, params_groups, trainable, train, spec, info, args, rank, world, amp):
+PROBE_CHECKPOINT = "probe_checkpoint.pt"
+RESUMABLE = {"output_dir", "overwrite", "workers"}  # may differ when a probe is resumed
+
+
+def resume_probe(args, modules, optimizer):
+    """The epoch to start from: 0, or that of OUTPUT_DIR/probe_checkpoint.pt, whose module and optimizer
+    states are then loaded. A checkpoint of a probe with other arguments is refused rather than mixed in."""
+    path = os.path.join(args.output_dir, PROBE_CHECKPOINT)
+    if not os.path.exists(path):
+        return 0
+    ckpt = utils.load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
+        raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
+    run = {k: v for k, v in vars(args).items() if k not in RESUMABLE}
+    diff = sorted(k for k in set(run) | set(ckpt["args"]) if run.get(k) != ckpt["args"].get(k))
+    if diff:
+        raise UserError(f"{path} belongs to a probe with other arguments ("
+                        + ", ".join(f"--{k} {ckpt['args'].get(k)} -> {run.get(k)}" for k in diff)
+                        + "); choose another --output_dir, or pass --overwrite to start afresh there")
+    for name, module in modules.items():
+        module.load_state_dict(ckpt[name])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if is_main():  # log lines of epochs after the checkpoint are redone
+        log = os.path.join(args.output_dir, "log.jsonl")
+        with open(log) as f:
+            rows = [line for line in f if json.loads(line)["epoch"] <= ckpt["epoch"]]
+        utils.save_atomic_text("".join(rows), log)
+    print0(f"resuming the probe from {path} at epoch {ckpt['epoch']}")
+    return ckpt["epoch"]
+
+
+def fit(model, params_groups, trainable, modules, train, spec, info, args, rank, world, amp):
     """SGD with momentum 0.9 (Nesterov unless --no-nesterov), --schedule per step, --weight_decay,
     cross-entropy; one log.jsonl line per epoch.
-    Returns the optimizer, so that callers can check what it held.
-    `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing)."""
+    `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing);
+    `modules` names what a resumed run must restore (the head, or the whole model when fine-tuning), saved
+    with the optimizer after every epoch. Returns the optimizer, so that callers can check what it held."""
     optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=args.nesterov, weight_decay=args.weight_decay)
     base = [g["lr"] for g in optimizer.param_groups]
+    start = resume_probe(args, modules, optimizer)
     batches = aavae.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
                                  workers=args.workers)
     total = args.epochs * batches.steps_per_epoch
-    stream = batches(0, (args.seed, rank))
+    stream = batches(start * batches.steps_per_epoch, (args.seed, rank))  # the data order does not depend on a resume
     device = train.device
-    bar = tqdm(total=total, desc=args.mode, disable=not is_main() or None)
-    for epoch in range(args.epochs):
+    bar = tqdm(total=total, initial=start * batches.steps_per_epoch, desc=args.mode, disable=not is_main() or None)
+    for epoch in range(start, args.epochs):
         trainable.train()
         acc, t0 = torch.zeros(3, device=device), time.perf_counter()
         for it in range(batches.steps_per_epoch):
@@ -272,10 +306,15 @@ def fit(model, params_groups, trainable, train, spec, info, args, rank, world, a
         all_reduce(acc)
         row = {"epoch": epoch + 1, "loss": acc[0].item() / acc[2].item(), "train_top1": 100 * acc[1].item() / acc[2].item(),
                "lr": optimizer.param_groups[0]["lr"], "img_per_s": acc[2].item() / (time.perf_counter() - t0)}
-        if is_main():
-            with open(os.path.join(args.output_dir, "log.jsonl"), "a") as f:
-                f.write(json.dumps(row) + "\n")
+        if is_main():  # the log line first: one that outruns the checkpoint is dropped on resume
+            utils.write_log(os.path.join(args.output_dir, "log.jsonl"), row)
+            utils.save_atomic({"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                               "args": {k: v for k, v in vars(args).items() if k not in RESUMABLE},
+                               **{name: m.state_dict() for name, m in modules.items()}},
+                              os.path.join(args.output_dir, PROBE_CHECKPOINT))
             bar.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row['train_top1']:.1f}")
+        if dist.is_initialized():
+            dist.barrier()
     bar.close()
     return optimizer
 
@@ -297,7 +336,8 @@ def linear(args, train, test, spec, encoder, info, rank, world, amp):
             h = encoder(x)
         return wrapped(h.float())
 
-    optimizer = fit(logits, [{"params": head.parameters(), "lr": args.lr}], head, train, spec, info, args, rank, world, amp)
+    optimizer = fit(logits, [{"params": head.parameters(), "lr": args.lr}], head, {"head": head}, train, spec, info,
+                    args, rank, world, amp)
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert held == {id(p) for p in head.parameters()}, "the probe's optimizer holds parameters beyond the head"
     assert not encoder.training, "the encoder left eval() during the probe"
@@ -384,7 +424,7 @@ def finetune(args, train, test, spec, encoder, info, rank, world, amp):
     model = nn.Sequential(encoder, head)
     wrapped = DDP(model) if world > 1 else model
     groups = [{"params": encoder.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}]
-    fit(lambda x: wrapped(x).float(), groups, model, subset, spec, info, args, rank, world, amp)
+    fit(lambda x: wrapped(x).float(), groups, model, {"model": model}, subset, spec, info, args, rank, world, amp)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
     model.eval()
     with amp():
@@ -439,13 +479,20 @@ def evaluate(args):
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
     amp = utils.autocast(args, device)
     result_path = os.path.join(args.output_dir, "result.json")
+    if os.path.exists(os.path.join(args.output_dir, "args.json")):  # its log.jsonl is not ours to replace
+        raise UserError(f"{args.output_dir} holds a pretraining run of aavae.py; give linear_eval.py an --output_dir of its own")
     if os.path.exists(result_path) and not args.overwrite:
         raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
     torch.manual_seed(args.seed)
     train, test, spec, encoder, projection, info = build(args, device)
     os.makedirs(args.output_dir, exist_ok=True)
-    if is_main() and os.path.exists(os.path.join(args.output_dir, "log.jsonl")):
-        os.remove(os.path.join(args.output_dir, "log.jsonl"))
+    # A fresh probe starts with an empty log; an interrupted one resumes from its checkpoint (see fit).
+    if is_main() and (args.overwrite or not os.path.exists(os.path.join(args.output_dir, PROBE_CHECKPOINT))):
+        for name in ("log.jsonl", PROBE_CHECKPOINT, "result.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(args.output_dir, name))
+    if dist.is_initialized():
+        dist.barrier()
     trains = args.mode in ("linear", "finetune")
     print0(f"{args.mode}: {info['encoder']} ({info['stem']} stem) from {info['source']}; {len(train)} train / "
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "

@@ -135,11 +135,15 @@ def save_atomic(obj, path, write=torch.save):
     os.replace(tmp, path)
 
 
-def save_atomic_json(obj, path):
-    def write(o, p):
+def save_atomic_text(text, path):
+    def write(t, p):
         with open(p, "w") as f:
-            json.dump(o, f, indent=1)
-    save_atomic(obj, path, write)
+            f.write(t)
+    save_atomic(text, path, write)
+
+
+def save_atomic_json(obj, path):
+    save_atomic_text(json.dumps(obj, indent=1), path)
 
 
 def load_checkpoint(path):

@@ -115,6 +115,43 @@ def test_the_places205_protocol_decays_the_lr_tenfold_each_third_with_weight_dec
     assert (result["schedule"], result["weight_decay"], result["nesterov"]) == ("step", 5e-4, False)
 
 
+def test_an_interrupted_probe_resumes_to_the_same_head_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    data = colour_folder(tmp_path / "data")  # 32 training images: 8 steps an epoch at batch 4
+    argv = lambda out, *a: probe_args(data, tmp_path / out, "--random_init", "--encoder", "resnet18", "--epochs", "3",
+                                      "--batch_size", "4", "--lr", "0.05", *a)
+    straight = linear_eval.main(argv("straight"))
+    real, saves = linear_eval.utils.save_atomic, []
+
+    def killed_saving_epoch_two(*a):  # after epoch 2's log line: the resumed probe must drop it and redo epoch 2
+        saves.append(1)
+        if len(saves) == 2:
+            raise RuntimeError("killed")
+        return real(*a)
+
+    monkeypatch.setattr(linear_eval.utils, "save_atomic", killed_saving_epoch_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        linear_eval.main(argv("resumed"))
+    monkeypatch.setattr(linear_eval.utils, "save_atomic", real)
+    assert len((tmp_path / "resumed" / "log.jsonl").read_text().splitlines()) == 2
+    assert torch.load(tmp_path / "resumed" / "probe_checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert "belongs to a probe with other arguments (--lr 0.05 -> 0.1)" in run_error(
+        argv("resumed", "--lr", "0.1"), capsys, linear_eval.main)
+    resumed = linear_eval.main(argv("resumed"))
+    assert "resuming the probe" in capsys.readouterr().out
+    heads = [torch.load(tmp_path / d / "probe_checkpoint.pt", weights_only=True)["head"] for d in ("straight", "resumed")]
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert resumed["top1"] == straight["top1"]
+    logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("straight", "resumed")]
+    assert [r["epoch"] for r in logs[1]] == [1, 2, 3] and [r["loss"] for r in logs[1]] == [r["loss"] for r in logs[0]]
+
+
+def test_a_pretraining_run_directory_is_not_used_for_a_probe(pretrained, folder, capsys):
+    log = (pretrained / "log.jsonl").read_text()
+    assert "holds a pretraining run of aavae.py" in run_error(
+        probe_args(folder, pretrained, "--checkpoint", str(pretrained / "checkpoint.pt")), capsys, linear_eval.main)
+    assert (pretrained / "log.jsonl").read_text() == log
+
+
 def test_the_optimizer_holds_only_the_head(pretrained, folder, tmp_path, monkeypatch):
     seen = []
     real = linear_eval.fit
