@@ -33,10 +33,12 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2.functional as TF
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from utils import (Parser, UserError, all_reduce, autocast, broadcast_buffers, generator, git_sha, is_main,
-                   load_checkpoint, print0, run_cli, save_atomic, save_atomic_json, setup_distributed, write_log)
+                   load_checkpoint, peak_tflops, print0, run_cli, save_atomic, save_atomic_json, setup_distributed,
+                   write_log)
 
 METHODS = {  # method -> (encoder sees an augmented view, variational latent, latent regulariser)
     "ae": (False, False, None),  # PAPER.md §1, Table 1
@@ -796,6 +798,22 @@ def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps=None):
     return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu.detach()}
 
 
+def step_flops(args, spec):
+    """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
+    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken."""
+    variational, regulariser = METHODS[args.method][1:]
+    with torch.device("meta"):
+        model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, variational,
+                            args.log_scale, args.learn_scale)
+        x = torch.zeros(2, 3, spec.size, spec.size)
+        eps = torch.zeros(((args.iw_samples,) if regulariser == "iw" else ()) + (2, args.latent_dim)) if variational else None
+    with FlopCounterMode(display=False) as counter:
+        training_loss(model, x, x, eps, args.beta)[0].backward()
+        if regulariser == "adv":  # the generator phase encodes again and back-propagates through the encoder
+            model(x, decode=False)[1].sum().backward()
+    return counter.get_total_flops() / 2
+
+
 # ----------------------------------------------------------------------------------------------------
 # Diagnostics on the held-out split (PAPER.md §1): reconstruction, KL, IWAE bits per dimension,
 # same- vs different-image latent similarity (Fig. 5), active units.
@@ -1049,6 +1067,8 @@ def train(args):
     print0(f"git {git_sha()} | " + " ".join(f"{k}={v}" for k, v in run_args(args).items()))
     print0(f"{args.method}: {len(train_split)} training / {len(val_split)} held-out images at {spec.size}px, "
            f"{'memory' if train_split.images is not None else 'stream'} data path, device {device}, {world} process(es)")
+    flops, peak = step_flops(args, spec), peak_tflops(device)
+    print0(f"{flops / 1e9:.2f} GFLOP per image per training step" + (f"; device peak {peak:g} TFLOP/s bf16" if peak else ""))
     print0(f"batch {args.batch_size} global = {world} x {args.batch_size // world}; lr {args.lr:g} at batch "
            f"{args.base_batch} -> {lr:g}; {steps_per_epoch} steps/epoch, warm-up {warmup_steps} steps, "
            f"{total_steps} steps in {args.epochs} epochs" + (f", stopping at {last_step}" if last_step < total_steps else ""))
@@ -1086,6 +1106,9 @@ def train(args):
             row = {"step": done, "epoch": round(done / steps_per_epoch, 4), **dict(zip(sums, means.tolist())),
                    "lr": optimizer.param_groups[0]["lr"],
                    "img_per_s": (done - since) * args.batch_size / (time.perf_counter() - t0)}
+            row["tflop_per_s"] = row["img_per_s"] * flops / 1e12  # all processes together
+            if peak:
+                row["mfu"] = row["tflop_per_s"] / (peak * world)
             if variational:
                 row["log_scale"] = raw_model.log_scale.item()
             write_log(log_path, row)

@@ -11,14 +11,9 @@ import time
 import torch
 import torchvision.transforms as T
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
 
 import aavae
 import utils
-
-# Dense bf16 tensor-core peaks (TFLOP/s) of the accelerators this project has been measured on.
-PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-
 
 class ReferenceViews(torch.utils.data.Dataset):
     """The authors' design: each image goes through torchvision's per-image PIL transforms in a worker."""
@@ -117,13 +112,11 @@ def run(args):
     result["train_img_per_s"] = rate(project_step, b, steps, warmup, device)
     result["reference_img_per_s"] = rate(reference_step, b, steps, warmup, device)
     result["speedup"] = result["train_img_per_s"] / result["reference_img_per_s"]
-    with FlopCounterMode(display=False) as counter:
-        project_step()
-    flops_per_image = counter.get_total_flops() / b
+    flops_per_image = aavae.step_flops(args, spec)
     result["gflop_per_image"] = flops_per_image / 1e9
     result["tflop_per_s"] = flops_per_image * result["train_img_per_s"] / 1e12
     if device.type == "cuda":
-        peak = next((v for k, v in PEAK_BF16.items() if k in result["device"]), None)
+        peak = utils.peak_tflops(device)
         result["peak_fraction"] = result["tflop_per_s"] / peak if peak else None
     if args.dataset == "cifar10" or spec.size == 32:  # the paper's CIFAR-10 schedule: 45,000 images x 3,200 epochs
         result["est_hours_cifar10_3200_epochs"] = 45000 * 3200 / result["train_img_per_s"] / 3600

@@ -115,6 +115,18 @@ def generator(device, *keys):
     return torch.Generator(device).manual_seed(seed_for(*keys))
 
 
+# Dense bf16 tensor-core peaks in TFLOP/s (vendor figures, SXM parts), for the fraction of peak achieved.
+PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+def peak_tflops(device):
+    """The device's dense bf16 peak, or None for a CPU or an accelerator not in PEAK_BF16."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
 def autocast(args, device):
     """bf16 autocast on CUDA unless --no-amp (args.amp None means the device decides), else a no-op."""
     if args.amp is None:

@@ -120,3 +120,20 @@ def test_lr_schedule_warms_up_from_above_zero_then_holds_or_decays():
     assert 0 < lr(0, "constant") == pytest.approx(0.1) and lr(9, "constant") == 1.0
     assert lr(50, "constant") == lr(99, "constant") == 1.0
     assert lr(10, "cosine") == 1.0 and lr(99, "cosine") < 0.01 and lr(55, "linear") == pytest.approx(0.5)
+
+
+def test_step_flops_are_the_papers_model_costs():
+    # ResNet-50 + decoder50, forward and backward: 10.8 / 24.4 / 38.0 GFLOP per image at 32 / 96 / 224 px
+    for size, stem, gflop in ((32, "cifar", 10.8), (96, "stl", 24.4), (224, "imagenet", 38.0)):
+        args = aavae.validate(aavae.get_args_parser().parse_args([]))
+        args.stem = stem
+        spec = aavae.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
+        assert aavae.step_flops(args, spec) / 1e9 == pytest.approx(gflop, rel=0.01)
+    # IWAE decodes k samples; the AAE's generator phase runs the encoder again
+    r18 = lambda *a: aavae.validate(aavae.get_args_parser().parse_args(["--encoder", "resnet18", "--stem", "cifar", *a]))
+    spec = aavae.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
+    base = aavae.step_flops(r18(), spec)
+    iwae = [aavae.step_flops(r18("--method", "iwae", "--iw_samples", str(k)), spec) for k in (1, 2, 3)]
+    assert iwae[0] == pytest.approx(base, rel=1e-3) and iwae[2] - iwae[0] == pytest.approx(2 * (iwae[1] - iwae[0]))
+    ae = aavae.step_flops(r18("--method", "ae"), spec)
+    assert ae < aavae.step_flops(r18("--method", "aae"), spec) < 2 * ae
