@@ -113,10 +113,10 @@ class Grid:
     def pretrain(self, name, dataset, extra=(), segments=(1.0,), seed=0, then=None):
         """A pretraining run, optionally in segments, each followed by the evaluations then(run_dir, frac)."""
         out = os.path.join(self.args.output_dir, "runs", name)
-        base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset], *self.s["pretrain"][dataset],
-                "--seed", str(seed), *extra]
+        base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset],
+                *overridden(self.s["pretrain"][dataset] + ["--seed", str(seed)], extra)]
         for frac in segments:
-            cmd = self.launcher("aavae.py") + base + self.s["length"](dataset, frac) + ["--output_dir", out]
+            cmd = self.launcher("aavae.py") + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
             self.steps.append({"kind": "pretrain", "cmd": cmd, "dir": out, "marker": f".done_{frac:g}",
                                "hours": self.hours(dataset, frac)})
             if then:

@@ -13,7 +13,8 @@ fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
     torchrun --nproc_per_node=4 linear_eval.py --checkpoint CKPT --dataset imagenet --data_path /data/imagenet
 
 The whole test split is scored exactly once, also under DDP. Results: OUTPUT_DIR/result.json and
-OUTPUT_DIR/log.jsonl (one line per epoch).
+OUTPUT_DIR/log.jsonl (one line per epoch). linear and finetune save OUTPUT_DIR/probe_checkpoint.pt after
+every epoch; running the same command again after a crash resumes there.
 """
 import argparse
 import contextlib
@@ -71,7 +72,7 @@ def get_args_parser():
     g.add_argument("--head_lr", type=float, default=None, help="finetune: lr of the linear head")
     g.add_argument("--schedule", default="cosine", choices=["cosine", "step"],
                    help="cosine decay per step (SimCLR), or step: lr x0.1 after each third of the epochs "
-                        "(Places205 transfer, PAPER.md §5: 14 epochs decay after epochs 5 and 10)")
+                        "(Places205 transfer, PAPER.md §5: of 14 epochs, x0.1 after epochs 5 and 10)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay (Places205 transfer: 5e-4)")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
                    help="Nesterov momentum 0.9 (SimCLR protocol); --no-nesterov for plain momentum (Places205)")
@@ -242,7 +243,11 @@ def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
 
 
 PROBE_CHECKPOINT = "probe_checkpoint.pt"
-RESUMABLE = {"output_dir", "overwrite", "workers"}  # may differ when a probe is resumed
+
+
+def probe_args(args):
+    """The arguments that define a probe: all but those that may differ when it is resumed."""
+    return {k: v for k, v in vars(args).items() if k not in ("output_dir", "overwrite", "workers")}
 
 
 def resume_probe(args, modules, optimizer):
@@ -254,7 +259,7 @@ def resume_probe(args, modules, optimizer):
     ckpt = utils.load_checkpoint(path)
     if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
         raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
-    run = {k: v for k, v in vars(args).items() if k not in RESUMABLE}
+    run = probe_args(args)
     diff = sorted(k for k in set(run) | set(ckpt["args"]) if run.get(k) != ckpt["args"].get(k))
     if diff:
         raise UserError(f"{path} belongs to a probe with other arguments ("
@@ -263,8 +268,8 @@ def resume_probe(args, modules, optimizer):
     for name, module in modules.items():
         module.load_state_dict(ckpt[name])
     optimizer.load_state_dict(ckpt["optimizer"])
-    if is_main():  # log lines of epochs after the checkpoint are redone
-        log = os.path.join(args.output_dir, "log.jsonl")
+    log = os.path.join(args.output_dir, "log.jsonl")
+    if is_main() and os.path.exists(log):  # log lines of epochs after the checkpoint are redone
         with open(log) as f:
             rows = [line for line in f if json.loads(line)["epoch"] <= ckpt["epoch"]]
         utils.save_atomic_text("".join(rows), log)
@@ -309,7 +314,7 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
         if is_main():  # the log line first: one that outruns the checkpoint is dropped on resume
             utils.write_log(os.path.join(args.output_dir, "log.jsonl"), row)
             utils.save_atomic({"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                               "args": {k: v for k, v in vars(args).items() if k not in RESUMABLE},
+                               "args": probe_args(args),
                                **{name: m.state_dict() for name, m in modules.items()}},
                               os.path.join(args.output_dir, PROBE_CHECKPOINT))
             bar.set_postfix(loss=f"{row['loss']:.3f}", top1=f"{row['train_top1']:.1f}")
