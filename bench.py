@@ -93,8 +93,7 @@ def run(args):
 
     def reference_step():
         x, x_aug = reference_batch()
-        if device.type == "cuda":
-            x, x_aug = (t.contiguous(memory_format=torch.channels_last) for t in (x, x_aug))
+        x, x_aug = (t.contiguous(memory_format=torch.channels_last) for t in (x, x_aug))
         with torch.no_grad(), amp():  # the authors' logging-only encoder pass on the original, in train mode
             model.encoder(x)
         eps = torch.randn(b, args.latent_dim, device=device) if model.variational else None
