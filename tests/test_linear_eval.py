@@ -115,10 +115,12 @@ def test_the_places205_protocol_decays_the_lr_tenfold_each_third_with_weight_dec
     assert (result["schedule"], result["weight_decay"], result["nesterov"]) == ("step", 5e-4, False)
 
 
-def test_an_interrupted_probe_resumes_to_the_same_head_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
-    data = colour_folder(tmp_path / "data")  # 32 training images: 8 steps an epoch at batch 4
+@pytest.mark.parametrize("mode, saved", [(["--mode", "linear"], "head"),
+                                         (["--mode", "finetune", "--label_fraction", "0.5"], "model")])
+def test_an_interrupted_probe_resumes_to_the_same_weights_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys, mode, saved):
+    data = colour_folder(tmp_path / "data")  # 32 training images (16 when fine-tuning on half): batches of 4
     argv = lambda out, *a: probe_args(data, tmp_path / out, "--random_init", "--encoder", "resnet18", "--epochs", "3",
-                                      "--batch_size", "4", "--lr", "0.05", *a)
+                                      "--batch_size", "4", "--lr", "0.05", *mode, *a)
     straight = linear_eval.main(argv("straight"))
     real, saves = linear_eval.utils.save_atomic, []
 
@@ -138,8 +140,8 @@ def test_an_interrupted_probe_resumes_to_the_same_head_as_an_uninterrupted_one(t
         argv("resumed", "--lr", "0.1"), capsys, linear_eval.main)
     resumed = linear_eval.main(argv("resumed"))
     assert "resuming the probe" in capsys.readouterr().out
-    heads = [torch.load(tmp_path / d / "probe_checkpoint.pt", weights_only=True)["head"] for d in ("straight", "resumed")]
-    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    weights = [torch.load(tmp_path / d / "probe_checkpoint.pt", weights_only=True)[saved] for d in ("straight", "resumed")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # BatchNorm statistics too
     assert resumed["top1"] == straight["top1"]
     logs = [[json.loads(line) for line in (tmp_path / d / "log.jsonl").read_text().splitlines()] for d in ("straight", "resumed")]
     assert [r["epoch"] for r in logs[1]] == [1, 2, 3] and [r["loss"] for r in logs[1]] == [r["loss"] for r in logs[0]]
