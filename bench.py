@@ -15,6 +15,7 @@ from PIL import Image
 import aavae
 import utils
 
+
 class ReferenceViews(torch.utils.data.Dataset):
     """The authors' design: each image goes through torchvision's per-image PIL transforms in a worker."""
 

@@ -6,8 +6,9 @@ pretraining runs of aavae.py and evaluations of linear_eval.py, then the tables 
 
 Each run has its own directory under OUTPUT/runs, each evaluation under OUTPUT/evals. A step that finished
 is skipped (a marker file, or its result.json); an interrupted one is simply run again, and aavae.py (or
-linear_eval.py, for a probe or fine-tuning) resumes it from its checkpoint. Runs whose accuracy is followed over training (Fig. 2) are pretrained in segments:
-raising --epochs (or --max_steps) continues the same run, and a probe follows each segment.
+linear_eval.py, for a probe or fine-tuning) resumes it from its checkpoint. Runs whose accuracy is followed
+over training (Fig. 2) are pretrained in segments: raising --epochs (or --max_steps) continues the same run,
+and a probe follows each segment.
 """
 import argparse
 import contextlib
