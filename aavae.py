@@ -36,9 +36,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from utils import (Parser, UserError, all_reduce, autocast, broadcast_buffers, generator, git_sha, is_main,
-                   load_checkpoint, peak_tflops, print0, run_cli, save_atomic, save_atomic_json, setup_distributed,
-                   write_log)
+from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, autocast, broadcast_buffers, broadcast_object,
+                   deterministic, generator, git_sha, ignore_stop_signals, is_main, load_checkpoint,
+                   local_rank_zero_first, peak_tflops, print0, run_cli, save_atomic, save_atomic_json,
+                   setup_distributed, trim_log, write_log)
 
 METHODS = {  # method -> (encoder sees an augmented view, variational latent, latent regulariser)
     "ae": (False, False, None),  # PAPER.md §1, Table 1
@@ -54,7 +55,8 @@ FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
 # Arguments that may differ when a run is resumed: they do not change what the steps compute.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
-                  "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp"}
+                  "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp",
+                  "save_every_minutes", "deterministic"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -122,6 +124,9 @@ def get_args_parser():
     g.add_argument("--log_every", type=int, default=50, help="steps between log.jsonl lines")
     g.add_argument("--val_every", type=int, default=10, help="epochs between validations (and one at the end)")
     g.add_argument("--save_every", type=int, default=10, help="epochs between checkpoints (and one at the end)")
+    g.add_argument("--save_every_minutes", type=float, default=None,
+                   help="also checkpoint when this many minutes have passed since the last save (mid-epoch too). "
+                        "SIGTERM or SIGUSR1 always saves at the current step and exits with status 3")
     g.add_argument("--val_size", type=int, default=1024, help="held-out images used by the diagnostics (0: all)")
     g.add_argument("--val_samples", type=int, default=16,
                    help="importance samples k for the bits-per-dimension estimate (VAE family)")
@@ -130,6 +135,9 @@ def get_args_parser():
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="bf16 autocast (default: on for CUDA, off for CPU)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch's deterministic algorithms: bit-identical resumes on a GPU too (on a CPU they are "
+                        "already), at some cost in speed")
     g.add_argument("--benchmark", action="store_true",
                    help="measure augmentation and training throughput against the per-image reference, then exit")
     return p
@@ -161,6 +169,8 @@ def validate(args):
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.max_steps is not None and args.max_steps <= 0:
         raise UserError(f"--max_steps must be positive, got {args.max_steps}")
+    if args.save_every_minutes is not None and args.save_every_minutes <= 0:
+        raise UserError(f"--save_every_minutes must be positive, got {args.save_every_minutes}")
     if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0:
         raise UserError("--lr must be positive and --warmup_epochs, --val_size non-negative")
     if args.image_size is not None and args.dataset != "folder":
@@ -420,7 +430,7 @@ class ViewFolder(torch.utils.data.Dataset):
         except UserError as e:
             return (blank,) * (1 + self.views) + (label, str(e))
         orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
-        g = generator("cpu", self.seed, self.epoch, index)
+        g = generator("cpu", "folder_crops", self.seed, self.epoch, index)
         out = [orig]
         for box, flip in zip(sample_crop_boxes(self.views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
                              torch.rand(self.views, generator=g) < 0.5):
@@ -472,11 +482,12 @@ class Split:
         return out
 
     def epoch_order(self, epoch):
-        return torch.randperm(len(self), generator=generator("cpu", self.seed, epoch))
+        return torch.randperm(len(self), generator=generator("cpu", "order", self.seed, epoch))
 
     def batches(self, indices, batch, views, keys, workers=0, epoch=0):
         """[x01, *views01, labels] for `indices`, in order, `batch` at a time. In memory, the crops of the
-        batch at offset k draw from generator(*keys, k); streamed, from (seed, epoch, index) in the workers."""
+        batch at offset k draw from generator(device, *keys, k), keys = (stream name, ...); streamed, from
+        (seed, epoch, index) in the workers."""
         if self.images is not None:
             for k in range(0, len(indices), batch):
                 idx = indices[k:k + batch]
@@ -484,7 +495,8 @@ class Split:
             return
         self.folder.views, self.folder.epoch = views, epoch
         loader = torch.utils.data.DataLoader(self.folder, batch_size=batch, sampler=indices.tolist(),
-                                             num_workers=workers, pin_memory=self.device.type == "cuda")
+                                             num_workers=workers, pin_memory=self.device.type == "cuda",
+                                             worker_init_fn=ignore_stop_signals)
         for b in loader:
             *images, labels = _check_batch(b)
             yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
@@ -539,7 +551,9 @@ def load_data(args, device, probe=False):
     else:
         val_set = _find_folder(root, "val")
         size = args.image_size or min(_read_rgb(train_set.samples[0][0]).size)
-        resize = size
+        # An ImageNet-sized folder (Places205 in Table 3) is evaluated as ImageNet is: Resize(256) + CenterCrop(224),
+        # the same 8/7 ratio at other sizes; smaller images are resized to the crop itself.
+        resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
         train_samples, val_samples = train_set.samples, val_set.samples
     spec = dataset_spec(args, size)
     if args.in_memory is None:
@@ -556,7 +570,13 @@ def load_data(args, device, probe=False):
 
 def _torchvision_dataset(name, root, part):
     """uint8 (N, 3, H, W) images and labels of CIFAR-10 (part train = pretrain: 50,000; test: 10,000) or
-    STL-10 (pretrain: unlabeled + train, 105,000, in that order; train: 5,000; test: 8,000)."""
+    STL-10 (pretrain: unlabeled + train, 105,000, in that order; train: 5,000; test: 8,000). Under torchrun,
+    one rank per node downloads and verifies the archive while the node's other ranks wait, then read it."""
+    with local_rank_zero_first():
+        return _read_torchvision_dataset(name, root, part)
+
+
+def _read_torchvision_dataset(name, root, part):
     try:
         if name == "cifar10":
             ds = torchvision.datasets.CIFAR10(root, train=part != "test", download=True)
@@ -595,7 +615,8 @@ class TrainBatches:
         order = self.split.epoch_order(epoch)[: self.steps_per_epoch * self.b * self.world]
         return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
 
-    def __call__(self, start_step, device_keys):
+    def __call__(self, start_step, keys):
+        """Batches from start_step on; in memory, step s crops with generator(device, *keys, s)."""
         step = start_step
         while True:
             epoch, it = divmod(step, self.steps_per_epoch)
@@ -604,7 +625,7 @@ class TrainBatches:
                 idx = idx.to(self.split.images.device)  # once per epoch, not once per step
                 for k in range(0, len(idx), self.b):
                     i = idx[k:k + self.b]
-                    g = generator(self.split.device, *device_keys, step, 1)
+                    g = generator(self.split.device, *keys, step)
                     yield [*self.split._memory(i, self.views, g), self.split.labels[i].to(self.split.device)]
                     step += 1
             else:
@@ -617,9 +638,18 @@ class TrainBatches:
 # Model (PAPER.md §2): torchvision ResNet encoder, projection head, inverted-ResNet decoder.
 
 
+class GlobalMeanPool(nn.Module):
+    """(N, C, H, W) -> (N, C): ResNet's adaptive average pool to 1 x 1, written as a mean. The same function,
+    but its CUDA backward is deterministic, which adaptive_avg_pool2d's is not (--deterministic needs that)."""
+
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
 def build_encoder(name, stem):
     """torchvision ResNet without its classifier; returns pooled features h. Stem per PAPER.md §2."""
     net = getattr(torchvision.models, name)(weights=None)
+    net.avgpool = GlobalMeanPool()
     if stem == "cifar":
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     if stem in ("cifar", "stl"):
@@ -667,6 +697,9 @@ class DecoderBlock(nn.Module):
 class Decoder(nn.Module):
     """Inverted ResNet (PAPER.md §2): z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
 
+    h is the ENCODER's feature size (512 for ResNet-18/34, 2048 for ResNet-50), whichever decoder is chosen,
+    as in the authors' code: Fig. 4c swaps the decoder behind a fixed ResNet-50, and only the stages change.
+
     Stage 1 resizes to input_size / f (f = 8, x2 for a stride-2 stem, x2 again for a kept maxpool);
     stages 2-4 upsample x2 each; the stem's downsamplings are undone at the end.
     """
@@ -674,10 +707,10 @@ class Decoder(nn.Module):
     LAYOUT = {"decoder18": ([2, 2, 2, 2], False), "decoder34": ([3, 6, 4, 3], False),
               "decoder50": ([3, 6, 4, 3], True)}
 
-    def __init__(self, name, latent_dim, image_size, stem):
+    def __init__(self, name, latent_dim, image_size, stem, h):
         super().__init__()
         blocks, bottleneck = self.LAYOUT[name]
-        self.h = h = 2048 if bottleneck else 512
+        self.h = h
         self.stem = stem
         self.mlp = nn.Sequential(nn.Linear(latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True))
         self.conv_in = nn.Sequential(nn.Conv2d(h // 16, h, 1), nn.ReLU(inplace=True))
@@ -710,7 +743,7 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.encoder = build_encoder(encoder, stem)
         self.projection = ProjectionHead(FEATURE_DIM[encoder], latent_dim, variational)
-        self.decoder = Decoder(decoder, latent_dim, image_size, stem)
+        self.decoder = Decoder(decoder, latent_dim, image_size, stem, FEATURE_DIM[encoder])
         self.variational = variational
         # Log-variance of p(x|z); a parameter even when fixed, so that checkpoints look the same.
         self.log_scale = nn.Parameter(torch.tensor(float(log_scale)), requires_grad=learn_scale)
@@ -720,13 +753,11 @@ class AutoEncoder(nn.Module):
         mu, log_var = self.projection(self.encoder(x))
         return mu, (log_var.float().clamp(*LOG_VAR_RANGE) if log_var is not None else None)
 
-    def forward(self, x_aug, eps=None, decode=True):
+    def forward(self, x_aug, eps=None):
         """x_aug: encoder input (N, 3, H, W); eps: standard normal noise (N, latent), or (k, N, latent) for k
-        samples per image. Returns x_hat ((N, ...) or (k, N, ...); None unless decode), mu, log_var and
-        log_scale (returned so that a learned scale takes part in the DDP forward like any parameter)."""
+        samples per image. Returns x_hat ((N, ...) or (k, N, ...)), mu, log_var and log_scale (returned so
+        that a learned scale takes part in the DDP forward like any parameter)."""
         mu, log_var = self.encode(x_aug)
-        if not decode:
-            return None, mu, log_var, self.log_scale
         z = reparameterize(mu, log_var, eps) if self.variational else mu
         return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
 
@@ -780,22 +811,23 @@ def training_loss(model, x, x_aug, eps, beta, amp=contextlib.nullcontext):
 
 
 def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps=None):
-    """Returns (loss, metrics); x is always the original image, whatever the encoder saw.
+    """Returns (loss, metrics); x is always the original image, whatever the encoder saw. metrics["mu"] is
+    the latent mean with its graph, for a regulariser that trains the encoder through it (the AAE).
     AE family: mean squared error. VAE family (Eq. 1 / Eq. 3): mean over images of -log p(x|z) + beta * KL.
     IWAE (eps and x_hat with a leading sample dimension k): -L_k."""
     if log_var is None:
         loss = F.mse_loss(x_hat.float(), x.float())
-        return loss, {"recon": loss.detach(), "mu": mu.detach()}
+        return loss, {"recon": loss.detach(), "mu": mu}
     kl = kl_divergence(mu, log_var).mean()
     if eps.dim() == 3:
         log_w = log_weight(x, x_hat, reparameterize(mu, log_var, eps), mu, log_var, log_scale)
         loss = -iwae_bound(log_w).mean()
         recon = -gaussian_log_likelihood(x_hat[0], x, log_scale).mean()
-        return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu.detach()}
+        return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
     recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
     # beta = 0 (AAVAE) keeps the KL out of the graph entirely: it is only logged.
     loss = recon + beta * kl if beta > 0 else recon
-    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu.detach()}
+    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
 
 
 def step_flops(args, spec):
@@ -807,10 +839,8 @@ def step_flops(args, spec):
                             args.log_scale, args.learn_scale)
         x = torch.zeros(2, 3, spec.size, spec.size)
         eps = torch.zeros(((args.iw_samples,) if regulariser == "iw" else ()) + (2, args.latent_dim)) if variational else None
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter:  # (the AAE's discriminator, a small MLP, is left out)
         training_loss(model, x, x, eps, args.beta)[0].backward()
-        if regulariser == "adv":  # the generator phase encodes again and back-propagates through the encoder
-            model(x, decode=False)[1].sum().backward()
     return counter.get_total_flops() / 2
 
 
@@ -826,15 +856,15 @@ def evaluate(model, split, args, spec, amp, rank, world):
     model.eval()
     device, variational = split.device, model.variational
     n_all = len(split)
-    subset = torch.randperm(n_all, generator=generator("cpu", 0))[: args.val_size or n_all]  # random order: a varied picture
+    subset = torch.randperm(n_all, generator=generator("cpu", "val_subset"))[: args.val_size or n_all]  # random order: a varied picture
     idx = subset[rank::world]
     b = max(1, args.batch_size // world)
     sums = torch.zeros(7, dtype=torch.float64, device=device)  # n, recon, kl, log p(x), same, diff, pairs
     mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
     first = None
-    for k, (x01, v1, v2, _) in enumerate(split.batches(idx, b, 2, (args.seed, rank, 2), args.workers)):
-        g = generator(device, args.seed, k, rank, 3)
+    for k, (x01, v1, v2, _) in enumerate(split.batches(idx, b, 2, ("val_crops", args.seed, rank), args.workers)):
+        g = generator(device, "val_noise", args.seed, k, rank)
         x = normalize(x01, spec)
         v1, v2 = normalize(photometric(v1, spec, g), spec), normalize(photometric(v2, spec, g), spec)
         n = x.shape[0]
@@ -957,44 +987,48 @@ def resume_checkpoint(args):
 
 class Adversary:
     """The regularisation phase of the adversarial autoencoder (PAPER.md §8, Makhzani et al. 2016): an MLP
-    discriminator learns to tell samples of the prior N(0, I) from codes of data, then the encoder, as the
-    generator, learns to fool it. It runs after each reconstruction step; the KL term has no part in it."""
+    discriminator learns to tell samples of the prior N(0, I) from codes of data, and the encoder, as the
+    generator, learns to fool it; the KL term has no part in it.
 
-    def __init__(self, model, args, device, world):
+    The discriminator has its own Adam. The encoder's fool-the-discriminator loss is added to the
+    reconstruction loss with weight --adv_weight, and both take one step of the model's Adam: a separate
+    Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
+    not change when its loss is multiplied by a constant."""
+
+    def __init__(self, args, device, world):
         h = args.disc_hidden
         self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
                                   nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
         self.wrapped = DDP(self.disc) if world > 1 else self.disc
         lr = args.disc_lr or args.lr * args.batch_size / args.base_batch
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.999))
-        encoder = [p for n, p in model.named_parameters() if n.startswith(("encoder.", "projection."))]
-        self.gen_opt = torch.optim.Adam(encoder, lr=lr, betas=(0.5, 0.999))
         self.weight = args.adv_weight
 
-    def step(self, model, x_aug, z, g, amp):
-        """z: (N, latent) codes from this step's reconstruction phase, detached. Returns the two losses."""
+    def discriminator_step(self, z, g):
+        """One Adam step of the discriminator on prior samples (label 1) and the codes z (label 0), both
+        (N, latent); z is detached. Returns the discriminator's loss."""
         prior = torch.randn(z.shape, device=z.device, generator=g)
         logits = self.wrapped(torch.cat([prior, z.float()]))
         real = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z), 1)]).to(logits)
-        disc_loss = F.binary_cross_entropy_with_logits(logits, real)
+        loss = F.binary_cross_entropy_with_logits(logits, real)
         self.disc_opt.zero_grad(set_to_none=True)
-        disc_loss.backward()
+        loss.backward()
         self.disc_opt.step()
-        with amp():  # a fresh encoding after the reconstruction update, as the phases are sequential
-            mu = model(x_aug, decode=False)[1]
-        gen_loss = F.binary_cross_entropy_with_logits(self.wrapped(mu.float()), torch.ones(len(mu), 1, device=mu.device))
-        self.gen_opt.zero_grad(set_to_none=True)
-        (self.weight * gen_loss).backward()
-        self.gen_opt.step()
-        return {"disc_loss": disc_loss.detach(), "gen_loss": gen_loss.detach()}
+        return loss.detach()
+
+    def generator_loss(self, mu):
+        """-log D(mu), the encoder's loss: small when the discriminator takes the codes for prior samples.
+        The discriminator's weights enter as constants, so the gradient reaches the encoder alone."""
+        weights = {k: v.detach() for k, v in self.disc.named_parameters()}
+        logits = torch.func.functional_call(self.disc, weights, (mu.float(),))
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
     def state_dict(self):
-        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict(), "gen_opt": self.gen_opt.state_dict()}
+        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
 
     def load_state_dict(self, state):
         self.disc.load_state_dict(state["disc"])
         self.disc_opt.load_state_dict(state["disc_opt"])
-        self.gen_opt.load_state_dict(state["gen_opt"])
 
 
 def build_model(args, spec, device, world=1):
@@ -1009,7 +1043,7 @@ def build_model(args, spec, device, world=1):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                  weight_decay=args.weight_decay, fused=device.type == "cuda")
-    adversary = Adversary(model, args, device, world) if METHODS[args.method][2] == "adv" else None
+    adversary = Adversary(args, device, world) if METHODS[args.method][2] == "adv" else None
     return model, optimizer, adversary
 
 
@@ -1029,18 +1063,18 @@ def train(args):
     warmup_steps = round(args.warmup_epochs * steps_per_epoch)
     lr = args.lr * args.batch_size / args.base_batch
 
-    # ---- output directory: rank 0 checks it, every rank learns the verdict and reads the same checkpoint
-    verdict = [None]
+    # ---- output directory: rank 0 alone reads it (the other nodes need not share its filesystem) and sends
+    # every rank its verdict and the checkpoint to resume from
+    verdict, ckpt = None, None
     if is_main():
         try:
             prepare_output_dir(args)
+            ckpt = resume_checkpoint(args)
         except UserError as e:
-            verdict[0] = str(e)
-    if dist.is_initialized():
-        dist.broadcast_object_list(verdict)
-    if verdict[0]:
-        raise UserError(verdict[0])
-    ckpt = resume_checkpoint(args)
+            verdict = str(e)
+    verdict, ckpt = broadcast_object((verdict, ckpt))
+    if verdict:
+        raise UserError(verdict)
 
     # ---- model
     model, optimizer, adversary = build_model(args, spec, device, world)
@@ -1054,10 +1088,10 @@ def train(args):
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
         start_step = ckpt["step"]
+    del ckpt
     raw_model = model  # plain module: state dicts, evaluation and pictures never go through DDP or compile
-    if world > 1:  # the AAE's encode-only forward leaves the decoder unused
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=adversary is not None)
+    if world > 1:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
 
@@ -1080,46 +1114,57 @@ def train(args):
 
     # ---- loop
     log_path = os.path.join(args.output_dir, "log.jsonl")
+    trim_log(log_path, "step", start_step)  # lines of steps after the checkpoint are about to be redone
     bar = tqdm(total=last_step, initial=start_step, disable=not is_main() or None, dynamic_ncols=True)
     sums, count = {}, 0  # running sums of the logged metrics since the last log line, on the device
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     t0, since = time.perf_counter(), start_step
     model.train()
-    stream = batches(start_step, (args.seed, rank))
-    for step in range(start_step, last_step):
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
-        loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, args.seed, step, rank, 0),
-                                 args, amp, adversary)
-        # Book-keeping on the device: no host synchronisation until the next log line.
-        finite = torch.isfinite(loss.detach())
-        first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
-        for k, v in {"loss": loss.detach(), **parts}.items():
-            sums[k] = sums.get(k, 0) + v.float()
-        count += 1
-        bar.update(1)
-        done = step + 1
-        end_of_epoch = done % steps_per_epoch == 0
-        if done % args.log_every == 0 or done == last_step:
-            check_finite(first_bad, args)
-            means = all_reduce(torch.stack(list(sums.values()))) / (count * world)
-            row = {"step": done, "epoch": round(done / steps_per_epoch, 4), **dict(zip(sums, means.tolist())),
-                   "lr": optimizer.param_groups[0]["lr"],
-                   "img_per_s": (done - since) * args.batch_size / (time.perf_counter() - t0)}
-            row["tflop_per_s"] = row["img_per_s"] * flops / 1e12  # all processes together
-            if peak:
-                row["mfu"] = row["tflop_per_s"] / (peak * world)
-            if variational:
-                row["log_scale"] = raw_model.log_scale.item()
-            write_log(log_path, row)
-            bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")
-            sums, count = {}, 0
-            t0, since = time.perf_counter(), done
-        if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0 and done != last_step:
-            run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
-        if end_of_epoch and (done // steps_per_epoch) % args.save_every == 0 and done != last_step:
-            check_finite(first_bad, args)
-            save_checkpoint(args, raw_model, optimizer, adversary, done, steps_per_epoch)
+    stream = batches(start_step, ("crops", args.seed, rank))
+    with SavePolicy(args.save_every_minutes) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
+        for step in range(start_step, last_step):
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
+            loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, "step", args.seed, step, rank),
+                                     args, amp, adversary)
+            # Book-keeping on the device: no host synchronisation until the next log line.
+            finite = torch.isfinite(loss.detach())
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums.get(k, 0) + v.float()
+            count += 1
+            bar.update(1)
+            done = step + 1
+            end_of_epoch = done % steps_per_epoch == 0
+            if done % args.log_every == 0 or done == last_step:
+                check_finite(first_bad, args)
+                means = all_reduce(torch.stack(list(sums.values()))) / (count * world)
+                row = {"step": done, "epoch": round(done / steps_per_epoch, 4), **dict(zip(sums, means.tolist())),
+                       "lr": optimizer.param_groups[0]["lr"],
+                       "img_per_s": (done - since) * args.batch_size / (time.perf_counter() - t0)}
+                row["tflop_per_s"] = row["img_per_s"] * flops / 1e12  # all processes together
+                if peak:
+                    row["mfu"] = row["tflop_per_s"] / (peak * world)
+                if variational:
+                    row["log_scale"] = raw_model.log_scale.item()
+                write_log(log_path, row)
+                bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")
+                sums, count = {}, 0
+                t0, since = time.perf_counter(), done
+            if done == last_step:
+                break  # the last step's checkpoint and validation follow the loop
+            save, stop = policy.poll()
+            if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0:
+                run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
+            if save or end_of_epoch and (done // steps_per_epoch) % args.save_every == 0:
+                check_finite(first_bad, args)
+                save_checkpoint(args, raw_model, optimizer, adversary, done, steps_per_epoch)
+                policy.saved()
+            if stop:
+                bar.close()
+                raise Preempted(f"stopped by {policy.received or 'a signal to another rank'} after step {done} "
+                                f"(epoch {done / steps_per_epoch:.2f}), which {os.path.join(args.output_dir, 'checkpoint.pt')} "
+                                "holds; run the same command to continue from there")
     bar.close()
     check_finite(first_bad, args)
     save_checkpoint(args, raw_model, optimizer, adversary, last_step, steps_per_epoch)
@@ -1139,12 +1184,15 @@ def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
     shape = ((args.iw_samples,) if regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
     eps = torch.randn(shape, device=x.device, generator=g) if variational else None
     loss, parts = training_loss(model, x, x_aug, eps, args.beta, amp)
+    mu = parts.pop("mu")
+    if adversary is not None:  # the AAE's regularisation phase: the discriminator first, then the encoder's share
+        parts["disc_loss"] = adversary.discriminator_step(mu.detach(), g)
+        parts["gen_loss"] = adversary.generator_loss(mu)
+        loss = loss + adversary.weight * parts["gen_loss"]
+        parts["gen_loss"] = parts["gen_loss"].detach()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    mu = parts.pop("mu")
-    if adversary is not None:
-        parts.update(adversary.step(model, x_aug, mu, g, amp))
     return loss, parts
 
 
@@ -1195,7 +1243,8 @@ def main(argv=None):
         if args.benchmark:
             import bench
             return bench.run(args)
-        return train(args)
+        with deterministic(args.deterministic):
+            return train(args)
 
     return run_cli("aavae.py", run)
 

@@ -68,11 +68,11 @@ def run(args):
     def project_batch():
         k = next(cursor)
         idx = torch.arange(k * b, (k + 1) * b) % n
-        return [*train_split._memory(idx, 1, utils.generator(device, args.seed, k)), None]
+        return [*train_split._memory(idx, 1, utils.generator(device, "crops", args.seed, 0, k)), None]
 
     def project_data():
         x01, v01, _ = project_batch()
-        g = utils.generator(device, args.seed, 1)
+        g = utils.generator(device, "step", args.seed, 1, 0)
         return aavae.normalize(x01, spec), aavae.normalize(aavae.photometric(v01, spec, g), spec)
 
     loader = torch.utils.data.DataLoader(ReferenceViews(train_split.images.cpu(), spec), batch_size=b, shuffle=True,
@@ -90,7 +90,7 @@ def run(args):
         return [t.to(device, non_blocking=True) for t in batch]
 
     def project_step():
-        aavae.train_step(model, optimizer, project_batch(), spec, utils.generator(device, args.seed, 2), args, amp, adversary)
+        aavae.train_step(model, optimizer, project_batch(), spec, utils.generator(device, "step", args.seed, 2, 0), args, amp, adversary)
 
     def reference_step():
         x, x_aug = reference_batch()

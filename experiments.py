@@ -60,7 +60,7 @@ def profile_settings(args):
             "probe": ["--epochs", "90", "--batch_size", "256"], "sweep_probe": "linear",
             "knn": ["--batch_size", "256"], "finetune": ["--epochs", "20", "--batch_size", "256"],
             "batches": [128, 256, 512, 1024], "base_batch": 256, "latents": [64, 128, 256, 512],
-            "decoders": [("resnet18", "decoder18"), ("resnet34", "decoder34"), ("resnet50", "decoder50")],
+            "decoders": ["decoder18", "decoder34", "decoder50"],  # behind the fixed ResNet-50 encoder
             "betas": [0.0, 0.01, 0.1, 1.0, 10.0], "seeds": [0, 1, 2],
         }
     data = args.data_path
@@ -74,9 +74,17 @@ def profile_settings(args):
         "sweep_probe": "knn", "knn": ["--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
         "finetune": ["--epochs", "1", "--batch_size", "64", "--workers", "2"],
         "batches": [16, 32, 64], "base_batch": 32, "latents": [64, 128, 256],
-        "decoders": [("resnet18", "decoder18"), ("resnet18", "decoder34"), ("resnet18", "decoder50")],
+        "decoders": ["decoder18", "decoder34", "decoder50"],  # behind the fixed ResNet-18 encoder
         "betas": [0.0, 0.1, 1.0, 10.0], "seeds": [0],
     }
+
+
+def subset_list(args, frac):
+    """SimCLR's list of the ImageNet training images kept with 1 % or 10 % of the labels."""
+    path = os.path.join(args.subset_dir, {0.01: "1percent.txt", 0.1: "10percent.txt"}[frac])
+    if not os.path.isfile(path):
+        sys.exit(f"run_all: --subset_dir {args.subset_dir} has no {os.path.basename(path)} (SimCLR's ImageNet label list)")
+    return path
 
 
 def log_scales(n=3):
@@ -106,9 +114,11 @@ class Grid:
         self.steps, self.cells = [], []  # steps in execution order; cells: what the tables read
 
     def launcher(self, script):
-        """Commands are kept as a user would type them in the repository root; runnable() resolves them."""
+        """Commands are kept as a user would type them in the repository root; runnable() resolves them.
+        Several processes get --sync_bn: BatchNorm then sees the whole global batch, as on the paper's one GPU
+        (a per-process batch of 256 / N would change the statistics the tables are made with)."""
         if self.args.nproc > 1:
-            return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", script]
+            return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", script, "--sync_bn"]
         return ["python", script]
 
     def pretrain(self, name, dataset, extra=(), segments=(1.0,), seed=0, then=None):
@@ -201,9 +211,10 @@ def build_grid(args):
     for z in s["latents"]:
         run = runs[(main, "aavae", 0)] if z == 128 else g.pretrain(f"{main}-aavae-latent{z}", main, ["--method", "aavae", "--latent_dim", str(z)])
         g.cell("fig4_latent", z, "top1", eval=probe(run, f"fig4-latent{z}", main, s["sweep_probe"]))
-    for enc, dec in s["decoders"]:
-        run = g.pretrain(f"{main}-aavae-{enc}-{dec}", main, ["--method", "aavae", "--encoder", enc, "--decoder", dec])
-        g.cell("fig4_decoder", dec, "top1", eval=probe(run, f"fig4-{enc}-{dec}", main, s["sweep_probe"]))
+    mirror = encoders[main].replace("resnet", "decoder")  # the decoder a run gets by default
+    for dec in s["decoders"]:  # the encoder stays the profile's (ResNet-50 in the paper); only the decoder varies
+        run = runs[(main, "aavae", 0)] if dec == mirror else g.pretrain(f"{main}-aavae-{dec}", main, ["--method", "aavae", "--decoder", dec])
+        g.cell("fig4_decoder", dec, "top1", eval=probe(run, f"fig4-{dec}", main, s["sweep_probe"]))
     for ls in log_scales():
         run = g.pretrain(f"{main}-aavae-logscale{ls:g}", main, ["--method", "aavae", "--log_scale", str(ls)])
         g.cell("fig4_logscale", ls, "top1", eval=probe(run, f"fig4-logscale{ls:g}", main, s["sweep_probe"]))
@@ -212,11 +223,13 @@ def build_grid(args):
     for m in ("vae", "aavae"):
         g.cell("fig5", m, "similarity", eval=probe(runs[(main, m, 0)], f"fig5-{m}", main, "similarity"))
 
-    # Table 2: semi-supervised fine-tuning with 1 % and 10 % of the labels.
+    # Table 2: semi-supervised fine-tuning with 1 % and 10 % of the labels: SimCLR's published ImageNet lists
+    # (the paper's) when --subset_dir holds them, else a seeded per-class subset, labelled as such.
     semi = s["semi"]
     for m in ("vae", "aavae"):
         for frac in (0.01, 0.1):
-            ev = probe(runs[(semi, m, 0)], f"table2-{m}-{frac:g}", semi, "finetune", ["--label_fraction", str(frac)])
+            subset = ["--subset_file", subset_list(args, frac)] if args.subset_dir else []
+            ev = probe(runs[(semi, m, 0)], f"table2-{m}-{frac:g}", semi, "finetune", ["--label_fraction", str(frac), *subset])
             g.cell("table2", m, frac, eval=ev)
 
     # Table 3: Places205 linear probe of the ImageNet encoders, when the user has the dataset.
@@ -371,14 +384,16 @@ def report(g, args):
         lines.append(f"| {r['row']} | {fmt(r['sim_same'], 3)} | {fmt(r['sim_diff'], 3)} | {fmt(gap, 3)} | ![]({pic}) |")
     tables["fig5"] = ("Fig. 5: latent similarity of views (paper: AAVAE clusters per image; the VAE's latents all align)", lines)
 
-    lines = ["| method | 1 % labels | paper | Δ | 10 % labels | paper | Δ |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | labelled images | 1 % labels | paper | Δ | 10 % labels | paper | Δ |",
+             "|---|---|---|---|---|---|---|---|"]
+    subset = "SimCLR's 1 % / 10 % lists" if args.subset_dir else "seeded per-class subset (the paper: SimCLR's lists)"
     for m in ("vae", "aavae"):
         cells = []
         for frac in (0.01, 0.1):
             v = next((r["top1"] for r in by("table2") if r["row"] == m and r["col"] == frac), None)
             paper = PAPER_TABLE2[m][frac]
             cells += [fmt(v), fmt(paper), fmt(v - paper if v is not None else None)]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {subset} | " + " | ".join(cells) + " |")
     tables["table2"] = ("Table 2: semi-supervised fine-tuning top-1 (%)", lines)
 
     if by("table3"):
@@ -433,6 +448,9 @@ def main(argv=None):
     p.add_argument("--data_root", default="data", help="paper: a folder holding cifar10/, stl10/ and imagenet/")
     p.add_argument("--data_path", default=None, help="quick: any ImageFolder tree with train/ and val/")
     p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
+    p.add_argument("--subset_dir", default=None,
+                   help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
+                        "(the paper's subsets); without it, fine-tuning uses a seeded per-class subset")
     p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
     p.add_argument("--output_dir", default=None, help="default runs/all-PROFILE")
     p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")

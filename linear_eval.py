@@ -74,8 +74,9 @@ def get_args_parser():
                    help="cosine decay per step (SimCLR), or step: lr x0.1 after each third of the epochs "
                         "(Places205 transfer, PAPER.md §5: of 14 epochs, x0.1 after epochs 5 and 10)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay (Places205 transfer: 5e-4)")
-    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=True,
-                   help="Nesterov momentum 0.9 (SimCLR protocol); --no-nesterov for plain momentum (Places205)")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                   help="Nesterov momentum 0.9; default on for linear (SimCLR protocol), off for finetune (the paper's "
+                        "plain momentum 0.9); --no-nesterov for the Places205 probe")
     g.add_argument("--label_fraction", type=float, default=None, help="finetune: 0.01 or 0.1 of the labels, per class")
     g.add_argument("--subset_file", default=None, help="finetune: a file listing the training images to use, one name a line")
     g.add_argument("--knn_k", type=int, default=200)
@@ -87,6 +88,9 @@ def get_args_parser():
     g.add_argument("--overwrite", action="store_true", help="replace a result.json already in output_dir")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on CUDA)")
+    g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
+                   help="finetune under torchrun: BatchNorm over the global batch (the other modes keep the encoder "
+                        "in eval(), where BatchNorm uses its stored statistics and the flag changes nothing)")
     return p
 
 
@@ -105,6 +109,7 @@ def validate(args):
     elif args.label_fraction is not None or args.subset_file is not None:
         raise UserError("--label_fraction and --subset_file belong to --mode finetune")
     args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
+    args.nesterov = args.mode != "finetune" if args.nesterov is None else args.nesterov
     args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # PAPER.md §7: a float, not int(b / 256)
     for name in ("batch_size", "epochs", "knn_k", "num_images"):
         if getattr(args, name) <= 0:
@@ -219,7 +224,7 @@ def score(predict, test, spec, args, rank, world, desc="test"):
     counts = torch.zeros(3, dtype=torch.float64, device=test.device)
     idx = shard(len(test), rank, world)
     b = max(1, args.batch_size // world)
-    for x01, y in tqdm(test.batches(idx, b, 0, (args.seed, rank), args.workers), desc=desc, leave=False,
+    for x01, y in tqdm(test.batches(idx, b, 0, ("score", args.seed, rank), args.workers), desc=desc, leave=False,
                        total=math.ceil(len(idx) / b), disable=not is_main() or None):
         logits = predict(normalize(x01, spec))
         top5 = logits.topk(min(5, logits.shape[1]), 1).indices  # top-5 is top-all with fewer classes
@@ -268,17 +273,13 @@ def resume_probe(args, modules, optimizer):
     for name, module in modules.items():
         module.load_state_dict(ckpt[name])
     optimizer.load_state_dict(ckpt["optimizer"])
-    log = os.path.join(args.output_dir, "log.jsonl")
-    if is_main() and os.path.exists(log):  # log lines of epochs after the checkpoint are redone
-        with open(log) as f:
-            rows = [line for line in f if json.loads(line)["epoch"] <= ckpt["epoch"]]
-        utils.save_atomic_text("".join(rows), log)
+    utils.trim_log(os.path.join(args.output_dir, "log.jsonl"), "epoch", ckpt["epoch"])  # later epochs are redone
     print0(f"resuming the probe from {path} at epoch {ckpt['epoch']}")
     return ckpt["epoch"]
 
 
 def fit(model, params_groups, trainable, modules, train, spec, info, args, rank, world, amp):
-    """SGD with momentum 0.9 (Nesterov unless --no-nesterov), --schedule per step, --weight_decay,
+    """SGD with momentum 0.9 (Nesterov if --nesterov), --schedule per step, --weight_decay,
     cross-entropy; one log.jsonl line per epoch.
     `model(x)` gives logits; `trainable` is the module put in train() mode (the head alone when probing);
     `modules` names what a resumed run must restore (the head, or the whole model when fine-tuning), saved
@@ -289,7 +290,7 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
     batches = aavae.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
                                  workers=args.workers)
     total = args.epochs * batches.steps_per_epoch
-    stream = batches(start * batches.steps_per_epoch, (args.seed, rank))  # the data order does not depend on a resume
+    stream = batches(start * batches.steps_per_epoch, ("probe_crops", args.seed, rank))  # the data order does not depend on a resume
     device = train.device
     bar = tqdm(total=total, initial=start * batches.steps_per_epoch, desc=args.mode, disable=not is_main() or None)
     for epoch in range(start, args.epochs):
@@ -299,7 +300,7 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
             step = epoch * batches.steps_per_epoch + it
             for group, lr in zip(optimizer.param_groups, base):
                 group["lr"] = probe_lr(step, batches.steps_per_epoch, args.epochs, lr, args.schedule)
-            view, y = train_view(next(stream), info["stem"], spec.size, generator(device, args.seed, step, rank, 7))
+            view, y = train_view(next(stream), info["stem"], spec.size, generator(device, "probe_view", args.seed, step, rank))
             with amp():
                 logits = model(normalize(view, spec))
             loss = F.cross_entropy(logits.float(), y)
@@ -309,6 +310,8 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
             acc += torch.stack([loss.detach() * len(y), (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=device)])
             bar.update(1)
         all_reduce(acc)
+        for m in modules.values():  # rank 0's BatchNorm statistics on every rank, saved and scored alike
+            utils.broadcast_buffers(m)
         row = {"epoch": epoch + 1, "loss": acc[0].item() / acc[2].item(), "train_top1": 100 * acc[1].item() / acc[2].item(),
                "lr": optimizer.param_groups[0]["lr"], "img_per_s": acc[2].item() / (time.perf_counter() - t0)}
         if is_main():  # the log line first: one that outruns the checkpoint is dropped on resume
@@ -360,7 +363,7 @@ def features(encoder, split, spec, args, rank, world, amp):
     n, device = len(split), split.device
     idx = shard(n, rank, world)
     out = []
-    for x01, _ in split.batches(idx, max(1, args.batch_size // world), 0, (args.seed, rank), args.workers):
+    for x01, _ in split.batches(idx, max(1, args.batch_size // world), 0, ("features", args.seed, rank), args.workers):
         with amp():
             out.append(F.normalize(encoder(normalize(x01, spec)).float(), dim=1))
     mine = torch.cat(out)
@@ -427,11 +430,14 @@ def finetune(args, train, test, spec, encoder, info, rank, world, amp):
     before = [p.detach().clone() for p in encoder.parameters()]
     head = nn.Linear(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
     model = nn.Sequential(encoder, head)
+    if args.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        encoder = model[0]
     wrapped = DDP(model) if world > 1 else model
     groups = [{"params": encoder.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}]
     fit(lambda x: wrapped(x).float(), groups, model, {"model": model}, subset, spec, info, args, rank, world, amp)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
-    model.eval()
+    model.eval()  # fit() left rank 0's BatchNorm statistics on every rank: each test shard is scored with them
     with amp():
         result = score(lambda x: model(x).float(), test, spec, args, rank, world)
     return {**result, "train_images": len(keep), "label_fraction": args.label_fraction,
@@ -452,8 +458,8 @@ def similarity(args, train, test, spec, encoder, info, rank, world, amp, project
     encoder.eval()
     device = test.device
     idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.num_images].sort().values
-    x01, *views, _ = next(test.batches(idx, len(idx), args.views, (args.seed, 9), args.workers))
-    g = generator(device, args.seed, 10)
+    x01, *views, _ = next(test.batches(idx, len(idx), args.views, ("similarity_crops", args.seed), args.workers))
+    g = generator(device, "similarity", args.seed)
     v = torch.stack([aavae.photometric(t, spec, g) for t in views], 1).flatten(0, 1)  # image-major order
     with amp():
         h = encoder(normalize(v, spec))

@@ -8,8 +8,11 @@ import contextlib
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+import zlib
 
 import numpy as np
 import torch
@@ -18,6 +21,13 @@ import torch.distributed as dist
 
 class UserError(Exception):
     """Bad input: reported as one sentence and a non-zero exit, never as a traceback."""
+
+
+EXIT_PREEMPTED = 3  # the exit status of a run stopped by SIGTERM / SIGUSR1 after saving its checkpoint
+
+
+class Preempted(Exception):
+    """A scheduler asked the run to stop, and its checkpoint is saved: one line and EXIT_PREEMPTED."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -35,6 +45,9 @@ def run_cli(prog, fn):
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Preempted as e:
+        print(f"{prog}: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -94,6 +107,30 @@ def all_reduce(t, op=None):
     return t
 
 
+def broadcast_object(obj):
+    """Rank 0's obj on every rank (pickled; tensors travel too): what only rank 0 can read, such as a
+    checkpoint in an output directory that the other nodes do not share."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def local_rank_zero_first():
+    """The body runs on local rank 0 of each node first (a download, say), then on the node's other ranks,
+    which wait at a barrier meanwhile and find the files in place."""
+    first = int(os.environ.get("LOCAL_RANK", 0)) == 0
+    if dist.is_initialized() and not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if dist.is_initialized() and first:
+            dist.barrier()
+
+
 def broadcast_buffers(model):
     """Gives every rank rank 0's BatchNorm statistics: DDP broadcasts them at each forward anyway, but after
     the last one they differ, and validation and checkpoints should see the ones training uses."""
@@ -102,17 +139,69 @@ def broadcast_buffers(model):
             dist.broadcast(b, 0)
 
 
+class SavePolicy:
+    """When a training loop should save, and when it should stop, decided alike on every rank.
+
+    SIGTERM and SIGUSR1 (a scheduler's notice before it kills, preempts or requeues a job) set a flag instead
+    of ending the process, and `save_every_minutes` asks for a save once that many minutes have passed on
+    rank 0's clock since the last. poll() runs after every step: the flags are combined over ranks (max) on
+    a gloo group of CPU tensors, so a signal to one rank stops them all after the same step, and the poll
+    never waits for the GPU. Used as a context manager, it restores the previous signal handlers on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self, save_every_minutes=None):
+        self.minutes, self.received, self.last_save, self.previous = save_every_minutes, None, time.monotonic(), {}
+        self.group = dist.new_group(backend="gloo") if dist.is_initialized() else None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def _on_signal(self, signum, frame):
+        self.received = self.received or signal.Signals(signum).name
+
+    def poll(self):
+        """(save, stop) after the step just taken; stop comes with save."""
+        due = self.minutes is not None and is_main() and time.monotonic() - self.last_save >= 60 * self.minutes
+        stop = self.received is not None
+        if self.group is not None:
+            flags = torch.tensor([stop, due], dtype=torch.int32)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
+            stop, due = bool(flags[0]), bool(flags[1])
+        return stop or due, stop
+
+    def saved(self):
+        self.last_save = time.monotonic()
+
+
+def ignore_stop_signals(_worker_id=None):
+    """worker_init_fn of DataLoaders: a scheduler may signal every process of the job, and a worker that died
+    of it would end the main process before it could save; the main process alone answers SIGTERM/SIGUSR1."""
+    for s in SavePolicy.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Randomness and precision
 
 
-def seed_for(*keys):
-    """A 63-bit seed mixed from integers: every random draw is a pure function of (seed, step, rank, ...)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+def seed_for(stream, *keys):
+    """A 63-bit seed mixed from a stream's name and integer keys: every random draw is a pure function of
+    (stream, seed, step, rank, ...). The name keeps streams apart whose keys coincide (the augmentation of
+    step s and the data order of epoch s), and the number of keys is mixed in because SeedSequence pads
+    short key lists with zeros: (a, b) and (a, b, 0) would otherwise give the same seed."""
+    entropy = [zlib.crc32(stream.encode()), len(keys), *(int(k) for k in keys)]
+    return int(np.random.SeedSequence(entropy).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def generator(device, *keys):
-    return torch.Generator(device).manual_seed(seed_for(*keys))
+def generator(device, stream, *keys):
+    return torch.Generator(device).manual_seed(seed_for(stream, *keys))
 
 
 # Dense bf16 tensor-core peaks in TFLOP/s (vendor figures, SXM parts), for the fraction of peak achieved.
@@ -125,6 +214,25 @@ def peak_tflops(device):
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+@contextlib.contextmanager
+def deterministic(enabled):
+    """torch's deterministic algorithms (cuDNN's included) while the body runs, when enabled: on CUDA,
+    several kernels (cuDNN's algorithm choice, atomics in backward passes) are otherwise free to differ from
+    run to run, which a resumed run would inherit. An op with no deterministic version raises an error."""
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible results
+    old = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old[0])
+        torch.backends.cudnn.benchmark = old[1]
 
 
 def autocast(args, device):
@@ -169,6 +277,22 @@ def load_checkpoint(path):
         if blocked:  # the weights-only unpickler met a class or function it will not import
             raise UserError(f"checkpoint {path} needs arbitrary unpickling, which is refused ({blocked[0]})") from None
         raise UserError(f"checkpoint {path} is corrupt or not a file written by torch.save") from None
+
+
+def trim_log(path, key, last):
+    """Drops the lines of a log.jsonl whose `key` (step or epoch) lies beyond `last`: a resumed run redoes
+    those steps and logs them again. A line cut short by a crash is dropped too."""
+    if not is_main() or not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            if json.loads(line)[key] <= last:
+                keep.append(line if line.endswith("\n") else line + "\n")
+    if keep != lines:
+        save_atomic_text("".join(keep), path)
 
 
 def write_log(path, row):

@@ -1,10 +1,13 @@
 """aavae.py under torchrun, instrumented for tests/test_distributed.py.
 
-    [KILL_RANK=R KILL_STEP=S] torchrun ... tests/ddp_worker.py <aavae.py arguments>
+    [KILL_RANK=R KILL_STEP=S] [SIGNAL_RANK=R SIGNAL_STEP=S] [PRIVATE_DIR_RANK=R] torchrun ... tests/ddp_worker.py <aavae.py arguments>
 
 Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt and the sample indices it trained on to
 OUTPUT_DIR/indices{R}.pt. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
-attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group.
+attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group. With
+SIGNAL_RANK, that rank alone sends itself SIGTERM after its S-th step, as a scheduler would. With
+PRIVATE_DIR_RANK, that rank's --output_dir is OUTPUT_DIR-rankR instead, as on a node that does not share
+the other nodes' filesystem.
 """
 import os
 import faulthandler
@@ -19,6 +22,8 @@ import aavae  # noqa: E402
 argv = sys.argv[1:]
 out = argv[argv.index("--output_dir") + 1]
 rank = int(os.environ["RANK"])
+if str(rank) == os.environ.get("PRIVATE_DIR_RANK"):
+    argv[argv.index("--output_dir") + 1] = f"{out}-rank{rank}"
 faulthandler.register(signal.SIGUSR1)
 seen, steps = [], [0]
 
@@ -39,7 +44,10 @@ def train_step(*a, **k):
     if (str(rank) == os.environ.get("KILL_RANK") and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
             and steps[0] == int(os.environ["KILL_STEP"])):
         os.kill(os.getpid(), signal.SIGKILL)
-    return real_step(*a, **k)
+    out = real_step(*a, **k)
+    if str(rank) == os.environ.get("SIGNAL_RANK") and steps[0] == int(os.environ["SIGNAL_STEP"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
 
 
 real_finish = aavae.finish

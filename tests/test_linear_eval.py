@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+import torchvision.transforms.v2.functional as TF
+
 import aavae
 import linear_eval
 from conftest import ROOT, tiny_args
@@ -92,6 +94,27 @@ def test_the_lr_never_rounds_to_zero_for_small_batches():
     assert parse("--batch_size", "512").lr == pytest.approx(0.2)
     ft = parse("--mode", "finetune", "--label_fraction", "0.01")
     assert (ft.lr, ft.head_lr, ft.epochs) == (0.02, 0.5, 20)
+
+
+def test_finetuning_uses_plain_momentum_and_the_linear_probe_nesterov():
+    parse = lambda *a: linear_eval.validate(linear_eval.get_args_parser().parse_args(["--random_init", "--encoder", "resnet18", *a]))
+    assert parse("--mode", "finetune", "--label_fraction", "0.1").nesterov is False  # the paper: momentum 0.9
+    assert parse().nesterov is True  # SimCLR's linear protocol
+    assert parse("--mode", "finetune", "--label_fraction", "0.1", "--nesterov").nesterov is True
+
+
+def test_an_imagenet_sized_folder_is_evaluated_with_resize_256_and_centre_crop_224(tmp_path):
+    # Table 3's Places205 probe: the test images get ImageNet's evaluation preprocessing
+    root = tmp_path / "places"
+    for split in ("train", "val"):
+        (root / split / "c0").mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(root / split / "c0" / "a.png")
+    args = linear_eval.validate(linear_eval.get_args_parser().parse_args(probe_args(str(root), tmp_path / "o", "--random_init",
+                                                                                    "--encoder", "resnet18", "--image_size", "224")))
+    train, test, spec, *_ = linear_eval.build(args, torch.device("cpu"))
+    img = Image.open(root / "val" / "c0" / "a.png").convert("RGB")
+    expected = TF.pil_to_tensor(TF.center_crop(TF.resize(img, 256), 224))
+    assert spec.size == 224 and torch.equal(test.images[0], expected)
 
 
 def test_the_places205_protocol_decays_the_lr_tenfold_each_third_with_weight_decay(tmp_path, monkeypatch):
@@ -198,7 +221,7 @@ def test_wrong_architecture_corrupt_and_missing_checkpoints_are_refused(pretrain
     assert "does not exist" in run("--checkpoint", str(tmp_path / "nothing.pt"))
     (tmp_path / "corrupt.pt").write_bytes(b"\x00" * 100)
     assert "corrupt" in run("--checkpoint", str(tmp_path / "corrupt.pt"))
-    torch.save(aavae.Decoder("decoder18", 8, 32, "cifar").state_dict(), tmp_path / "decoder.pth")
+    torch.save(aavae.Decoder("decoder18", 8, 32, "cifar", 512).state_dict(), tmp_path / "decoder.pth")
     assert "not the state dict of a torchvision ResNet" in run("--checkpoint", str(tmp_path / "decoder.pth"))
     assert "not the --encoder resnet50" in run("--checkpoint", str(pretrained / "encoder.pth"), "--encoder", "resnet50")
     assert "does not fit a resnet18 encoder with the stl stem" in run("--checkpoint", str(pretrained / "encoder.pth"), "--stem", "stl")

@@ -1,4 +1,5 @@
 """IWAE and the adversarial autoencoder (PAPER.md §8), plain and augmentation-augmented."""
+import contextlib
 import math
 
 import pytest
@@ -9,6 +10,7 @@ import aavae
 from conftest import read_log, tiny_args
 from test_distributed import assert_same_weights_on_every_rank, torchrun
 from test_train import run_error, tensors_of
+from utils import generator
 
 
 def toy(n=3, latent=4, seed=0):
@@ -73,7 +75,7 @@ def test_each_regulariser_trains_with_the_diagnostics(folder, tmp_path, method):
     assert {"val_active_units", "val_sim_same", "val_sim_diff"} <= set(metrics)
     if "aae" in method:
         ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-        assert set(ckpt["adversary"]) == {"disc", "disc_opt", "gen_opt"} and ckpt["adversary"]["disc_opt"]["state"]
+        assert set(ckpt["adversary"]) == {"disc", "disc_opt"} and ckpt["adversary"]["disc_opt"]["state"]
 
 
 def test_aae_resumes_bit_identically_with_its_discriminator(folder, tmp_path):
@@ -85,6 +87,31 @@ def test_aae_resumes_bit_identically_with_its_discriminator(folder, tmp_path):
     for part in ("disc",):
         for k, v in ckpts[0]["adversary"][part].items():
             assert torch.equal(v, ckpts[1]["adversary"][part][k]), k
+
+
+def aae_update(folder, tmp_path, weight, optimizer="adam"):
+    """The change of every encoder parameter in one AA-AAE training step with --adv_weight weight, from the
+    same initial weights, batch and random draws."""
+    args = aavae.validate(aavae.get_args_parser().parse_args(
+        tiny_args(folder, tmp_path, "--method", "aa_aae", "--adv_weight", str(weight))))
+    train, _, spec = aavae.load_data(args, torch.device("cpu"))
+    model, adam, adversary = aavae.build_model(args, spec, torch.device("cpu"))
+    opt = adam if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=1.0)
+    batch = next(aavae.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    aavae.train_step(model, opt, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, adversary)
+    return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.encoder.parameters(), before)])
+
+
+def test_adversarial_weight_scales_the_encoders_share_of_the_update(folder, tmp_path):
+    # With SGD the update is the gradient: reconstruction + weight x fool-the-discriminator, linear in the weight.
+    d0, d1, d2 = (aae_update(folder, tmp_path / f"sgd{w}", w, "sgd") for w in (0, 1, 2))
+    adversarial = d1 - d0
+    assert adversarial.norm() > 1e-3 * d0.norm()
+    torch.testing.assert_close(d2 - d1, adversarial, rtol=1e-3, atol=1e-6)
+    # With the run's own Adam, doubling the weight changes the step (a separate Adam on the weighted loss would not).
+    a1, a2 = aae_update(folder, tmp_path / "adam1", 1), aae_update(folder, tmp_path / "adam2", 2)
+    assert (a1 - a2).norm() > 0.01 * a1.norm()
 
 
 def test_regulariser_flags_belong_to_their_methods(folder, tmp_path, capsys):

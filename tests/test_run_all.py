@@ -20,7 +20,7 @@ def test_the_paper_dry_run_lists_a_command_for_every_cell():
     commands = [line for line in r.stdout.splitlines() if line.startswith(("python aavae.py", "python linear_eval.py"))]
     assert len(commands) >= 20 and len(commands) == r.stdout.count("GPU-h\n")
     g = experiments.build_grid(argparse.Namespace(profile="paper", data_root="/data", data_path=None,
-                                                  places_path="/data/places205", nproc=1, output_dir="R"))
+                                                  places_path="/data/places205", nproc=1, output_dir="R", subset_dir=None))
     tables = {c["table"] for c in g.cells}
     assert set(TABLES) | {"table3"} <= tables
     for c in g.cells:  # every cell's evaluation is one of the listed commands
@@ -31,8 +31,27 @@ def test_the_paper_dry_run_lists_a_command_for_every_cell():
     assert re.search(r"~\d+ GPU-hours", r.stdout)
 
 
+def flag(cmd, name, default=None):
+    return cmd[cmd.index(name) + 1] if name in cmd else default
+
+
+def test_the_paper_dry_run_sweeps_only_the_decoder_and_syncs_batchnorm_over_processes():
+    r = subprocess.run(["bash", os.path.join(ROOT, "run_all.sh"), "--profile", "paper", "--data_root", "/data", "--nproc", "4",
+                        "--output_dir", "R", "--dry_run"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHON": sys.executable})
+    assert r.returncode == 0, r.stderr
+    commands = [line.split() for line in r.stdout.splitlines() if line.startswith("torchrun")]
+    assert len(commands) == r.stdout.count("GPU-h\n") > 20
+    assert all("--sync_bn" in cmd for cmd in commands)  # BatchNorm over the global batch, as on one GPU
+    pretrain = {flag(cmd, "--output_dir"): cmd for cmd in commands if "aavae.py" in cmd}
+    probes = [cmd for cmd in commands if "linear_eval.py" in cmd and "/fig4-decoder" in flag(cmd, "--output_dir")]
+    runs = [pretrain[os.path.dirname(flag(cmd, "--checkpoint"))] for cmd in probes]
+    assert sorted(flag(cmd, "--decoder", "decoder50") for cmd in runs) == ["decoder18", "decoder34", "decoder50"]
+    assert all(flag(cmd, "--encoder") == "resnet50" and flag(cmd, "--dataset") == "cifar10" for cmd in runs)
+
+
 MEASURED = {"table1": [1], "fig2": [2, 3], "fig3": [1], "fig4_batch": [1], "fig4_latent": [1], "fig4_decoder": [1],
-            "fig4_logscale": [1], "fig5": [1, 2], "table2": [1, 4], "regularisers": [1, 2, 3]}
+            "fig4_logscale": [1], "fig5": [1, 2], "table2": [2, 5], "regularisers": [1, 2, 3]}
 
 
 def rows(markdown):

@@ -1,0 +1,41 @@
+"""aavae's CIFAR-10 loading under torchrun with torchvision's dataset faked, for tests/test_cluster.py.
+
+    torchrun --nproc_per_node=2 tests/download_worker.py ROOT
+
+The fake "downloads" (writes ROOT/archive, slowly) when the archive is absent, and finds it otherwise;
+each rank writes what it did to ROOT/rank{RANK}.json.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import aavae  # noqa: E402
+import utils  # noqa: E402
+
+root = sys.argv[1]
+done = []
+
+
+class FakeCIFAR10:
+    def __init__(self, path, train, download):
+        archive = os.path.join(path, "archive")
+        if os.path.exists(archive):
+            done.append("found")
+        else:
+            time.sleep(1.0)  # long enough for a rank that did not wait to find no archive either
+            with open(archive, "w") as f:
+                f.write("data")
+            done.append("downloaded")
+        self.data, self.targets = np.zeros((2, 32, 32, 3), np.uint8), [0, 1]
+
+
+aavae.torchvision.datasets.CIFAR10 = FakeCIFAR10
+rank, _, _ = utils.setup_distributed()
+aavae._torchvision_dataset("cifar10", root, "test")
+with open(os.path.join(root, f"rank{rank}.json"), "w") as f:
+    json.dump(done, f)
+utils.dist.destroy_process_group()

@@ -1,0 +1,165 @@
+"""What a run on a cluster needs: a scheduler's SIGTERM saves the current step, time-based checkpoints, a
+resume that needs no shared filesystem, one download per node, random streams that never coincide, and a
+log in which every step appears once."""
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import aavae
+import linear_eval
+import utils
+from conftest import ROOT, read_log, tiny_args
+from test_distributed import assert_same_weights_on_every_rank, torchrun
+from test_linear_eval import colour_folder, probe_args
+from test_train import tensors_of
+
+
+def assert_same_checkpoints(a, b):
+    a, b = tensors_of(a / "checkpoint.pt"), tensors_of(b / "checkpoint.pt")
+    assert a.keys() == b.keys() and len(a) > 100
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def signal_after(monkeypatch, n, signum=signal.SIGTERM):
+    """The process sends itself signum after its n-th training step, as a scheduler would mid-epoch."""
+    real, calls = aavae.train_step, []
+
+    def step(*a, **k):
+        out = real(*a, **k)
+        calls.append(1)
+        if len(calls) == n:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(aavae, "train_step", step)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_bit_identical(folder, tmp_path, monkeypatch, capsys, signum):
+    # 24 images, batch 8: 3 steps per epoch, so step 5 is inside epoch 2; the epoch checkpoints are every 10 epochs
+    aavae.main(tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
+    signal_after(monkeypatch, 5, signum)
+    with pytest.raises(SystemExit) as e:
+        aavae.main(tiny_args(folder, tmp_path / "stopped", "--max_steps", "7"))
+    assert e.value.code == utils.EXIT_PREEMPTED == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"stopped by {signal.Signals(signum).name} after step 5" in err[0]
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 5
+    assert signal.getsignal(signum) is signal.SIG_DFL  # the handler is the run's only while it trains
+    monkeypatch.undo()
+    aavae.main(tiny_args(folder, tmp_path / "stopped", "--max_steps", "7"))
+    assert_same_checkpoints(tmp_path / "straight", tmp_path / "stopped")
+    assert [r["step"] for r in read_log(tmp_path / "stopped") if "loss" in r] == list(range(1, 8))
+
+
+def test_save_every_minutes_checkpoints_mid_epoch(folder, tmp_path, monkeypatch):
+    saved = []
+    real = aavae.save_checkpoint
+    monkeypatch.setattr(aavae, "save_checkpoint", lambda *a: saved.append(a[4]) or real(*a))
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "5", "--save_every_minutes", "1e-9"))
+    assert saved == [1, 2, 3, 4, 5]  # due after every step; the epoch ends at step 3
+
+
+def test_a_crash_after_the_checkpoint_leaves_each_step_once_in_the_log(folder, tmp_path, monkeypatch):
+    real, calls = aavae.train_step, []
+
+    def crashing(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:  # steps 4 and 5 were logged after the step-3 checkpoint
+            raise RuntimeError("node lost")
+        return real(*a, **k)
+
+    monkeypatch.setattr(aavae, "train_step", crashing)
+    with pytest.raises(RuntimeError, match="node lost"):
+        aavae.main(tiny_args(folder, tmp_path, "--max_steps", "7", "--save_every", "1"))
+    assert [r["step"] for r in read_log(tmp_path) if "loss" in r] == [1, 2, 3, 4, 5]
+    monkeypatch.undo()
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "7", "--save_every", "1"))
+    assert [r["step"] for r in read_log(tmp_path) if "loss" in r] == list(range(1, 8))
+
+
+def test_deterministic_mode_trains_and_is_switched_off_after_the_run(folder, tmp_path):
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2", "--deterministic"))
+    assert json.loads((tmp_path / "args.json").read_text())["deterministic"] is True
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_under_torchrun_a_signal_to_one_rank_stops_all_and_a_rank_without_the_shared_directory_resumes(folder, tmp_path):
+    # Rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory. Rank 1 alone
+    # gets SIGTERM after step 5 (mid-epoch 2); both ranks stop there, and the re-run, in which rank 1 still
+    # has no checkpoint of its own, continues from rank 0's and ends with the uninterrupted run's weights.
+    launch = ("--standalone", "--nproc_per_node=2")
+    straight = torchrun(*launch, argv=tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    argv = tiny_args(folder, tmp_path / "split", "--max_steps", "7")
+    stopped = torchrun(*launch, argv=argv, SIGNAL_RANK="1", SIGNAL_STEP="5", PRIVATE_DIR_RANK="1")
+    assert stopped.returncode != 0
+    assert "stopped by SIGTERM after step 5" in stopped.stderr and "a signal to another rank after step 5" in stopped.stderr
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 5
+    resumed = torchrun(*launch, argv=argv, PRIVATE_DIR_RANK="1")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming from step 5" in resumed.stdout
+    assert not os.path.exists(tmp_path / "split-rank1" / "checkpoint.pt")
+    assert_same_weights_on_every_rank(tmp_path / "split", 2)
+    for k, v in torch.load(tmp_path / "straight" / "rank1.pt", weights_only=True).items():
+        assert torch.equal(v, torch.load(tmp_path / "split" / "rank1.pt", weights_only=True)[k]), k
+    assert [r["step"] for r in read_log(tmp_path / "split") if "loss" in r] == list(range(1, 8))
+
+
+def test_finetuning_under_torchrun_scores_every_shard_with_rank_zeros_batchnorm_statistics(tmp_path):
+    data = colour_folder(tmp_path / "data")
+    out = tmp_path / "ft"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "tests", "probe_worker.py"),
+           *probe_args(data, out, "--random_init", "--encoder", "resnet18", "--mode", "finetune", "--label_fraction", "1",
+                       "--epochs", "1", "--batch_size", "8")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    stats = [torch.load(out / f"bn{k}.pt", weights_only=True) for k in range(2)]
+    saved = torch.load(out / "probe_checkpoint.pt", weights_only=True)["model"]
+    assert len(stats[0]) > 20
+    for k, v in stats[0].items():
+        assert torch.equal(v, stats[1][k]) and torch.equal(v, saved[k]), k
+
+
+def test_one_rank_per_node_downloads_while_the_others_wait(tmp_path):
+    worker = os.path.join(ROOT, "tests", "download_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker, str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    calls = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert calls[0] == ["downloaded"] and calls[1] == ["found"]
+
+
+# The random streams of the code, by name, with the number of integer keys each is drawn with.
+STREAMS = {"order": 2, "folder_crops": 3, "crops": 3, "step": 3, "val_subset": 0, "val_crops": 3, "val_noise": 3,
+           "probe_crops": 3, "probe_view": 3, "score": 3, "features": 3, "similarity_crops": 2, "similarity": 1}
+
+
+def test_the_code_draws_only_from_the_named_streams():
+    used = set()
+    for name in ("aavae.py", "linear_eval.py", "bench.py"):
+        with open(os.path.join(ROOT, name)) as f:
+            text = f.read()
+        used |= set(re.findall(r'generator\([^,()]+, "(\w+)"', text))
+        used |= set(re.findall(r'\("(\w+)", args\.seed', text))  # keys handed on to Split.batches / TrainBatches
+    assert used == set(STREAMS)
+
+
+def test_no_two_random_streams_share_a_seed():
+    # Keys in small ranges (seed, epoch or step, rank or batch offset): where collisions would show first.
+    seeds = {}
+    for stream, n in STREAMS.items():
+        for keys in itertools.product(range(4), repeat=n):
+            seeds.setdefault(utils.seed_for(stream, *keys), []).append((stream, keys))
+    clashes = [v for v in seeds.values() if len(v) > 1]
+    assert not clashes, clashes[:3]
+    assert utils.seed_for("step", 1, 2) != utils.seed_for("step", 1, 2, 0)  # no zero padding of short key lists
