@@ -1,10 +1,11 @@
 """AAVAE: Augmentation-Augmented Variational Autoencoders -- pretraining.
 
 A plain-PyTorch reproduction of Falcon, Jha, Koker & Cho, "AAVAE: Augmentation-Augmented Variational
-Autoencoders" (arXiv 2107.12329). The encoder sees an augmented view x+ ~ A(x), the decoder reconstructs
-the original x, and the KL term is dropped (PAPER.md §1, Eq. 3). The three baselines of Table 1 (AE,
-AAAE, VAE), every ablation flag of Figs. 2-4, and two other latent regularisers (IWAE and the adversarial
-autoencoder, PAPER.md §8, plain and augmentation-augmented) live here too.
+Autoencoders" (arXiv 2107.12329). A VAE's encoder sees an augmented view x+ ~ A(x), its decoder must
+reconstruct the original x, and the KL term of the ELBO is dropped: Eq. 3 of the paper's Section 3.2.
+The three baselines of Table 1 (AE, AAAE, VAE), the ablations of Figs. 2-4, and two other latent
+regularisers (IWAE, Burda et al. 2016; the adversarial autoencoder, Makhzani et al. 2016; each plain and
+augmentation-augmented) are the same file with --method and its flags.
 
     # one process (GPU if present, else CPU)
     python aavae.py --dataset cifar10 --data_path data --output_dir runs/cifar10-aavae
@@ -12,50 +13,69 @@ autoencoder, PAPER.md §8, plain and augmentation-augmented) live here too.
     torchrun --nproc_per_node=4 aavae.py --dataset imagenet --data_path /data/imagenet --batch_size 512
     # any ImageFolder tree with train/ and val/
     python aavae.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 32
+    # throughput of the data path and the training step (bench.py takes the same flags)
+    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64
+
+The file reads in the paper's order: arguments; the model (Appendix A.1, "Architecture"); the objective,
+one function per equation, with the training step right after it; the augmentation; the diagnostics; the
+schedule, checkpoints and the loop. Data and the geometric half of the augmentation live in data.py,
+plumbing in utils.py.
 
 Re-running the same command resumes from OUTPUT_DIR/checkpoint.pt. Every random draw of a run (data order,
-crop boxes, colour jitter, reparameterisation noise) is a pure function of (seed, epoch or step, rank), so
-a resumed run is bit-identical to an uninterrupted one and a checkpoint needs no RNG state.
+crop boxes, colour jitter, reparameterisation noise) is a pure function of (stream, seed, epoch or step,
+rank), so a resumed run is bit-identical to an uninterrupted one on a CPU, and a checkpoint needs no RNG state.
 """
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-import torchvision.transforms.v2.functional as TF
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, autocast, broadcast_buffers, broadcast_object,
-                   deterministic, generator, git_sha, ignore_stop_signals, is_main, load_checkpoint,
-                   local_rank_zero_first, peak_tflops, print0, run_cli, save_atomic, save_atomic_json,
-                   setup_distributed, trim_log, write_log)
+import data
+from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, args_differ, autocast, broadcast_buffers,
+                   broadcast_object, deterministic, generator, git_sha, is_main, load_checkpoint, peak_tflops, print0,
+                   provenance, run_cli, save_atomic, save_atomic_json, setup_distributed, trim_log, write_log)
 
-METHODS = {  # method -> (encoder sees an augmented view, variational latent, latent regulariser)
-    "ae": (False, False, None),  # PAPER.md §1, Table 1
-    "aaae": (True, False, None),
-    "vae": (False, True, "kl"),
-    "aavae": (True, True, "kl"),  # beta = 0 by default: the KL is only logged
-    "iwae": (False, True, "iw"),  # PAPER.md §8: the k-sample importance-weighted bound
-    "aa_iwae": (True, True, "iw"),
-    "aae": (False, False, "adv"),  # PAPER.md §8: a discriminator on z instead of the KL
-    "aa_aae": (True, False, "adv"),
+
+@dataclass(frozen=True)
+class Method:
+    """What distinguishes the autoencoders of Table 1 and the two other regularisers from one another."""
+    augmented: bool  # the encoder sees x+ ~ A(x) instead of x (the decoder's target is always x)
+    latent: str  # "deterministic": z = mu = head(h); "gaussian": z ~ q(z|x) = N(mu, exp(log_var))
+    regulariser: str  # "none"; "kl": beta * KL(q(z|x) || N(0, I)); "iw": the IWAE bound; "adv": a discriminator on z
+
+    @property
+    def variational(self):
+        return self.latent == "gaussian"
+
+
+METHODS = {
+    "ae": Method(False, "deterministic", "none"),  # Table 1
+    "aaae": Method(True, "deterministic", "none"),
+    "vae": Method(False, "gaussian", "kl"),  # beta = 1 by default
+    "aavae": Method(True, "gaussian", "kl"),  # beta = 0 by default: Eq. 3, the KL only logged
+    "iwae": Method(False, "gaussian", "iw"),  # Burda et al. 2016: the k-sample bound L_k
+    "aa_iwae": Method(True, "gaussian", "iw"),
+    "aae": Method(False, "deterministic", "adv"),  # Makhzani et al. 2016: a discriminator on z instead of the KL
+    "aa_aae": Method(True, "deterministic", "adv"),
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
 # Arguments that may differ when a run is resumed: they do not change what the steps compute.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
-                  "val_size", "val_samples", "workers", "compile", "overwrite", "benchmark", "in_memory", "amp",
+                  "val_size", "val_samples", "workers", "compile", "overwrite", "in_memory", "amp",
                   "save_every_minutes", "deterministic"}
 
 
@@ -63,9 +83,9 @@ RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every",
 # Arguments
 
 
-def get_args_parser():
-    p = Parser("aavae.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("method (PAPER.md §1)")
+def get_args_parser(prog="aavae.py"):
+    p = Parser(prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("method (Section 3, Table 1)")
     g.add_argument("--method", default="aavae", choices=sorted(METHODS),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
                         "The 'aa' variants feed the encoder an augmented view; the target is always the original")
@@ -80,7 +100,7 @@ def get_args_parser():
     g.add_argument("--disc_hidden", type=int, default=None, help="aae: width of the discriminator's two hidden layers (default 1000)")
     g.add_argument("--disc_lr", type=float, default=None, help="aae: Adam lr of the discriminator (default: the model's lr)")
 
-    g = p.add_argument_group("model (PAPER.md §2)")
+    g = p.add_argument_group("model (Appendix A.1, Architecture)")
     g.add_argument("--encoder", default="resnet50", choices=sorted(FEATURE_DIM))
     g.add_argument("--decoder", default=None, choices=sorted(set(DECODER_FOR.values())),
                    help="default mirrors the encoder (Fig. 4c varies it)")
@@ -88,7 +108,7 @@ def get_args_parser():
     g.add_argument("--stem", default="auto", choices=["auto", "cifar", "stl", "imagenet"],
                    help="first conv/maxpool of the encoder; auto follows the dataset, or the image size for folder")
 
-    g = p.add_argument_group("data (PAPER.md §3)")
+    g = p.add_argument_group("data (Appendix A.1, Datasets and Augmentation pipeline)")
     g.add_argument("--dataset", default="cifar10", choices=["cifar10", "stl10", "imagenet", "folder"])
     g.add_argument("--data_path", default="data",
                    help="torchvision download root for cifar10/stl10; an ImageFolder tree with train/ (and val/ for folder)")
@@ -102,7 +122,7 @@ def get_args_parser():
     g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                    help="DataLoader workers per process, for decoding folders that are streamed or loaded into memory")
 
-    g = p.add_argument_group("optimisation (PAPER.md §4)")
+    g = p.add_argument_group("optimisation (Appendix A.1, Optimization and Hyperparameters)")
     g.add_argument("--batch_size", type=int, default=256,
                    help="GLOBAL batch over all processes; each process takes batch_size / world_size")
     g.add_argument("--lr", type=float, default=2.5e-4, help="Adam learning rate at a global batch of --base_batch")
@@ -133,36 +153,31 @@ def get_args_parser():
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
                    help="synchronise BatchNorm over processes; on reproduces a one-GPU run's statistics")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA, off for CPU)")
+                   help="bf16 autocast (default: on with CUDA, off on a CPU)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="torch's deterministic algorithms: bit-identical resumes on a GPU too (on a CPU they are "
                         "already), at some cost in speed")
-    g.add_argument("--benchmark", action="store_true",
-                   help="measure augmentation and training throughput against the per-image reference, then exit")
     return p
 
 
 def validate(args):
-    """Reject flag combinations that cannot mean anything, with one sentence each."""
-    augmented, variational, regulariser = METHODS[args.method]
-    if not variational and (args.beta or args.learn_scale):
+    """Rejects flag combinations that cannot mean anything, with one sentence each, then resolves every
+    default once, here: the method's beta and regulariser settings, the decoder, the data's image size,
+    stem, augmentation strength and memory path (data.resolve_data), bf16 autocast and the output
+    directory. What args (and so args.json) holds is what the run does."""
+    method = METHODS[args.method]
+    if not method.variational and (args.beta or args.learn_scale):
         raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
-    if regulariser == "iw" and args.beta is not None:
+    if method.regulariser == "iw" and args.beta is not None:
         raise UserError("--beta has no place in the IWAE bound, which weighs the prior itself")
-    if regulariser != "iw" and args.iw_samples is not None:
+    if method.regulariser != "iw" and args.iw_samples is not None:
         raise UserError("--iw_samples is for --method iwae or aa_iwae")
-    if regulariser != "adv" and any(getattr(args, k) is not None for k in ("adv_weight", "disc_hidden", "disc_lr")):
+    if method.regulariser != "adv" and any(getattr(args, k) is not None for k in ("adv_weight", "disc_hidden", "disc_lr")):
         raise UserError("--adv_weight, --disc_hidden and --disc_lr are for --method aae or aa_aae")
     for name, low in (("iw_samples", 1), ("disc_hidden", 1), ("adv_weight", 0), ("beta", 0)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
-    args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
-    if regulariser == "iw":
-        args.iw_samples = args.iw_samples or 5
-    if regulariser == "adv":
-        args.adv_weight = 1.0 if args.adv_weight is None else args.adv_weight
-        args.disc_hidden = args.disc_hidden or 1000
     for name in ("latent_dim", "batch_size", "epochs", "base_batch", "log_every", "val_every", "save_every",
                  "val_samples"):
         if getattr(args, name) <= 0:
@@ -173,94 +188,310 @@ def validate(args):
         raise UserError(f"--save_every_minutes must be positive, got {args.save_every_minutes}")
     if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0:
         raise UserError("--lr must be positive and --warmup_epochs, --val_size non-negative")
-    if args.image_size is not None and args.dataset != "folder":
-        raise UserError(f"--image_size is for --dataset folder; {args.dataset} has a fixed size")
-    if args.dataset == "imagenet" and args.in_memory:
-        raise UserError("--in_memory is not available for imagenet: its images are decoded by DataLoader workers")
+    args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
+    if method.regulariser == "iw":
+        args.iw_samples = args.iw_samples or 5
+    if method.regulariser == "adv":
+        args.adv_weight = 1.0 if args.adv_weight is None else args.adv_weight
+        args.disc_hidden = args.disc_hidden or 1000
+        args.disc_lr = args.disc_lr or args.lr * args.batch_size / args.base_batch  # the model's lr
     args.decoder = args.decoder or DECODER_FOR[args.encoder]
+    data.resolve_data(args)
+    args.amp = torch.cuda.is_available() if args.amp is None else args.amp
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
 
 
 # ----------------------------------------------------------------------------------------------------
-# Augmentation (PAPER.md §3). SimCLR's pipeline with per-image random parameters, as whole-batch tensor
-# operations on the training device. Each photometric function takes float images in [0, 1], shape
-# (N, 3, H, W), and one factor per image, and equals torchvision's functional op for that factor.
+# The model (Appendix A.1, "Architecture"): a torchvision ResNet encoder, a projection head as SimCLR's,
+# and an inverted ResNet without BatchNorm as the decoder. Layer details follow the authors' code.
 
 
-@dataclass
-class AugmentSpec:
-    size: int
-    jitter: float  # strength s of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
-    blur: bool
-    mean: tuple
-    std: tuple
-    scale: tuple = (0.08, 1.0)
-    ratio: tuple = (3 / 4, 4 / 3)
+class GlobalMeanPool(nn.Module):
+    """(N, C, H, W) -> (N, C): ResNet's adaptive average pool to 1 x 1, written as a mean. The same function,
+    but its CUDA backward is deterministic, which adaptive_avg_pool2d's is not (--deterministic needs that)."""
 
-    @property
-    def blur_kernel(self):  # int(0.1 * size), rounded up to odd
-        k = int(0.1 * self.size)
-        return k + 1 - k % 2
-
-    def stats(self, device):
-        """mean and std as (1, 3, 1, 1) tensors on device, made once: a copy from the host every step
-        would make the host wait for the device."""
-        cache = self.__dict__.setdefault("_stats", {})
-        if device not in cache:
-            cache[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std))
-        return cache[device]
+    def forward(self, x):
+        return x.mean((2, 3))
 
 
-def sample_crop_boxes(n, height, width, scale, ratio, g):
-    """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
+def build_encoder(name, stem):
+    """torchvision ResNet without its classifier; returns pooled features h. The stem follows the dataset:
+    CIFAR-10 a 3x3 stride-1 first conv and no maxpool, STL-10 the 7x7 stride-2 conv and no maxpool, ImageNet
+    torchvision's own."""
+    net = getattr(torchvision.models, name)(weights=None)
+    net.avgpool = GlobalMeanPool()
+    if stem == "cifar":
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    if stem in ("cifar", "stl"):
+        net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    return net
 
-    Ten attempts at an area drawn from `scale` and a log-uniform aspect ratio; the first that fits is kept,
-    and an image with none falls back to the largest centred crop whose ratio lies within `ratio`.
+
+class ProjectionHead(nn.Module):
+    """Linear(h, h) -> BN -> ReLU, then bias-free Linear(h, latent) for mu (and log_var if variational)."""
+
+    def __init__(self, h, latent_dim, variational):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True))
+        self.mu = nn.Linear(h, latent_dim, bias=False)
+        self.log_var = nn.Linear(h, latent_dim, bias=False) if variational else None
+
+    def forward(self, h):
+        t = self.trunk(h)
+        return self.mu(t), (self.log_var(t) if self.log_var is not None else None)
+
+
+class DecoderBlock(nn.Module):
+    """Residual block of the inverted ResNet, no BatchNorm, convs with bias. With `upsample` (a resize),
+    the resize comes before the 3x3 conv and the skip path is resize + 1x1 conv."""
+
+    def __init__(self, cin, planes, bottleneck, upsample=None):
+        super().__init__()
+        cout = planes * (4 if bottleneck else 1)
+        self.upsample = upsample or nn.Identity()
+        if bottleneck:  # 1x1 -> (resize) -> 3x3 -> 1x1
+            self.pre = nn.Sequential(nn.Conv2d(cin, planes, 1), nn.ReLU(inplace=True))
+            self.body = nn.Sequential(nn.Conv2d(planes, planes, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(planes, cout, 1))
+        else:  # (resize) -> 3x3 -> 3x3
+            self.pre = nn.Identity()
+            self.body = nn.Sequential(nn.Conv2d(cin, planes, 3, padding=1), nn.ReLU(inplace=True),
+                                      nn.Conv2d(planes, cout, 3, padding=1))
+        self.skip = nn.Sequential(self.upsample, nn.Conv2d(cin, cout, 1)) if upsample or cin != cout else nn.Identity()
+
+    def forward(self, x):
+        return F.relu(self.body(self.upsample(self.pre(x))) + self.skip(x))
+
+
+class Decoder(nn.Module):
+    """Inverted ResNet: z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
+
+    h is the ENCODER's feature size (512 for ResNet-18/34, 2048 for ResNet-50), whichever decoder is chosen,
+    as in the authors' code: Fig. 4c swaps the decoder behind a fixed ResNet-50, and only the stages change.
+
+    Stage 1 resizes to input_size / f (f = 8, x2 for a stride-2 stem, x2 again for a kept maxpool);
+    stages 2-4 upsample x2 each; the stem's downsamplings are undone at the end.
     """
-    dev = g.device
-    area = height * width * torch.empty(n, 10, device=dev).uniform_(*scale, generator=g)
-    log_r = torch.empty(n, 10, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-    w = torch.round(torch.sqrt(area * torch.exp(log_r)))
-    h = torch.round(torch.sqrt(area / torch.exp(log_r)))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.float().argmax(1, keepdim=True)
-    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
-    u = torch.rand(n, 2, device=dev, generator=g)
-    i = torch.floor(u[:, 0] * (height - h + 1))
-    j = torch.floor(u[:, 1] * (width - w + 1))
-    # Fallback, as torchvision: whole image, trimmed to the nearest allowed aspect ratio, centred.
-    in_ratio = width / height
-    fw, fh = (width, round(width / min(ratio))) if in_ratio < min(ratio) else \
-             (round(height * max(ratio)), height) if in_ratio > max(ratio) else (width, height)
-    ok = fits.any(1)
-    i = torch.where(ok, i, torch.full_like(i, (height - fh) // 2))
-    j = torch.where(ok, j, torch.full_like(j, (width - fw) // 2))
-    h = torch.where(ok, h, torch.full_like(h, fh))
-    w = torch.where(ok, w, torch.full_like(w, fw))
-    return torch.stack([i, j, h, w], 1).long()
+
+    LAYOUT = {"decoder18": ([2, 2, 2, 2], False), "decoder34": ([3, 6, 4, 3], False),
+              "decoder50": ([3, 6, 4, 3], True)}
+
+    def __init__(self, name, latent_dim, image_size, stem, h):
+        super().__init__()
+        blocks, bottleneck = self.LAYOUT[name]
+        self.h = h
+        self.stem = stem
+        self.mlp = nn.Sequential(nn.Linear(latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True))
+        self.conv_in = nn.Sequential(nn.Conv2d(h // 16, h, 1), nn.ReLU(inplace=True))
+        stages, cin = [], h
+        for k, (n, planes) in enumerate(zip(blocks, [256, 128, 64, 32])):
+            up = nn.Upsample(size=image_size // data.STEM_FACTOR[stem]) if k == 0 else nn.Upsample(scale_factor=2)
+            layer = [DecoderBlock(cin, planes, bottleneck, up)]
+            cin = planes * (4 if bottleneck else 1)
+            layer += [DecoderBlock(cin, planes, bottleneck) for _ in range(n - 1)]
+            stages.append(nn.Sequential(*layer))
+        self.stages = nn.Sequential(*stages)
+        self.conv_out = nn.Sequential(nn.Conv2d(cin, 64, 3, padding=1), nn.ReLU(inplace=True))
+        self.final = nn.Conv2d(64, 3, 3, padding=1)
+
+    def forward(self, z):
+        x = self.mlp(z).view(-1, self.h // 16, 4, 4)
+        x = self.stages(self.conv_in(x))
+        if self.stem == "imagenet":  # undo the maxpool
+            x = F.interpolate(x, scale_factor=2)
+        x = self.conv_out(x)
+        if self.stem != "cifar":  # undo the stride-2 first conv
+            x = F.interpolate(x, scale_factor=2)
+        return self.final(x)
 
 
-def resized_crop(x, boxes, size, flip=None):
-    """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
+class AutoEncoder(nn.Module):
+    """Encoder + projection head + decoder. Variational: z = mu + sigma * eps; otherwise z = head(h)."""
 
-    Sampling positions are those of torchvision's resize (align_corners=False), clamped to the crop as
-    torchvision's crop-then-resize clamps them, so the result equals F.resized_crop(..., antialias=False)
-    followed by hflip. Crops here are never larger than the output, so antialiasing has nothing to do.
-    x: (N, C, H, W) float; boxes: (N, 4); flip: (N,) bool. Returns (N, C, size, size).
-    """
-    n, _, height, width = x.shape
-    i, j, h, w = boxes.to(x.dtype).unbind(1)
-    t = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size  # (size,)
-    ys = torch.minimum(i[:, None] + torch.clamp(t * h[:, None] - 0.5, min=0), (i + h - 1)[:, None])
-    xs = torch.minimum(j[:, None] + torch.clamp(t * w[:, None] - 0.5, min=0), (j + w - 1)[:, None])
-    if flip is not None:
-        xs = torch.where(flip[:, None], xs.flip(1), xs)
-    # grid_sample wants coordinates in [-1, 1] with the align_corners=False convention.
-    gx = (2 * xs + 1) / width - 1
-    gy = (2 * ys + 1) / height - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    def __init__(self, encoder, decoder, stem, latent_dim, image_size, variational, log_scale=0.0, learn_scale=False):
+        super().__init__()
+        self.encoder = build_encoder(encoder, stem)
+        self.projection = ProjectionHead(FEATURE_DIM[encoder], latent_dim, variational)
+        self.decoder = Decoder(decoder, latent_dim, image_size, stem, FEATURE_DIM[encoder])
+        self.variational = variational
+        # Log-variance of p(x|z); a parameter even when fixed, so that checkpoints look the same.
+        self.log_scale = nn.Parameter(torch.tensor(float(log_scale)), requires_grad=learn_scale)
+
+    def encode(self, x):
+        """x: (N, 3, H, W) -> mu, log_var: (N, latent) each (log_var None for the AE family)."""
+        mu, log_var = self.projection(self.encoder(x))
+        return mu, (log_var.float().clamp(*LOG_VAR_RANGE) if log_var is not None else None)
+
+    def forward(self, x_aug, eps=None):
+        """x_aug: encoder input (N, 3, H, W); eps: standard normal noise (N, latent), or (k, N, latent) for k
+        samples per image. Returns x_hat ((N, ...) or (k, N, ...)), mu, log_var and log_scale (returned so
+        that a learned scale takes part in the DDP forward like any parameter)."""
+        mu, log_var = self.encode(x_aug)
+        z = reparameterize(mu, log_var, eps) if self.variational else mu
+        return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
+
+
+# ----------------------------------------------------------------------------------------------------
+# The objective (Section 3). One function per equation; likelihoods and KL in float32, summed over
+# pixels / latent dimensions per image, then averaged over the batch. x is always the original image.
+
+LOG_VAR_RANGE = (-10.0, 10.0)  # clamp for log_var and a learned log_scale: exp() stays far from overflow
+
+
+def reparameterize(mu, log_var, eps):
+    """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I); shapes (N, latent)."""
+    return mu.float() + torch.exp(0.5 * log_var) * eps
+
+
+def gaussian_log_likelihood(x_hat, x, log_scale):
+    """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); (..., C, H, W) -> (...)."""
+    log_scale = log_scale.float().clamp(*LOG_VAR_RANGE)
+    sq = (x.float() - x_hat.float()) ** 2
+    return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(-3).sum(-1)
+
+
+def kl_divergence(mu, log_var):
+    """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over latent dims; (N, latent) -> (N,)."""
+    mu, log_var = mu.float(), log_var.float()
+    return 0.5 * (mu ** 2 + torch.exp(log_var) - 1 - log_var).sum(1)
+
+
+def log_normal(z, mu, log_var):
+    """log N(z; mu, exp(log_var)) summed over the last dimension; (..., latent) -> (...)."""
+    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+
+
+def log_weight(x, x_hat, z, mu, log_var, log_scale):
+    """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I); shapes (..., N, ...) -> (..., N)."""
+    prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
+    return gaussian_log_likelihood(x_hat, x, log_scale) + prior - log_normal(z, mu.float(), log_var)
+
+
+def iwae_bound(log_w):
+    """L_k = log (1/k) sum_i w_i (Burda et al. 2016): (k, N) log-weights -> (N,). L_1 is the ELBO
+    (as a one-sample estimate), and E[L_k] grows with k towards log p(x)."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+
+def reconstruction_loss(x_hat, x):
+    """The AE family's loss (Table 1's AE and AAAE, the AAE's reconstruction phase): the mean squared error
+    between the reconstruction and the original x, over pixels and images."""
+    return F.mse_loss(x_hat.float(), x.float())
+
+
+def elbo_loss(x_hat, x, mu, log_var, log_scale, beta):
+    """Eq. 2: the batch mean of -L(x), Eq. 1, with one sample z ~ q(z|x) per image:
+    -log p(x|z) + beta * KL(q(z|x) || N(0, I)). With the encoder fed x+ ~ A(x) and beta = 0, this is Eq. 3,
+    AAVAE's loss, and the KL is kept out of the graph entirely (only logged); beta > 0 on top of AAVAE is
+    Section 4.3's combination (Fig. 3). Returns (loss, reconstruction term, KL), each a batch mean."""
+    recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
+    kl = kl_divergence(mu, log_var).mean()
+    return (recon + beta * kl if beta > 0 else recon), recon, kl
+
+
+def iwae_loss(x_hat, x, z, mu, log_var, log_scale):
+    """-L_k, the batch mean of the importance-weighted bound with k samples per image (Burda et al. 2016);
+    x_hat (k, N, C, H, W), z (k, N, latent). k = 1 is the ELBO with beta = 1."""
+    return -iwae_bound(log_weight(x, x_hat, z, mu, log_var, log_scale)).mean()
+
+
+class Adversary:
+    """The regularisation phase of the adversarial autoencoder (Makhzani et al. 2016): an MLP
+    discriminator learns to tell samples of the prior N(0, I) from codes of data, and the encoder, as the
+    generator, learns to fool it; the KL term has no part in it.
+
+    The discriminator has its own Adam. The encoder's fool-the-discriminator loss is added to the
+    reconstruction loss with weight --adv_weight, and both take one step of the model's Adam: a separate
+    Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
+    not change when its loss is multiplied by a constant."""
+
+    def __init__(self, args, device, world):
+        h = args.disc_hidden
+        self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
+                                  nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
+        self.wrapped = DDP(self.disc) if world > 1 else self.disc
+        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
+        self.weight = args.adv_weight
+
+    def discriminator_step(self, z, g):
+        """One Adam step of the discriminator on prior samples (label 1) and the codes z (label 0), both
+        (N, latent); z is detached. Returns the discriminator's loss."""
+        prior = torch.randn(z.shape, device=z.device, generator=g)
+        logits = self.wrapped(torch.cat([prior, z.float()]))
+        real = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z), 1)]).to(logits)
+        loss = F.binary_cross_entropy_with_logits(logits, real)
+        self.disc_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.disc_opt.step()
+        return loss.detach()
+
+    def generator_loss(self, mu):
+        """-log D(mu), the encoder's loss: small when the discriminator takes the codes for prior samples.
+        The discriminator's weights enter as constants, so the gradient reaches the encoder alone."""
+        weights = {k: v.detach() for k, v in self.disc.named_parameters()}
+        logits = torch.func.functional_call(self.disc, weights, (mu.float(),))
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+
+    def state_dict(self):
+        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+
+    def load_state_dict(self, state):
+        self.disc.load_state_dict(state["disc"])
+        self.disc_opt.load_state_dict(state["disc_opt"])
+
+
+def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps, method):
+    """Returns (loss, metrics) of `method` for one forward; metrics["mu"] is the latent mean with its graph,
+    for a regulariser that trains the encoder through it (the AAE's Adversary)."""
+    if method.latent == "deterministic":
+        loss = reconstruction_loss(x_hat, x)
+        return loss, {"recon": loss.detach(), "mu": mu}
+    if method.regulariser == "iw":
+        loss = iwae_loss(x_hat, x, reparameterize(mu, log_var, eps), mu, log_var, log_scale)
+        recon, kl = -gaussian_log_likelihood(x_hat[0], x, log_scale).mean(), kl_divergence(mu, log_var).mean()
+    else:
+        loss, recon, kl = elbo_loss(x_hat, x, mu, log_var, log_scale, beta)
+    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
+
+
+def training_loss(model, x, x_aug, eps, method, beta, amp=contextlib.nullcontext):
+    """One forward: the encoder sees x_aug, the decoder's target is the original x (Eq. 3 for AAVAE)."""
+    with amp():
+        x_hat, mu, log_var, log_scale = model(x_aug, eps)
+    return compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps, method)
+
+
+def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
+    """One optimiser step on a batch [x01, (view01,) labels] from data.TrainBatches; g draws this step's
+    randomness. Returns the loss and the metrics to log (all device tensors)."""
+    method = METHODS[args.method]
+    x01, *view, _ = batch
+    x = normalize(x01, spec)  # the decoder's target: the original image, always
+    x_aug = normalize(photometric(view[0], spec, g), spec) if method.augmented else x  # the encoder's input, x+ ~ A(x)
+    x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
+    shape = ((args.iw_samples,) if method.regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
+    eps = torch.randn(shape, device=x.device, generator=g) if method.variational else None
+    loss, parts = training_loss(model, x, x_aug, eps, method, args.beta, amp)
+    mu = parts.pop("mu")
+    if adversary is not None:  # the AAE's regularisation phase: the discriminator first, then the encoder's share
+        disc_loss = adversary.discriminator_step(mu.detach(), g)
+        gen_loss = adversary.generator_loss(mu)
+        loss = loss + adversary.weight * gen_loss
+        parts.update(disc_loss=disc_loss, gen_loss=gen_loss.detach())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, parts
+
+
+# ----------------------------------------------------------------------------------------------------
+# The augmentation (Appendix A.1, "Augmentation pipeline": SimCLR's), photometric half: colour jitter,
+# grayscale and blur with per-image random parameters, as whole-batch tensor operations on the training
+# device. The geometric half (random resized crop, flip) is done where the images are, in data.py. Each
+# function takes float images in [0, 1], (N, 3, H, W), and one factor per image, and equals torchvision's
+# functional op for that factor.
 
 
 def _blend(a, b, factor):
@@ -356,497 +587,8 @@ def denormalize(x, spec):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Data (PAPER.md §3). Two paths produce the same batches: (x, view), float in [0, 1], where x is the
-# original (the decoder target, evaluation preprocessing only) and view has had the geometric half of
-# the augmentation (crop, flip). The photometric half runs on the device for both paths.
-#  - memory: uint8 images held on the device; crops done there; a seeded permutation per epoch.
-#  - stream: ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders).
-
-STATS = {  # per-dataset normalisation, PAPER.md §3
-    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
-    "stl10": ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
-STEM_FACTOR = {"cifar": 8, "stl": 16, "imagenet": 32}  # input size / decoder stage-1 size, PAPER.md §2
-MEMORY_LIMIT = 8 << 30  # bytes of uint8 images a folder may take on the device before it is streamed
-
-
-def stem_for_size(size):
-    return "cifar" if size <= 64 else "stl" if size <= 128 else "imagenet"
-
-
-def dataset_spec(args, size):
-    """Fills args.stem (when auto) and returns the AugmentSpec of PAPER.md §3 for the dataset."""
-    mean, std = STATS.get(args.dataset, STATS["imagenet"])
-    if args.stem == "auto":
-        args.stem = {"cifar10": "cifar", "stl10": "stl", "imagenet": "imagenet"}.get(args.dataset) or stem_for_size(size)
-    if size % STEM_FACTOR[args.stem]:
-        raise UserError(f"image size {size} is not a multiple of {STEM_FACTOR[args.stem]}, which the decoder "
-                        f"for the {args.stem} stem needs; choose --image_size accordingly")
-    small = size <= 64
-    jitter = args.jitter_strength if args.jitter_strength is not None else (0.5 if small else 1.0)
-    blur = args.blur if args.blur is not None else not small
-    return AugmentSpec(size=size, jitter=jitter, blur=blur, mean=mean, std=std)
-
-
-def _find_folder(root, split):
-    path = os.path.join(root, split)
-    try:
-        return torchvision.datasets.ImageFolder(path, loader=_read_rgb)
-    except (FileNotFoundError, OSError) as e:
-        raise UserError(f"expected an ImageFolder tree (one sub-folder of images per class) at {path}: {e}") from None
-
-
-def _read_rgb(path):
-    """PIL image in RGB (grayscale and RGBA are converted); a corrupt file becomes a UserError naming it."""
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
-
-
-class ViewFolder(torch.utils.data.Dataset):
-    """Images of an ImageFolder as uint8 tensors: the original (Resize + CenterCrop) and `views` crops.
-
-    Crop boxes and flips come from a generator seeded by (seed, epoch, index), so a worker's output does
-    not depend on which worker ran it, nor on whether the run was resumed. A file that cannot be decoded
-    yields an error string instead of raising inside the worker, so the main process can name it.
-    """
-
-    def __init__(self, samples, size, resize, views, seed):
-        self.samples, self.size, self.resize, self.views, self.seed = samples, size, resize, views, seed
-        self.epoch = 0
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        path, label = self.samples[index]
-        blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
-        try:
-            img = _read_rgb(path)
-        except UserError as e:
-            return (blank,) * (1 + self.views) + (label, str(e))
-        orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
-        g = generator("cpu", "folder_crops", self.seed, self.epoch, index)
-        out = [orig]
-        for box, flip in zip(sample_crop_boxes(self.views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
-                             torch.rand(self.views, generator=g) < 0.5):
-            i, j, h, w = box.tolist()
-            v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
-            out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
-        return tuple(out) + (label, "")
-
-
-def _check_batch(batch):
-    """A ViewFolder batch (images..., labels, errors) -> [images..., labels], or its first error raised."""
-    errors = [e for e in batch[-1] if e]
-    if errors:
-        raise UserError(errors[0])
-    return batch[:-1]
-
-
-class Split:
-    """One split of a dataset, held in memory (uint8 `images`, on the device or the CPU) or streamed from
-    an ImageFolder (`folder`). Batches are float tensors in [0, 1] on `device`: the original, then views."""
-
-    def __init__(self, images=None, labels=None, folder=None, original=None, spec=None, device=None, seed=0, paths=None):
-        # In memory, the labels live beside the images, so that a batch is indexed without a host copy.
-        labels = labels.to(images.device) if images is not None and labels is not None else labels
-        self.images, self.labels, self.folder, self.paths = images, labels, folder, paths
-        self.original = original or (lambda u8: u8)  # uint8 batch -> uint8 batch of the eval preprocessing
-        self.spec, self.device, self.seed = spec, device, seed
-
-    def subset(self, keep):
-        """The images at the (sorted) indices `keep`, as a Split of the same kind."""
-        k = keep.tolist()
-        f = self.folder and ViewFolder([self.folder.samples[i] for i in k], self.folder.size, self.folder.resize,
-                                       self.folder.views, self.folder.seed)
-        return Split(None if self.images is None else self.images[keep], self.labels[keep], f, self.original,
-                     self.spec, self.device, self.seed, None if self.paths is None else [self.paths[i] for i in k])
-
-    def __len__(self):
-        return len(self.images) if self.images is not None else len(self.folder)
-
-    def _memory(self, idx, views, g):
-        raw = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
-        x = self.original(raw).float() / 255
-        raw = raw.float() / 255
-        out = [x]
-        for _ in range(views):
-            boxes = sample_crop_boxes(len(idx), raw.shape[2], raw.shape[3], self.spec.scale, self.spec.ratio, g)
-            flip = torch.rand(len(idx), device=g.device, generator=g) < 0.5
-            out.append(resized_crop(raw, boxes, self.spec.size, flip))
-        return out
-
-    def epoch_order(self, epoch):
-        return torch.randperm(len(self), generator=generator("cpu", "order", self.seed, epoch))
-
-    def batches(self, indices, batch, views, keys, workers=0, epoch=0):
-        """[x01, *views01, labels] for `indices`, in order, `batch` at a time. In memory, the crops of the
-        batch at offset k draw from generator(device, *keys, k), keys = (stream name, ...); streamed, from
-        (seed, epoch, index) in the workers."""
-        if self.images is not None:
-            for k in range(0, len(indices), batch):
-                idx = indices[k:k + batch]
-                yield [*self._memory(idx, views, generator(self.device, *keys, k)), self.labels[idx].to(self.device)]
-            return
-        self.folder.views, self.folder.epoch = views, epoch
-        loader = torch.utils.data.DataLoader(self.folder, batch_size=batch, sampler=indices.tolist(),
-                                             num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             worker_init_fn=ignore_stop_signals)
-        for b in loader:
-            *images, labels = _check_batch(b)
-            yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
-
-
-def stl10_original(u8):
-    """STL-10's evaluation preprocessing (PAPER.md §3), on a uint8 batch: Resize(105) + CenterCrop(96)."""
-    return TF.center_crop(TF.resize(u8, [105], antialias=True), [96])
-
-
-def _held_out(n, held):
-    """A seeded hold-out of `held` of n images, as torch.utils.data.random_split(..., manual_seed(42)) draws
-    it: returns (keep, held) index tensors."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(42))
-    return perm[:n - held].sort().values, perm[n - held:].sort().values
-
-
-def load_data(args, device, probe=False):
-    """Returns (train Split, second Split, AugmentSpec); stops with one sentence if the data is not there.
-
-    Pretraining (PAPER.md §3): the second split is the 5,000 held-out images. With probe=True, the labelled
-    splits of the linear probe (PAPER.md §5): CIFAR-10 the same 45,000 / the 10,000 test images; STL-10
-    4,500 of the labelled train split / the 8,000 test images; ImageNet train / val; folder train / val.
-    """
-    root = args.data_path
-    if args.dataset in ("cifar10", "stl10"):
-        spec = dataset_spec(args, 32 if args.dataset == "cifar10" else 96)
-        original = None if args.dataset == "cifar10" else stl10_original
-        on = device if args.in_memory is not False else torch.device("cpu")
-        split = lambda images, labels: Split(images.to(on), labels, original=original, spec=spec, device=device, seed=args.seed)
-        if probe:
-            images, labels = _torchvision_dataset(args.dataset, root, "train")
-            keep = _held_out(50000, 5000)[0] if args.dataset == "cifar10" else _held_out(5000, 500)[0]
-            return split(images[keep], labels[keep]), split(*_torchvision_dataset(args.dataset, root, "test")), spec
-        images, labels = _torchvision_dataset(args.dataset, root, "pretrain")
-        # STL-10: the held-out images come from the first 100,000 ('unlabeled'); the labelled 5,000 all train.
-        keep, held = _held_out(50000 if args.dataset == "cifar10" else 100000, 5000)
-        keep = torch.cat([keep, torch.arange(100000, len(images))]) if args.dataset == "stl10" else keep
-        return split(images[keep], labels[keep]), split(images[held], labels[held]), spec
-    if not os.path.isdir(root):
-        raise UserError(f"--data_path {root} does not exist; --dataset {args.dataset} expects {root}/train "
-                        f"and {root}/val with one sub-folder per class")
-    train_set = _find_folder(root, "train")
-    if args.dataset == "imagenet":
-        size, resize = 224, 256
-        if probe:
-            train_samples, val_samples = train_set.samples, _find_folder(root, "val").samples
-        else:
-            keep, held = _held_out(len(train_set), 5000)
-            train_samples = [train_set.samples[k] for k in keep.tolist()]
-            val_samples = [train_set.samples[k] for k in held.tolist()]
-    else:
-        val_set = _find_folder(root, "val")
-        size = args.image_size or min(_read_rgb(train_set.samples[0][0]).size)
-        # An ImageNet-sized folder (Places205 in Table 3) is evaluated as ImageNet is: Resize(256) + CenterCrop(224),
-        # the same 8/7 ratio at other sizes; smaller images are resized to the crop itself.
-        resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
-        train_samples, val_samples = train_set.samples, val_set.samples
-    spec = dataset_spec(args, size)
-    if args.in_memory is None:
-        args.in_memory = args.dataset == "folder" and len(train_samples) * 3 * size * size <= MEMORY_LIMIT
-    splits = []
-    for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
-        ds = ViewFolder(samples, size, resize, views=0 if args.in_memory else 1, seed=args.seed)
-        paths, labels = [p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long)
-        images = _decode_all(ds, args.workers, name).to(device) if args.in_memory else None
-        splits.append(Split(images, labels, None if args.in_memory else ds, spec=spec, device=device,
-                            seed=args.seed, paths=paths))
-    return splits[0], splits[1], spec
-
-
-def _torchvision_dataset(name, root, part):
-    """uint8 (N, 3, H, W) images and labels of CIFAR-10 (part train = pretrain: 50,000; test: 10,000) or
-    STL-10 (pretrain: unlabeled + train, 105,000, in that order; train: 5,000; test: 8,000). Under torchrun,
-    one rank per node downloads and verifies the archive while the node's other ranks wait, then read it."""
-    with local_rank_zero_first():
-        return _read_torchvision_dataset(name, root, part)
-
-
-def _read_torchvision_dataset(name, root, part):
-    try:
-        if name == "cifar10":
-            ds = torchvision.datasets.CIFAR10(root, train=part != "test", download=True)
-            return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
-        splits = {"pretrain": ("unlabeled", "train"), "train": ("train",), "test": ("test",)}[part]
-        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in splits]
-        return (torch.from_numpy(np.concatenate([p.data for p in parts])),
-                torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
-    except Exception as e:  # no network, a partial download, a corrupt archive: all end the same way
-        raise UserError(f"{name} is not under --data_path {root} and could not be downloaded there ({e})") from None
-
-
-def _decode_all(ds, workers, name):
-    """Every image of a ViewFolder as one uint8 tensor (N, 3, size, size), decoded by DataLoader workers."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
-    parts = [_check_batch(batch)[0] for batch in tqdm(loader, desc=f"decoding {name} images", leave=False,
-                                                       disable=not is_main() or None)]
-    if not parts:
-        raise UserError(f"the {name} split has no images")
-    return torch.cat(parts)
-
-
-class TrainBatches:
-    """Training batches [x01, *views01, labels] for steps start, start+1, ...: this rank's share of each
-    epoch's seeded permutation (an epoch is steps_per_epoch full global batches; the remainder is dropped)."""
-
-    def __init__(self, split, global_batch, rank, world, views, workers):
-        self.split, self.b, self.rank, self.world, self.views, self.workers = split, global_batch // world, rank, world, views, workers
-        self.steps_per_epoch = len(split) // global_batch
-        if self.steps_per_epoch == 0:
-            raise UserError(f"the training split has {len(split)} images, fewer than one global batch of {global_batch}")
-
-    def rank_indices(self, epoch, start_it=0):
-        """Indices this rank sees in epoch from iteration start_it on: global batch k holds
-        order[k * B_global : (k + 1) * B_global], of which rank r takes the r-th slice of B_local."""
-        order = self.split.epoch_order(epoch)[: self.steps_per_epoch * self.b * self.world]
-        return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
-
-    def __call__(self, start_step, keys):
-        """Batches from start_step on; in memory, step s crops with generator(device, *keys, s)."""
-        step = start_step
-        while True:
-            epoch, it = divmod(step, self.steps_per_epoch)
-            idx = self.rank_indices(epoch, it)
-            if self.split.images is not None:
-                idx = idx.to(self.split.images.device)  # once per epoch, not once per step
-                for k in range(0, len(idx), self.b):
-                    i = idx[k:k + self.b]
-                    g = generator(self.split.device, *keys, step)
-                    yield [*self.split._memory(i, self.views, g), self.split.labels[i].to(self.split.device)]
-                    step += 1
-            else:
-                for batch in self.split.batches(idx, self.b, self.views, (), self.workers, epoch):
-                    yield batch
-                    step += 1
-
-
-# ----------------------------------------------------------------------------------------------------
-# Model (PAPER.md §2): torchvision ResNet encoder, projection head, inverted-ResNet decoder.
-
-
-class GlobalMeanPool(nn.Module):
-    """(N, C, H, W) -> (N, C): ResNet's adaptive average pool to 1 x 1, written as a mean. The same function,
-    but its CUDA backward is deterministic, which adaptive_avg_pool2d's is not (--deterministic needs that)."""
-
-    def forward(self, x):
-        return x.mean((2, 3))
-
-
-def build_encoder(name, stem):
-    """torchvision ResNet without its classifier; returns pooled features h. Stem per PAPER.md §2."""
-    net = getattr(torchvision.models, name)(weights=None)
-    net.avgpool = GlobalMeanPool()
-    if stem == "cifar":
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    if stem in ("cifar", "stl"):
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net
-
-
-class ProjectionHead(nn.Module):
-    """Linear(h, h) -> BN -> ReLU, then bias-free Linear(h, latent) for mu (and log_var if variational)."""
-
-    def __init__(self, h, latent_dim, variational):
-        super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True))
-        self.mu = nn.Linear(h, latent_dim, bias=False)
-        self.log_var = nn.Linear(h, latent_dim, bias=False) if variational else None
-
-    def forward(self, h):
-        t = self.trunk(h)
-        return self.mu(t), (self.log_var(t) if self.log_var is not None else None)
-
-
-class DecoderBlock(nn.Module):
-    """Residual block of the inverted ResNet, no BatchNorm, convs with bias. With `upsample` (a resize),
-    the resize comes before the 3x3 conv and the skip path is resize + 1x1 conv."""
-
-    def __init__(self, cin, planes, bottleneck, upsample=None):
-        super().__init__()
-        cout = planes * (4 if bottleneck else 1)
-        self.upsample = upsample or nn.Identity()
-        if bottleneck:  # 1x1 -> (resize) -> 3x3 -> 1x1
-            self.pre = nn.Sequential(nn.Conv2d(cin, planes, 1), nn.ReLU(inplace=True))
-            self.body = nn.Sequential(nn.Conv2d(planes, planes, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(planes, cout, 1))
-        else:  # (resize) -> 3x3 -> 3x3
-            self.pre = nn.Identity()
-            self.body = nn.Sequential(nn.Conv2d(cin, planes, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(planes, cout, 3, padding=1))
-        self.skip = nn.Sequential(self.upsample, nn.Conv2d(cin, cout, 1)) if upsample or cin != cout else nn.Identity()
-
-    def forward(self, x):
-        return F.relu(self.body(self.upsample(self.pre(x))) + self.skip(x))
-
-
-class Decoder(nn.Module):
-    """Inverted ResNet (PAPER.md §2): z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
-
-    h is the ENCODER's feature size (512 for ResNet-18/34, 2048 for ResNet-50), whichever decoder is chosen,
-    as in the authors' code: Fig. 4c swaps the decoder behind a fixed ResNet-50, and only the stages change.
-
-    Stage 1 resizes to input_size / f (f = 8, x2 for a stride-2 stem, x2 again for a kept maxpool);
-    stages 2-4 upsample x2 each; the stem's downsamplings are undone at the end.
-    """
-
-    LAYOUT = {"decoder18": ([2, 2, 2, 2], False), "decoder34": ([3, 6, 4, 3], False),
-              "decoder50": ([3, 6, 4, 3], True)}
-
-    def __init__(self, name, latent_dim, image_size, stem, h):
-        super().__init__()
-        blocks, bottleneck = self.LAYOUT[name]
-        self.h = h
-        self.stem = stem
-        self.mlp = nn.Sequential(nn.Linear(latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h), nn.ReLU(inplace=True))
-        self.conv_in = nn.Sequential(nn.Conv2d(h // 16, h, 1), nn.ReLU(inplace=True))
-        stages, cin = [], h
-        for k, (n, planes) in enumerate(zip(blocks, [256, 128, 64, 32])):
-            up = nn.Upsample(size=image_size // STEM_FACTOR[stem]) if k == 0 else nn.Upsample(scale_factor=2)
-            layer = [DecoderBlock(cin, planes, bottleneck, up)]
-            cin = planes * (4 if bottleneck else 1)
-            layer += [DecoderBlock(cin, planes, bottleneck) for _ in range(n - 1)]
-            stages.append(nn.Sequential(*layer))
-        self.stages = nn.Sequential(*stages)
-        self.conv_out = nn.Sequential(nn.Conv2d(cin, 64, 3, padding=1), nn.ReLU(inplace=True))
-        self.final = nn.Conv2d(64, 3, 3, padding=1)
-
-    def forward(self, z):
-        x = self.mlp(z).view(-1, self.h // 16, 4, 4)
-        x = self.stages(self.conv_in(x))
-        if self.stem == "imagenet":  # undo the maxpool
-            x = F.interpolate(x, scale_factor=2)
-        x = self.conv_out(x)
-        if self.stem != "cifar":  # undo the stride-2 first conv
-            x = F.interpolate(x, scale_factor=2)
-        return self.final(x)
-
-
-class AutoEncoder(nn.Module):
-    """Encoder + projection head + decoder. Variational: z = mu + sigma * eps; otherwise z = head(h)."""
-
-    def __init__(self, encoder, decoder, stem, latent_dim, image_size, variational, log_scale=0.0, learn_scale=False):
-        super().__init__()
-        self.encoder = build_encoder(encoder, stem)
-        self.projection = ProjectionHead(FEATURE_DIM[encoder], latent_dim, variational)
-        self.decoder = Decoder(decoder, latent_dim, image_size, stem, FEATURE_DIM[encoder])
-        self.variational = variational
-        # Log-variance of p(x|z); a parameter even when fixed, so that checkpoints look the same.
-        self.log_scale = nn.Parameter(torch.tensor(float(log_scale)), requires_grad=learn_scale)
-
-    def encode(self, x):
-        """x: (N, 3, H, W) -> mu, log_var: (N, latent) each (log_var None for the AE family)."""
-        mu, log_var = self.projection(self.encoder(x))
-        return mu, (log_var.float().clamp(*LOG_VAR_RANGE) if log_var is not None else None)
-
-    def forward(self, x_aug, eps=None):
-        """x_aug: encoder input (N, 3, H, W); eps: standard normal noise (N, latent), or (k, N, latent) for k
-        samples per image. Returns x_hat ((N, ...) or (k, N, ...)), mu, log_var and log_scale (returned so
-        that a learned scale takes part in the DDP forward like any parameter)."""
-        mu, log_var = self.encode(x_aug)
-        z = reparameterize(mu, log_var, eps) if self.variational else mu
-        return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
-
-
-# ----------------------------------------------------------------------------------------------------
-# Loss (PAPER.md §1). Likelihood and KL in float32, summed over pixels / latent dimensions, per image.
-
-LOG_VAR_RANGE = (-10.0, 10.0)  # clamp for log_var and a learned log_scale: exp() stays far from overflow
-
-
-def reparameterize(mu, log_var, eps):
-    """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I); shapes (N, latent)."""
-    return mu.float() + torch.exp(0.5 * log_var) * eps
-
-
-def gaussian_log_likelihood(x_hat, x, log_scale):
-    """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); (..., C, H, W) -> (...)."""
-    log_scale = log_scale.float().clamp(*LOG_VAR_RANGE)
-    sq = (x.float() - x_hat.float()) ** 2
-    return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(-3).sum(-1)
-
-
-def kl_divergence(mu, log_var):
-    """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over latent dims; (N, latent) -> (N,)."""
-    mu, log_var = mu.float(), log_var.float()
-    return 0.5 * (mu ** 2 + torch.exp(log_var) - 1 - log_var).sum(1)
-
-
-def log_normal(z, mu, log_var):
-    """log N(z; mu, exp(log_var)) summed over the last dimension; (..., latent) -> (...)."""
-    return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
-
-
-def log_weight(x, x_hat, z, mu, log_var, log_scale):
-    """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I); shapes (..., N, ...) -> (..., N)."""
-    prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
-    return gaussian_log_likelihood(x_hat, x, log_scale) + prior - log_normal(z, mu.float(), log_var)
-
-
-def iwae_bound(log_w):
-    """L_k = log (1/k) sum_i w_i (PAPER.md §8, Burda et al.): (k, N) log-weights -> (N,). L_1 is the ELBO
-    (as a one-sample estimate), and E[L_k] grows with k towards log p(x)."""
-    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
-
-
-def training_loss(model, x, x_aug, eps, beta, amp=contextlib.nullcontext):
-    """One forward of Eq. 3: the encoder sees x_aug, the decoder's target is the original x."""
-    with amp():
-        x_hat, mu, log_var, log_scale = model(x_aug, eps)
-    return compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps)
-
-
-def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps=None):
-    """Returns (loss, metrics); x is always the original image, whatever the encoder saw. metrics["mu"] is
-    the latent mean with its graph, for a regulariser that trains the encoder through it (the AAE).
-    AE family: mean squared error. VAE family (Eq. 1 / Eq. 3): mean over images of -log p(x|z) + beta * KL.
-    IWAE (eps and x_hat with a leading sample dimension k): -L_k."""
-    if log_var is None:
-        loss = F.mse_loss(x_hat.float(), x.float())
-        return loss, {"recon": loss.detach(), "mu": mu}
-    kl = kl_divergence(mu, log_var).mean()
-    if eps.dim() == 3:
-        log_w = log_weight(x, x_hat, reparameterize(mu, log_var, eps), mu, log_var, log_scale)
-        loss = -iwae_bound(log_w).mean()
-        recon = -gaussian_log_likelihood(x_hat[0], x, log_scale).mean()
-        return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
-    recon = -gaussian_log_likelihood(x_hat, x, log_scale).mean()
-    # beta = 0 (AAVAE) keeps the KL out of the graph entirely: it is only logged.
-    loss = recon + beta * kl if beta > 0 else recon
-    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
-
-
-def step_flops(args, spec):
-    """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
-    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken."""
-    variational, regulariser = METHODS[args.method][1:]
-    with torch.device("meta"):
-        model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, variational,
-                            args.log_scale, args.learn_scale)
-        x = torch.zeros(2, 3, spec.size, spec.size)
-        eps = torch.zeros(((args.iw_samples,) if regulariser == "iw" else ()) + (2, args.latent_dim)) if variational else None
-    with FlopCounterMode(display=False) as counter:  # (the AAE's discriminator, a small MLP, is left out)
-        training_loss(model, x, x, eps, args.beta)[0].backward()
-    return counter.get_total_flops() / 2
-
-
-# ----------------------------------------------------------------------------------------------------
-# Diagnostics on the held-out split (PAPER.md §1): reconstruction, KL, IWAE bits per dimension,
-# same- vs different-image latent similarity (Fig. 5), active units.
+# Diagnostics on the held-out split: reconstruction, KL, IWAE bits per dimension, same- vs different-image
+# latent similarity (Fig. 5), active units (Burda et al. 2016), and the FLOPs of a step.
 
 
 @torch.no_grad()
@@ -859,7 +601,8 @@ def evaluate(model, split, args, spec, amp, rank, world):
     subset = torch.randperm(n_all, generator=generator("cpu", "val_subset"))[: args.val_size or n_all]  # random order: a varied picture
     idx = subset[rank::world]
     b = max(1, args.batch_size // world)
-    sums = torch.zeros(7, dtype=torch.float64, device=device)  # n, recon, kl, log p(x), same, diff, pairs
+    names = ("images", "recon", "kl", "log_px", "sim_same", "sim_diff", "pairs")
+    sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
     mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
     first = None
@@ -879,35 +622,34 @@ def evaluate(model, split, args, spec, amp, rank, world):
                     x_hat = model.decoder(z)
                 log_w.append(log_weight(x, x_hat, z, mu, log_var, model.log_scale))
                 if len(log_w) == 1:  # the one-sample reconstruction term, as in training
-                    sums[1] += -gaussian_log_likelihood(x_hat, x, model.log_scale).sum()
-            log_px = iwae_bound(torch.stack(log_w))
-            sums[2] += kl_divergence(mu, log_var).sum()
-            sums[3] += log_px.sum()
+                    sums["recon"] += -gaussian_log_likelihood(x_hat, x, model.log_scale).sum()
+            sums["kl"] += kl_divergence(mu, log_var).sum()
+            sums["log_px"] += iwae_bound(torch.stack(log_w)).sum()
         else:
             with amp():
-                sums[1] += ((model.decoder(mu).float() - x) ** 2).flatten(1).mean(1).sum()
-        sums[0] += n
+                sums["recon"] += ((model.decoder(mu).float() - x) ** 2).flatten(1).mean(1).sum()
+        sums["images"] += n
         mu_sum += mu.double().sum(0)
         mu_sq += (mu.double() ** 2).sum(0)
         with amp():
             m1 = F.normalize(model.encode(v1)[0].float(), dim=1)
             m2 = F.normalize(model.encode(v2)[0].float(), dim=1)
         cos = m1 @ m2.T
-        sums[4] += cos.diagonal().sum()
-        sums[5] += cos.sum() - cos.diagonal().sum()
-        sums[6] += n * (n - 1)
+        sums["sim_same"] += cos.diagonal().sum()
+        sums["sim_diff"] += cos.sum() - cos.diagonal().sum()
+        sums["pairs"] += n * (n - 1)
         if first is None:  # the picture: reconstructions from the view's and the original's latent mean
             with amp():
                 first = (x[:8], v1[:8], model.decoder(model.encode(v1[:8])[0]), model.decoder(mu[:8]))
-    all_reduce(sums), all_reduce(mu_sum), all_reduce(mu_sq)
-    n = sums[0].item()
+    s = dict(zip(names, all_reduce(torch.stack(list(sums.values()))).tolist()))
+    all_reduce(mu_sum), all_reduce(mu_sq)
+    n = s["images"]
     var = mu_sq / n - (mu_sum / n) ** 2  # Cov_x(E_q[z_d]), one value per dimension
-    out = {"val_recon": sums[1].item() / n, "val_sim_same": sums[4].item() / n,
-           "val_sim_diff": sums[5].item() / max(sums[6].item(), 1),
+    out = {"val_recon": s["recon"] / n, "val_sim_same": s["sim_same"] / n, "val_sim_diff": s["sim_diff"] / max(s["pairs"], 1),
            "val_active_units": int((var > 0.01).sum().item()), "val_images": int(n)}
     if variational:
-        out["val_kl"] = sums[2].item() / n
-        out["val_bpd"] = -sums[3].item() / n / (3 * spec.size ** 2 * math.log(2))
+        out["val_kl"] = s["kl"] / n
+        out["val_bpd"] = -s["log_px"] / n / (3 * spec.size ** 2 * math.log(2))
     model.train(was_training)
     return out, first
 
@@ -917,6 +659,26 @@ def save_grid(first, spec, path):
     decoded mu(original); all de-normalised."""
     rows = [denormalize(t, spec).cpu() for t in first]
     torchvision.utils.save_image(torch.cat(rows), path, nrow=len(first[0]), padding=1)
+
+
+def step_flops(args, spec):
+    """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
+    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken."""
+    return _step_flops(args.method, args.encoder, args.decoder, args.stem, args.latent_dim, spec.size,
+                       args.iw_samples, args.beta, args.learn_scale)
+
+
+@functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
+def _step_flops(method_name, encoder, decoder, stem, latent_dim, size, iw_samples, beta, learn_scale):
+    method = METHODS[method_name]
+    with torch.device("meta"):
+        model = AutoEncoder(encoder, decoder, stem, latent_dim, size, method.variational, 0.0, learn_scale)
+        x = torch.zeros(2, 3, size, size)
+        shape = ((iw_samples,) if method.regulariser == "iw" else ()) + (2, latent_dim)
+        eps = torch.zeros(shape) if method.variational else None
+    with FlopCounterMode(display=False) as counter:  # (the AAE's discriminator, a small MLP, is left out)
+        training_loss(model, x, x, eps, method, beta)[0].backward()
+    return counter.get_total_flops() / 2
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -962,10 +724,8 @@ def prepare_output_dir(args):
             old = json.load(f)
     except (OSError, ValueError):
         raise UserError(f"{path} is unreadable; pass --overwrite to start afresh in {args.output_dir}") from None
-    new = run_args(args)
-    diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_ARGS and old.get(k) != new.get(k))
-    if diff:
-        changes = ", ".join(f"--{k} {old.get(k)} -> {new.get(k)}" for k in diff)
+    changes = args_differ(old, run_args(args), ignore=RESUMABLE_ARGS | {"provenance"})
+    if changes:
         raise UserError(f"{args.output_dir} holds a run with other arguments ({changes}); "
                         "choose another --output_dir, or pass --overwrite to start afresh there")
 
@@ -981,61 +741,35 @@ def resume_checkpoint(args):
     return ckpt
 
 
+def save_checkpoint(args, raw_model, optimizer, adversary, step, steps_per_epoch):
+    broadcast_buffers(raw_model)
+    if is_main():
+        extra = {"adversary": adversary.state_dict()} if adversary else {}
+        save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "epoch": step // steps_per_epoch, "args": run_args(args), **extra},
+                    os.path.join(args.output_dir, "checkpoint.pt"))
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def check_finite(first_bad, args):
+    """Stops the run at the first non-finite loss, before anything is saved over the last good checkpoint."""
+    bad = all_reduce(first_bad + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
+    if bad >= 0:
+        raise UserError(f"the loss became non-finite at step {bad}; likely causes: a learning rate too high for "
+                        f"batch {args.batch_size}" + (", a learned log_scale collapsing" if args.learn_scale else "")
+                        + f" or a large --beta; {os.path.join(args.output_dir, 'checkpoint.pt')} still holds the last good state")
+
+
 # ----------------------------------------------------------------------------------------------------
-# Training
-
-
-class Adversary:
-    """The regularisation phase of the adversarial autoencoder (PAPER.md §8, Makhzani et al. 2016): an MLP
-    discriminator learns to tell samples of the prior N(0, I) from codes of data, and the encoder, as the
-    generator, learns to fool it; the KL term has no part in it.
-
-    The discriminator has its own Adam. The encoder's fool-the-discriminator loss is added to the
-    reconstruction loss with weight --adv_weight, and both take one step of the model's Adam: a separate
-    Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
-    not change when its loss is multiplied by a constant."""
-
-    def __init__(self, args, device, world):
-        h = args.disc_hidden
-        self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
-                                  nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
-        self.wrapped = DDP(self.disc) if world > 1 else self.disc
-        lr = args.disc_lr or args.lr * args.batch_size / args.base_batch
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.999))
-        self.weight = args.adv_weight
-
-    def discriminator_step(self, z, g):
-        """One Adam step of the discriminator on prior samples (label 1) and the codes z (label 0), both
-        (N, latent); z is detached. Returns the discriminator's loss."""
-        prior = torch.randn(z.shape, device=z.device, generator=g)
-        logits = self.wrapped(torch.cat([prior, z.float()]))
-        real = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z), 1)]).to(logits)
-        loss = F.binary_cross_entropy_with_logits(logits, real)
-        self.disc_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.disc_opt.step()
-        return loss.detach()
-
-    def generator_loss(self, mu):
-        """-log D(mu), the encoder's loss: small when the discriminator takes the codes for prior samples.
-        The discriminator's weights enter as constants, so the gradient reaches the encoder alone."""
-        weights = {k: v.detach() for k, v in self.disc.named_parameters()}
-        logits = torch.func.functional_call(self.disc, weights, (mu.float(),))
-        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-
-    def state_dict(self):
-        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
-
-    def load_state_dict(self, state):
-        self.disc.load_state_dict(state["disc"])
-        self.disc_opt.load_state_dict(state["disc_opt"])
+# The training loop
 
 
 def build_model(args, spec, device, world=1):
     """The autoencoder (same initial weights on every rank), its Adam optimiser, and the Adversary of the
     AAE methods (None otherwise)."""
     torch.manual_seed(args.seed)
-    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, METHODS[args.method][1],
+    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, METHODS[args.method].variational,
                         args.log_scale, args.learn_scale).to(device)
     # channels_last suits the convolutions of tensor cores and of oneDNN alike (CPU step here: +8-24 %).
     model = model.to(memory_format=torch.channels_last)
@@ -1043,7 +777,7 @@ def build_model(args, spec, device, world=1):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                  weight_decay=args.weight_decay, fused=device.type == "cuda")
-    adversary = Adversary(args, device, world) if METHODS[args.method][2] == "adv" else None
+    adversary = Adversary(args, device, world) if METHODS[args.method].regulariser == "adv" else None
     return model, optimizer, adversary
 
 
@@ -1052,11 +786,12 @@ def train(args):
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
     amp = autocast(args, device)
-    augmented, variational, regulariser = METHODS[args.method]
+    method = METHODS[args.method]
 
     # ---- data
-    train_split, val_split, spec = load_data(args, device)
-    batches = TrainBatches(train_split, args.batch_size, rank, world, views=1 if augmented else 0, workers=args.workers)
+    train_split, val_split, spec = data.load_data(args, device)
+    batches = data.TrainBatches(train_split, args.batch_size, rank, world, views=1 if method.augmented else 0,
+                                workers=args.workers)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = args.epochs * steps_per_epoch
     last_step = min(total_steps, args.max_steps or total_steps)
@@ -1097,7 +832,7 @@ def train(args):
 
     os.makedirs(args.output_dir, exist_ok=True)
     if is_main():
-        save_atomic_json(run_args(args), os.path.join(args.output_dir, "args.json"))
+        save_atomic_json({**run_args(args), "provenance": provenance()}, os.path.join(args.output_dir, "args.json"))
     print0(f"git {git_sha()} | " + " ".join(f"{k}={v}" for k, v in run_args(args).items()))
     print0(f"{args.method}: {len(train_split)} training / {len(val_split)} held-out images at {spec.size}px, "
            f"{'memory' if train_split.images is not None else 'stream'} data path, device {device}, {world} process(es)")
@@ -1145,7 +880,7 @@ def train(args):
                 row["tflop_per_s"] = row["img_per_s"] * flops / 1e12  # all processes together
                 if peak:
                     row["mfu"] = row["tflop_per_s"] / (peak * world)
-                if variational:
+                if method.variational:
                     row["log_scale"] = raw_model.log_scale.item()
                 write_log(log_path, row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")
@@ -1173,49 +908,6 @@ def train(args):
     return metrics
 
 
-def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
-    """One optimiser step on a batch [x01, (view01,) labels] from TrainBatches; g draws this step's randomness.
-    Returns the loss and the metrics to log (all device tensors)."""
-    augmented, variational, regulariser = METHODS[args.method]
-    x01, *view, _ = batch
-    x = normalize(x01, spec)
-    x_aug = normalize(photometric(view[0], spec, g), spec) if augmented else x
-    x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
-    shape = ((args.iw_samples,) if regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
-    eps = torch.randn(shape, device=x.device, generator=g) if variational else None
-    loss, parts = training_loss(model, x, x_aug, eps, args.beta, amp)
-    mu = parts.pop("mu")
-    if adversary is not None:  # the AAE's regularisation phase: the discriminator first, then the encoder's share
-        parts["disc_loss"] = adversary.discriminator_step(mu.detach(), g)
-        parts["gen_loss"] = adversary.generator_loss(mu)
-        loss = loss + adversary.weight * parts["gen_loss"]
-        parts["gen_loss"] = parts["gen_loss"].detach()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, parts
-
-
-def check_finite(first_bad, args):
-    """Stops the run at the first non-finite loss, before anything is saved over the last good checkpoint."""
-    bad = all_reduce(first_bad + 1, dist.ReduceOp.MAX if dist.is_initialized() else None).item() - 1
-    if bad >= 0:
-        raise UserError(f"the loss became non-finite at step {bad}; likely causes: a learning rate too high for "
-                        f"batch {args.batch_size}" + (", a learned log_scale collapsing" if args.learn_scale else "")
-                        + f" or a large --beta; {os.path.join(args.output_dir, 'checkpoint.pt')} still holds the last good state")
-
-
-def save_checkpoint(args, raw_model, optimizer, adversary, step, steps_per_epoch):
-    broadcast_buffers(raw_model)
-    if is_main():
-        extra = {"adversary": adversary.state_dict()} if adversary else {}
-        save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "epoch": step // steps_per_epoch, "args": run_args(args), **extra},
-                    os.path.join(args.output_dir, "checkpoint.pt"))
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def run_validation(raw_model, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
     broadcast_buffers(raw_model)
     metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
@@ -1240,9 +932,6 @@ def main(argv=None):
 
     def run():
         validate(args)
-        if args.benchmark:
-            import bench
-            return bench.run(args)
         with deterministic(args.deterministic):
             return train(args)
 

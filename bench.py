@@ -1,7 +1,10 @@
-"""`python aavae.py --benchmark ...`: how fast the project's data path and training step run, next to the
-authors' design (torchvision per-image transforms in DataLoader workers, plus an extra no-grad encoder pass
-on the original image every step), measured in one process on the same model, batch and device.
+"""How fast the project's data path and training step run, next to the authors' design (torchvision
+per-image transforms in DataLoader workers, plus an extra no-grad encoder pass on the original image every
+step), measured in one process on the same model, batch and device. It takes aavae.py's flags:
 
+    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64
+
+--max_steps is the number of timed steps (default 10 on a CPU, 50 on CUDA, each after 3 warm-up steps).
 The last line printed is one JSON object: data_img_per_s, reference_data_img_per_s, train_img_per_s,
 reference_img_per_s, device, and on CUDA the achieved TFLOP/s and the fraction of the device's peak.
 """
@@ -13,6 +16,7 @@ import torchvision.transforms as T
 from PIL import Image
 
 import aavae
+import data
 import utils
 
 
@@ -53,8 +57,7 @@ def rate(step, n_images, steps, warmup, device):
 def run(args):
     _, _, device = utils.setup_distributed()
     amp = utils.autocast(args, device)
-    args.in_memory = True if args.in_memory is None else args.in_memory
-    train_split, _, spec = aavae.load_data(args, device)
+    train_split, _, spec = data.load_data(args, device)
     if train_split.images is None:
         raise utils.UserError("--benchmark needs an in-memory dataset (cifar10, stl10, or a folder that fits)")
     b = args.batch_size
@@ -68,7 +71,7 @@ def run(args):
     def project_batch():
         k = next(cursor)
         idx = torch.arange(k * b, (k + 1) * b) % n
-        return [*train_split._memory(idx, 1, utils.generator(device, "crops", args.seed, 0, k)), None]
+        return [*train_split.batch(idx, 1, utils.generator(device, "crops", args.seed, 0, k)), None]
 
     def project_data():
         x01, v01, _ = project_batch()
@@ -98,7 +101,7 @@ def run(args):
         with torch.no_grad(), amp():  # the authors' logging-only encoder pass on the original, in train mode
             model.encoder(x)
         eps = torch.randn(b, args.latent_dim, device=device) if model.variational else None
-        loss, _ = aavae.training_loss(model, x, x_aug, eps, args.beta, amp)
+        loss, _ = aavae.training_loss(model, x, x_aug, eps, aavae.METHODS[args.method], args.beta, amp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -124,3 +127,12 @@ def run(args):
         utils.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
     utils.print0(json.dumps(result))
     return result
+
+
+def main(argv=None):
+    args = aavae.get_args_parser("bench.py").parse_args(argv)
+    return utils.run_cli("bench.py", lambda: run(aavae.validate(args)))
+
+
+if __name__ == "__main__":
+    main()

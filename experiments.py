@@ -1,4 +1,4 @@
-"""The experiment grid behind run_all.sh: every table and figure of the paper (PAPER.md §6), as
+"""The experiment grid behind run_all.sh: every table and figure of the paper (Tables 1-3, Figs. 2-5), as
 pretraining runs of aavae.py and evaluations of linear_eval.py, then the tables beside the paper's numbers.
 
     python experiments.py --profile paper --data_root /data --dry_run     # every command, with GPU-hours
@@ -22,12 +22,13 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 METHODS = ["ae", "aaae", "vae", "aavae"]
 REGULARISERS = METHODS + ["iwae", "aa_iwae", "aae", "aa_aae"]
 
-# PAPER.md §6 (top-1 %, linear probe)
+# The paper's numbers, top-1 % (Table 1: linear probe; Table 2: fine-tuning; Table 3: Places205 linear probe)
 PAPER_TABLE1 = {"ae": {"cifar10": 56.34, "stl10": 42.26, "imagenet": 0.89},
                 "aaae": {"cifar10": 50.62, "stl10": 41.94, "imagenet": 1.29},
                 "vae": {"cifar10": 57.16, "stl10": 44.15, "imagenet": 4.58},
@@ -94,7 +95,28 @@ def log_scales(n=3):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The grid: a list of steps, each a command with a directory that tells whether it is done.
+# The grid: a list of steps, each a command with a directory that tells whether it is done, and the cells
+# of the tables, each read from an evaluation's result.json (and a run's validation line).
+
+
+@dataclass
+class Step:
+    kind: str  # "pretrain" or "eval"
+    cmd: list  # as a user would type it in the repository root
+    dir: str
+    marker: str  # the file in dir whose presence says the step is done
+    hours: float = 0.0  # estimated GPU-hours (paper profile)
+
+
+@dataclass
+class Cell:
+    table: str
+    row: object
+    col: object
+    eval: str  # the evaluation directory whose result.json fills the cell
+    run: str = None  # the pretraining run whose validation line gives active units and bits per dimension
+    at: tuple = None  # which validation line: (key, value), e.g. ("step", 4); the last one if None
+    seed: int = 0
 
 
 def overridden(flags, extra):
@@ -121,22 +143,20 @@ class Grid:
             return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", script, "--sync_bn"]
         return ["python", script]
 
-    def pretrain(self, name, dataset, extra=(), segments=(1.0,), seed=0, then=None):
-        """A pretraining run, optionally in segments, each followed by the evaluations then(run_dir, frac)."""
+    def pretrain(self, name, dataset, extra=(), frac=1.0, seed=0):
+        """The pretraining run `name` up to fraction frac of its length: a run followed over training is
+        pretrained in segments, each continuing the last (raising --epochs or --max_steps resumes it)."""
         out = os.path.join(self.args.output_dir, "runs", name)
         base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset],
                 *overridden(self.s["pretrain"][dataset] + ["--seed", str(seed)], extra)]
-        for frac in segments:
-            cmd = self.launcher("aavae.py") + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
-            self.steps.append({"kind": "pretrain", "cmd": cmd, "dir": out, "marker": f".done_{frac:g}",
-                               "hours": self.hours(dataset, frac)})
-            if then:
-                then(out, frac)
+        cmd = self.launcher("aavae.py") + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
+        self.steps.append(Step("pretrain", cmd, out, f".done_{frac:g}", self.hours(dataset, frac)))
         return out
 
-    def evaluate(self, name, dataset, mode, checkpoint=None, extra=(), data_path=None):
+    def evaluate(self, name, dataset, mode, run=None, extra=(), data_path=None):
+        """An evaluation of run's encoder (a random-init one without run); returns its directory."""
         out = os.path.join(self.args.output_dir, "evals", name)
-        source = ["--checkpoint", os.path.join(checkpoint, "checkpoint.pt")] if checkpoint else ["--random_init"]
+        source = ["--checkpoint", os.path.join(run, "checkpoint.pt")] if run else ["--random_init"]
         per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s["finetune"],
                     "similarity": ["--workers", "2"]}[mode]
         cmd = self.launcher("linear_eval.py") + source + [
@@ -144,7 +164,7 @@ class Grid:
             *overridden(per_mode, extra), "--output_dir", out]
         probe_epochs = 90 if mode == "linear" else 20 if mode == "finetune" else 1
         hours = PROBE_IMAGES.get(dataset, 0) * probe_epochs * GFLOP.get(SIZE.get(dataset), 0) * 0.15 / (ASSUMED_TFLOPS * 1e3) / 3600
-        self.steps.append({"kind": "eval", "cmd": cmd, "dir": out, "marker": "result.json", "hours": hours})
+        self.steps.append(Step("eval", cmd, out, "result.json", hours))
         return out
 
     def hours(self, dataset, frac):
@@ -158,93 +178,93 @@ class Grid:
         flag, value = self.s["length"](dataset, frac)
         return ("epoch" if flag == "--epochs" else "step", int(value))
 
-    def cell(self, table, row, col, **where):
-        self.cells.append({"table": table, "row": row, "col": col, **where})
+    def cell(self, table, row, col, eval, **where):
+        self.cells.append(Cell(table, row, col, eval, **where))
 
 
 def build_grid(args):
     g = Grid(args)
     s, main = g.s, g.s["main"]
-    probe = lambda run, name, d, mode="linear", extra=(): g.evaluate(name, d, mode, run, extra)
     encoders = {d: next(a for k, a in zip(s["pretrain"][d], s["pretrain"][d][1:]) if k == "--encoder") for d in s["datasets"]}
 
-    # Table 1: the four autoencoders on each dataset, a random-init row; Fig. 2's fixed-scale curve is
-    # the main dataset's AAVAE run, followed over training in segments.
+    # Table 1: the four autoencoders on each dataset and a random-init row. The main dataset's AAVAE run is
+    # also Fig. 2's fixed-scale curve: pretrained in segments, each probed.
     runs = {}
     for d in s["datasets"]:
         for m in METHODS:
             for seed in (s["seeds"] if d == main else [0]):
                 name = f"{d}-{m}" + (f"-s{seed}" if seed else "")
-                follow = d == main and m == "aavae" and seed == 0
-
-                def then(out, frac, name=name, d=d, m=m, seed=seed, follow=follow):
-                    if frac == 1.0:
-                        ev = probe(out, f"table1-{name}", d)
-                        g.cell("table1", m, d, eval=ev, seed=seed)
-                        if d == main and seed == 0:  # the first four rows of the regulariser table
-                            g.cell("regularisers", m, "linear", eval=ev)
-                            g.cell("regularisers", m, "knn", eval=probe(out, f"knn-{name}", d, "knn"), run=out)
-                    if follow:
-                        g.cell("fig2", "fixed", frac, eval=probe(out, f"fig2-fixed-{frac:g}", d, s["sweep_probe"]), run=out,
-                               at=g.stop(d, frac))
-
-                runs[(d, m, seed)] = g.pretrain(name, d, ["--method", m], s["segments"] if follow else (1.0,), seed, then)
-        g.cell("table1", "random init", d, eval=probe(None, f"table1-{d}-random", d, extra=["--encoder", encoders[d]]))
+                followed = d == main and m == "aavae" and seed == 0
+                for frac in (s["segments"] if followed else [1.0]):
+                    run = g.pretrain(name, d, ["--method", m], frac, seed)
+                    if followed:
+                        ev = g.evaluate(f"fig2-fixed-{frac:g}", d, s["sweep_probe"], run)
+                        g.cell("fig2", "fixed", frac, ev, run=run, at=g.stop(d, frac))
+                runs[(d, m, seed)] = run
+                ev = g.evaluate(f"table1-{name}", d, "linear", run)
+                g.cell("table1", m, d, ev, seed=seed)
+                if d == main and seed == 0:  # the first four rows of the regulariser table
+                    g.cell("regularisers", m, "linear", ev)
+                    g.cell("regularisers", m, "knn", g.evaluate(f"knn-{name}", d, "knn", run), run=run)
+        g.cell("table1", "random init", d, g.evaluate(f"table1-{d}-random", d, "linear", extra=["--encoder", encoders[d]]))
 
     # Fig. 2: a learned log-scale, followed over training like the fixed one.
-    g.pretrain(f"{main}-aavae-learned", main, ["--method", "aavae", "--learn_scale"], s["segments"], then=lambda out, frac:
-               g.cell("fig2", "learned", frac, eval=probe(out, f"fig2-learned-{frac:g}", main, s["sweep_probe"]), run=out,
-                      at=g.stop(main, frac)))
+    for frac in s["segments"]:
+        run = g.pretrain(f"{main}-aavae-learned", main, ["--method", "aavae", "--learn_scale"], frac)
+        g.cell("fig2", "learned", frac, g.evaluate(f"fig2-learned-{frac:g}", main, s["sweep_probe"], run), run=run,
+               at=g.stop(main, frac))
 
-    # Fig. 3: beta * KL on top of AAVAE.
+    # Fig. 3: beta * KL on top of AAVAE (Section 4.3).
+    aavae_run = runs[(main, "aavae", 0)]
     for beta in s["betas"]:
-        run = runs[(main, "aavae", 0)] if beta == 0 else g.pretrain(f"{main}-aavae-beta{beta:g}", main, ["--method", "aavae", "--beta", str(beta)])
-        g.cell("fig3", beta, "top1", eval=probe(run, f"fig3-beta{beta:g}", main, s["sweep_probe"]))
+        run = aavae_run if beta == 0 else g.pretrain(f"{main}-aavae-beta{beta:g}", main, ["--method", "aavae", "--beta", str(beta)])
+        g.cell("fig3", beta, "top1", g.evaluate(f"fig3-beta{beta:g}", main, s["sweep_probe"], run))
 
-    # Fig. 4: batch size (lr and warm-up scaled linearly), latent size, decoder depth, log-scale.
+    # Fig. 4 (Section 4.4): batch size (lr and warm-up scaled linearly), latent size, decoder, log-scale;
+    # each varies one setting of the default AAVAE run.
     default_batch = s["pretrain"][main][s["pretrain"][main].index("--batch_size") + 1]
     for b in s["batches"]:
         warm = [] if args.profile == "quick" else ["--warmup_epochs", f"{10 * b / s['base_batch']:g}"]
         extra = ["--method", "aavae", "--batch_size", str(b), "--base_batch", str(s["base_batch"]), *warm]
-        run = runs[(main, "aavae", 0)] if str(b) == default_batch else g.pretrain(f"{main}-aavae-batch{b}", main, extra)
-        g.cell("fig4_batch", b, "top1", eval=probe(run, f"fig4-batch{b}", main, s["sweep_probe"]))
+        run = aavae_run if str(b) == default_batch else g.pretrain(f"{main}-aavae-batch{b}", main, extra)
+        g.cell("fig4_batch", b, "top1", g.evaluate(f"fig4-batch{b}", main, s["sweep_probe"], run))
     for z in s["latents"]:
-        run = runs[(main, "aavae", 0)] if z == 128 else g.pretrain(f"{main}-aavae-latent{z}", main, ["--method", "aavae", "--latent_dim", str(z)])
-        g.cell("fig4_latent", z, "top1", eval=probe(run, f"fig4-latent{z}", main, s["sweep_probe"]))
+        run = aavae_run if z == 128 else g.pretrain(f"{main}-aavae-latent{z}", main, ["--method", "aavae", "--latent_dim", str(z)])
+        g.cell("fig4_latent", z, "top1", g.evaluate(f"fig4-latent{z}", main, s["sweep_probe"], run))
     mirror = encoders[main].replace("resnet", "decoder")  # the decoder a run gets by default
     for dec in s["decoders"]:  # the encoder stays the profile's (ResNet-50 in the paper); only the decoder varies
-        run = runs[(main, "aavae", 0)] if dec == mirror else g.pretrain(f"{main}-aavae-{dec}", main, ["--method", "aavae", "--decoder", dec])
-        g.cell("fig4_decoder", dec, "top1", eval=probe(run, f"fig4-{dec}", main, s["sweep_probe"]))
+        run = aavae_run if dec == mirror else g.pretrain(f"{main}-aavae-{dec}", main, ["--method", "aavae", "--decoder", dec])
+        g.cell("fig4_decoder", dec, "top1", g.evaluate(f"fig4-{dec}", main, s["sweep_probe"], run))
     for ls in log_scales():
         run = g.pretrain(f"{main}-aavae-logscale{ls:g}", main, ["--method", "aavae", "--log_scale", str(ls)])
-        g.cell("fig4_logscale", ls, "top1", eval=probe(run, f"fig4-logscale{ls:g}", main, s["sweep_probe"]))
+        g.cell("fig4_logscale", ls, "top1", g.evaluate(f"fig4-logscale{ls:g}", main, s["sweep_probe"], run))
 
-    # Fig. 5: similarity matrices of VAE and AAVAE latents.
+    # Fig. 5 (Appendix A.4): similarity matrices of VAE and AAVAE latents.
     for m in ("vae", "aavae"):
-        g.cell("fig5", m, "similarity", eval=probe(runs[(main, m, 0)], f"fig5-{m}", main, "similarity"))
+        g.cell("fig5", m, "similarity", g.evaluate(f"fig5-{m}", main, "similarity", runs[(main, m, 0)]))
 
-    # Table 2: semi-supervised fine-tuning with 1 % and 10 % of the labels: SimCLR's published ImageNet lists
-    # (the paper's) when --subset_dir holds them, else a seeded per-class subset, labelled as such.
+    # Table 2 (Appendix A.2): semi-supervised fine-tuning with 1 % and 10 % of the labels: SimCLR's published
+    # ImageNet lists (the paper's) when --subset_dir holds them, else a seeded per-class subset, labelled so.
     semi = s["semi"]
     for m in ("vae", "aavae"):
         for frac in (0.01, 0.1):
             subset = ["--subset_file", subset_list(args, frac)] if args.subset_dir else []
-            ev = probe(runs[(semi, m, 0)], f"table2-{m}-{frac:g}", semi, "finetune", ["--label_fraction", str(frac), *subset])
-            g.cell("table2", m, frac, eval=ev)
+            ev = g.evaluate(f"table2-{m}-{frac:g}", semi, "finetune", runs[(semi, m, 0)], ["--label_fraction", str(frac), *subset])
+            g.cell("table2", m, frac, ev)
 
-    # Table 3: Places205 linear probe of the ImageNet encoders, when the user has the dataset.
+    # Table 3 (Appendix A.3): Places205 linear probe of the ImageNet encoders, when the user has the dataset.
     if args.places_path:
         for m in ("vae", "aavae"):
             ev = g.evaluate(f"table3-places-{m}", "folder", "linear", runs[("imagenet", m, 0)],
-                            ["--epochs", "14", "--lr", "0.01", "--schedule", "step",
-                             "--weight_decay", "5e-4", "--no-nesterov", "--image_size", "224"], data_path=args.places_path)
-            g.cell("table3", m, "places205", eval=ev)
+                            ["--epochs", "14", "--lr", "0.01", "--schedule", "step", "--weight_decay", "5e-4",
+                             "--no-nesterov", "--image_size", "224"], data_path=args.places_path)
+            g.cell("table3", m, "places205", ev)
 
     # Latent regularisers: IWAE and AAE, plain and augmentation-augmented, beside Table 1's four.
     for m in REGULARISERS[4:]:
         run = g.pretrain(f"{main}-{m}", main, ["--method", m])
-        g.cell("regularisers", m, "linear", eval=probe(run, f"reg-{m}", main))
-        g.cell("regularisers", m, "knn", eval=probe(run, f"knn-{main}-{m}", main, "knn"), run=run)
+        g.cell("regularisers", m, "linear", g.evaluate(f"reg-{m}", main, "linear", run))
+        g.cell("regularisers", m, "knn", g.evaluate(f"knn-{main}-{m}", main, "knn", run), run=run)
     return g
 
 
@@ -273,7 +293,7 @@ def runnable(cmd):
 
 
 def done(step):
-    return os.path.exists(os.path.join(step["dir"], step["marker"]))
+    return os.path.exists(os.path.join(step.dir, step.marker))
 
 
 def run_grid(g, args):
@@ -283,15 +303,15 @@ def run_grid(g, args):
     for k, st in enumerate(g.steps):
         if done(st):
             continue
-        print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st['cmd'])}", flush=True)
-        os.makedirs(st["dir"], exist_ok=True)
-        with open(os.path.join(st["dir"], f"{st['kind']}.log"), "a") as log:
-            code = execute(st["cmd"], log, args.in_process)
+        print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st.cmd)}", flush=True)
+        os.makedirs(st.dir, exist_ok=True)
+        log_path = os.path.join(st.dir, f"{st.kind}.log")
+        with open(log_path, "a") as log:
+            code = execute(st.cmd, log, args.in_process)
         if code != 0:
-            sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {os.path.join(st['dir'], st['kind'] + '.log')}. "
-                     "Re-running the same command resumes here.")
-        if st["kind"] == "pretrain":
-            open(os.path.join(st["dir"], st["marker"]), "w").close()
+            sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {log_path}. Re-running the same command resumes here.")
+        if st.kind == "pretrain":
+            open(os.path.join(st.dir, st.marker), "w").close()
     print(f"all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
 
 
@@ -328,11 +348,11 @@ def report(g, args):
     os.makedirs(out, exist_ok=True)
     records = []
     for c in g.cells:
-        res = read_json(os.path.join(c["eval"], "result.json")) or {}
-        val = validation(c["run"], c.get("at")) if c.get("run") else {}
-        records.append({**{k: v for k, v in c.items() if k not in ("eval", "run", "at")}, "top1": res.get("top1"),
+        res = read_json(os.path.join(c.eval, "result.json")) or {}
+        val = validation(c.run, c.at) if c.run else {}
+        records.append({"table": c.table, "row": c.row, "col": c.col, "seed": c.seed, "top1": res.get("top1"),
                         "top5": res.get("top5"), "sim_same": res.get("sim_same"), "sim_diff": res.get("sim_diff"),
-                        "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "eval": c["eval"]})
+                        "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "eval": c.eval})
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(records, f, indent=1)
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
@@ -464,8 +484,8 @@ def main(argv=None):
     if args.dry_run:
         total = 0.0
         for st in g.steps:
-            total += st["hours"]
-            print(f"# {st['kind']}, ~{st['hours']:.2f} GPU-h\n{shlex.join(st['cmd'])}")
+            total += st.hours
+            print(f"# {st.kind}, ~{st.hours:.2f} GPU-h\n{shlex.join(st.cmd)}")
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:

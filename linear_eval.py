@@ -1,4 +1,4 @@
-"""Evaluations of a pretrained AAVAE encoder (PAPER.md §5): the linear probe, kNN, semi-supervised
+"""Evaluations of a pretrained AAVAE encoder (Appendix A.1-A.4 of the paper): the linear probe, kNN, semi-supervised
 fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
 
     # linear probe, SimCLR protocol: frozen encoder in eval(), one linear layer on the pooled features
@@ -33,11 +33,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import aavae
+import data
 import utils
 from aavae import normalize
 from utils import UserError, all_reduce, generator, is_main, print0
 
-# Table 2 (PAPER.md §5): (backbone lr, head lr) by label fraction
+# Table 2 (Appendix A.1, "Semi-supervised learning evaluation"): (backbone lr, head lr) by label fraction
 FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
 
 
@@ -55,7 +56,7 @@ def get_args_parser():
                    help="architecture for --random_init (read from the checkpoint otherwise)")
     g.add_argument("--stem", default="auto", choices=["auto", "cifar", "stl", "imagenet"],
                    help="for --random_init, or an encoder.pth whose 7x7 stem leaves the maxpool undecided")
-    g = p.add_argument_group("data (PAPER.md §5 splits)")
+    g = p.add_argument_group("data (the splits of Appendix A.1)")
     g.add_argument("--dataset", default="cifar10", choices=["cifar10", "stl10", "imagenet", "folder"])
     g.add_argument("--data_path", default="data", help="as for aavae.py; folder: train/ is trained on, val/ is the test set")
     g.add_argument("--image_size", type=int, default=None, help="folder only, as for aavae.py")
@@ -72,7 +73,7 @@ def get_args_parser():
     g.add_argument("--head_lr", type=float, default=None, help="finetune: lr of the linear head")
     g.add_argument("--schedule", default="cosine", choices=["cosine", "step"],
                    help="cosine decay per step (SimCLR), or step: lr x0.1 after each third of the epochs "
-                        "(Places205 transfer, PAPER.md §5: of 14 epochs, x0.1 after epochs 5 and 10)")
+                        "(Places205 transfer, Appendix A.1: of 14 epochs, x0.1 after epochs 5 and 10)")
     g.add_argument("--weight_decay", type=float, default=0.0, help="SGD weight decay (Places205 transfer: 5e-4)")
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="Nesterov momentum 0.9; default on for linear (SimCLR protocol), off for finetune (the paper's "
@@ -110,7 +111,8 @@ def validate(args):
         raise UserError("--label_fraction and --subset_file belong to --mode finetune")
     args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
     args.nesterov = args.mode != "finetune" if args.nesterov is None else args.nesterov
-    args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # PAPER.md §7: a float, not int(b / 256)
+    args.amp = torch.cuda.is_available() if args.amp is None else args.amp
+    args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # a float: the authors' int(b / 256) was 0 below 256
     for name in ("batch_size", "epochs", "knn_k", "num_images"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
@@ -148,7 +150,7 @@ def load_encoder(args):
         state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
         proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
         info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
-                "variational": aavae.METHODS.get(run.get("method"), (0, 1))[1]}
+                "variational": aavae.METHODS[run["method"]].variational if run.get("method") in aavae.METHODS else True}
     else:  # encoder.pth: a plain torchvision state dict
         state, proj = ckpt, None
         info = {"encoder": infer_architecture(state), "stem": None}
@@ -172,10 +174,10 @@ def load_encoder(args):
 def build(args, device):
     """Data (probe splits) and the encoder, weights loaded strictly. Returns (train, test, spec, model, info)."""
     state, proj_state, info = load_encoder(args)
-    data_args = argparse.Namespace(**{**vars(aavae.get_args_parser().parse_args([])), **{
-        k: getattr(args, k) for k in ("dataset", "data_path", "image_size", "in_memory", "workers", "seed")},
-        "stem": info["stem"] or "auto"})
-    train, test, spec = aavae.load_data(data_args, device, probe=True)
+    data_args = argparse.Namespace(**{k: getattr(args, k) for k in ("dataset", "data_path", "image_size", "in_memory",
+                                                                     "workers", "seed")},
+                                   stem=info["stem"] or "auto", jitter_strength=None, blur=None)
+    train, test, spec = data.load_data(data.resolve_data(data_args), device, probe=True)
     if args.train_limit and args.train_limit < len(train):
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train_limit].sort().values)
     info["stem"] = data_args.stem
@@ -210,7 +212,7 @@ def train_view(batch, stem, size, g):
     padded = F.pad(x01, (4, 4, 4, 4), mode="reflect")
     ij = torch.randint(0, padded.shape[-1] - size + 1, (n, 2), device=x01.device, generator=g)
     boxes = torch.cat([ij, torch.full_like(ij, size)], 1)
-    return aavae.resized_crop(padded, boxes, size, torch.rand(n, device=x01.device, generator=g) < 0.5), y
+    return data.resized_crop(padded, boxes, size, torch.rand(n, device=x01.device, generator=g) < 0.5), y
 
 
 def shard(n, rank, world):
@@ -264,12 +266,10 @@ def resume_probe(args, modules, optimizer):
     ckpt = utils.load_checkpoint(path)
     if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
         raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
-    run = probe_args(args)
-    diff = sorted(k for k in set(run) | set(ckpt["args"]) if run.get(k) != ckpt["args"].get(k))
-    if diff:
-        raise UserError(f"{path} belongs to a probe with other arguments ("
-                        + ", ".join(f"--{k} {ckpt['args'].get(k)} -> {run.get(k)}" for k in diff)
-                        + "); choose another --output_dir, or pass --overwrite to start afresh there")
+    changes = utils.args_differ(ckpt["args"], probe_args(args))
+    if changes:
+        raise UserError(f"{path} belongs to a probe with other arguments ({changes}); "
+                        "choose another --output_dir, or pass --overwrite to start afresh there")
     for name, module in modules.items():
         module.load_state_dict(ckpt[name])
     optimizer.load_state_dict(ckpt["optimizer"])
@@ -287,7 +287,7 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
     optimizer = torch.optim.SGD(params_groups, momentum=0.9, nesterov=args.nesterov, weight_decay=args.weight_decay)
     base = [g["lr"] for g in optimizer.param_groups]
     start = resume_probe(args, modules, optimizer)
-    batches = aavae.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
+    batches = data.TrainBatches(train, args.batch_size, rank, world, views=0 if info["stem"] == "cifar" else 1,
                                  workers=args.workers)
     total = args.epochs * batches.steps_per_epoch
     stream = batches(start * batches.steps_per_epoch, ("probe_crops", args.seed, rank))  # the data order does not depend on a resume
@@ -517,7 +517,7 @@ def evaluate(args):
     result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
               "dataset": args.dataset, "epochs": args.epochs if trains else None, "batch_size": args.batch_size,
               **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
-              **result}
+              **result, "provenance": utils.provenance()}
     if is_main():
         utils.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))

@@ -1,13 +1,13 @@
-"""Plumbing shared by aavae.py, linear_eval.py and bench.py: bad-input errors, the torchrun process group,
-seeded randomness, autocast, and files written atomically and read with weights_only=True.
-
-Nothing here is specific to the method; PAPER.md's content lives in aavae.py.
+"""Plumbing shared by aavae.py, data.py, linear_eval.py and bench.py: bad-input errors, the torchrun process
+group, preemption signals, seeded randomness, autocast, provenance, and files written atomically and read
+with weights_only=True. Nothing here is specific to the method, which lives in aavae.py.
 """
 import argparse
 import contextlib
 import datetime
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -236,9 +236,8 @@ def deterministic(enabled):
 
 
 def autocast(args, device):
-    """bf16 autocast on CUDA unless --no-amp (args.amp None means the device decides), else a no-op."""
-    if args.amp is None:
-        args.amp = device.type == "cuda"
+    """A context factory: bf16 autocast on `device` when args.amp (resolved when the arguments were), else
+    a no-op, so that one code path serves both."""
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.amp else contextlib.nullcontext
 
 
@@ -301,9 +300,36 @@ def write_log(path, row):
             f.write(json.dumps(row) + "\n")
 
 
-def git_sha():
+def _git(*cmd):
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=5).stdout.strip() or None
-    except Exception:
+        out = subprocess.run(["git", *cmd], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_sha():
+    return _git("rev-parse", "--short", "HEAD")
+
+
+def provenance():
+    """What produced an output directory: the commit of this code and whether its tracked files had
+    uncommitted changes, and the library versions. Recorded beside the arguments, never compared on resume."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": None if status is None else bool(status),
+            "torch": torch.__version__, "torchvision": _version("torchvision"), "python": platform.python_version()}
+
+
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def args_differ(old, new, ignore=()):
+    """The arguments that differ between two runs' records, as '--k old -> new, ...' ('' if none): what
+    stops a run or a probe from resuming into a directory made with other arguments."""
+    keys = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+    return ", ".join(f"--{k} {old.get(k)} -> {new.get(k)}" for k in keys)

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aavae  # noqa: E402
+import data  # noqa: E402
 
 argv = sys.argv[1:]
 out = argv[argv.index("--output_dir") + 1]
@@ -27,7 +28,7 @@ if str(rank) == os.environ.get("PRIVATE_DIR_RANK"):
 faulthandler.register(signal.SIGUSR1)
 seen, steps = [], [0]
 
-real_rank_indices = aavae.TrainBatches.rank_indices
+real_rank_indices = data.TrainBatches.rank_indices
 
 
 def rank_indices(self, epoch, start_it=0):
@@ -59,7 +60,7 @@ def finish(args, raw_model, step, steps_per_epoch):
     return real_finish(args, raw_model, step, steps_per_epoch)
 
 
-aavae.TrainBatches.rank_indices = rank_indices
+data.TrainBatches.rank_indices = rank_indices
 aavae.train_step = train_step
 aavae.finish = finish
 aavae.main(argv)

@@ -1,4 +1,4 @@
-"""aavae's CIFAR-10 loading under torchrun with torchvision's dataset faked, for tests/test_cluster.py.
+"""data.py's CIFAR-10 loading under torchrun with torchvision's dataset faked, for tests/test_cluster.py.
 
     torchrun --nproc_per_node=2 tests/download_worker.py ROOT
 
@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import aavae  # noqa: E402
+import data  # noqa: E402
 import utils  # noqa: E402
 
 root = sys.argv[1]
@@ -33,9 +33,9 @@ class FakeCIFAR10:
         self.data, self.targets = np.zeros((2, 32, 32, 3), np.uint8), [0, 1]
 
 
-aavae.torchvision.datasets.CIFAR10 = FakeCIFAR10
+data.torchvision.datasets.CIFAR10 = FakeCIFAR10
 rank, _, _ = utils.setup_distributed()
-aavae._torchvision_dataset("cifar10", root, "test")
+data._torchvision_dataset("cifar10", root, "test")
 with open(os.path.join(root, f"rank{rank}.json"), "w") as f:
     json.dump(done, f)
 utils.dist.destroy_process_group()

@@ -7,6 +7,7 @@ import sys
 import torch
 
 import aavae
+import data
 from conftest import ROOT, read_log, tiny_args
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -34,14 +35,15 @@ def assert_same_weights_on_every_rank(out, world):
 
 
 def test_each_epoch_is_partitioned_across_ranks_without_duplicates():
-    split = aavae.Split(images=torch.zeros(103, 3, 4, 4, dtype=torch.uint8), seed=3)
+    split = data.Split(torch.zeros(103, 3, 4, 4, dtype=torch.uint8), torch.zeros(103, dtype=torch.long), None,
+                       torch.device("cpu"), seed=3)
     for world in (1, 2, 3, 4):
-        per_rank = [aavae.TrainBatches(split, 12, r, world, 1, 0).rank_indices(epoch=5) for r in range(world)]
+        per_rank = [data.TrainBatches(split, 12, r, world, 1, 0).rank_indices(epoch=5) for r in range(world)]
         union = torch.cat(per_rank)
         assert len(union) == len(set(union.tolist())) == 96  # 8 full global batches of 12; 7 images dropped
         assert set(union.tolist()) <= set(range(103))
         assert torch.equal(torch.cat(per_rank).sort().values, split.epoch_order(5)[:96].sort().values)
-    b = aavae.TrainBatches(split, 12, 1, 2, 1, 0)
+    b = data.TrainBatches(split, 12, 1, 2, 1, 0)
     assert torch.equal(b.rank_indices(5, start_it=3), b.rank_indices(5)[3 * 6:])  # resuming mid-epoch
 
 

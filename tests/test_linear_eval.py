@@ -1,4 +1,4 @@
-"""linear_eval.py: a probe that cannot lie (PAPER.md §5, §7)."""
+"""linear_eval.py: a probe that cannot lie (Appendix A.1; the README's differences from the authors' code)."""
 import json
 import os
 import subprocess
@@ -48,6 +48,7 @@ def test_a_checkpoint_from_aavae_loads_and_is_probed(pretrained, folder, tmp_pat
     result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / name), "--epochs", "1"))
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved == result and saved["mode"] == "linear" and saved["checkpoint"].endswith(name)
+    assert saved["provenance"]["torch"] == torch.__version__
     assert saved["encoder"] == "resnet18" and saved["stem"] == "cifar" and saved["test_images"] == 8
     assert 0 <= saved["top1"] <= saved["top5"] <= 100 and saved["encoder_unchanged"]
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
@@ -118,7 +119,7 @@ def test_an_imagenet_sized_folder_is_evaluated_with_resize_256_and_centre_crop_2
 
 
 def test_the_places205_protocol_decays_the_lr_tenfold_each_third_with_weight_decay(tmp_path, monkeypatch):
-    # PAPER.md §5, Table 3: SGD lr 0.01, momentum 0.9 (not Nesterov), wd 5e-4, lr x0.1 at equal intervals.
+    # Appendix A.1, Table 3: SGD lr 0.01, momentum 0.9 (not Nesterov), wd 5e-4, lr x0.1 at equal intervals.
     assert [linear_eval.probe_lr(e * 10, 10, 14, 0.01, "step") for e in (0, 4, 5, 9, 10, 13)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
     seen = []

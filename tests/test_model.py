@@ -1,4 +1,4 @@
-"""Architecture (PAPER.md §2) and loss (PAPER.md §1)."""
+"""Architecture (Appendix A.1) and loss (Section 3, Eqs. 1-3)."""
 import math
 
 import pytest
@@ -6,6 +6,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import aavae
+import data
 
 
 @pytest.mark.parametrize("stem, size", [("cifar", 32), ("stl", 96), ("imagenet", 224)])
@@ -83,7 +84,7 @@ def test_beta_zero_gives_the_kl_no_gradient():
     model = small_model()
     x = torch.randn(4, 3, 32, 32)
     eps = torch.randn(4, 16)
-    loss0, parts = aavae.training_loss(model, x, x, eps, beta=0.0)
+    loss0, parts = aavae.training_loss(model, x, x, eps, aavae.METHODS["aavae"], beta=0.0)
     g0 = grads(model, loss0)
     assert parts["kl"] > 0, "the KL is still measured and logged"
     recon_only = -aavae.gaussian_log_likelihood(model(x, eps)[0], x, model.log_scale).mean()
@@ -91,7 +92,7 @@ def test_beta_zero_gives_the_kl_no_gradient():
     assert g0.keys() == g_recon.keys()
     for n in g0:
         assert torch.equal(g0[n], g_recon[n]), n
-    g1 = grads(model, aavae.training_loss(model, x, x, eps, beta=1.0)[0])
+    g1 = grads(model, aavae.training_loss(model, x, x, eps, aavae.METHODS["aavae"], beta=1.0)[0])
     assert not torch.equal(g1["projection.log_var.weight"], g0["projection.log_var.weight"])
 
 
@@ -99,7 +100,7 @@ def test_decoder_target_is_the_original_not_the_augmented_view():
     model = small_model().eval()
     x, x_aug = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
     eps = torch.zeros(2, 16)
-    loss, _ = aavae.training_loss(model, x, x_aug, eps, beta=0.0)
+    loss, _ = aavae.training_loss(model, x, x_aug, eps, aavae.METHODS["aavae"], beta=0.0)
     x_hat = model.decoder(model.encode(x_aug)[0])
     assert torch.allclose(loss, -aavae.gaussian_log_likelihood(x_hat, x, torch.tensor(0.0)).mean())
     assert not torch.allclose(loss, -aavae.gaussian_log_likelihood(x_hat, x_aug, torch.tensor(0.0)).mean())
@@ -110,7 +111,7 @@ def test_ae_family_uses_mse_and_a_deterministic_latent():
     x = torch.randn(2, 3, 32, 32)
     a, b = model(x, torch.randn(2, 16)), model(x, torch.randn(2, 16))
     assert torch.equal(a[0], b[0]) and a[2] is None
-    loss, parts = aavae.training_loss(model, x, x, None, beta=0.0)
+    loss, parts = aavae.training_loss(model, x, x, None, aavae.METHODS["ae"], beta=0.0)
     torch.testing.assert_close(loss, ((a[0] - x) ** 2).mean())
     assert "kl" not in parts
 
@@ -139,11 +140,11 @@ def test_step_flops_are_the_papers_model_costs():
     for size, stem, gflop in ((32, "cifar", 10.8), (96, "stl", 24.4), (224, "imagenet", 38.0)):
         args = aavae.validate(aavae.get_args_parser().parse_args([]))
         args.stem = stem
-        spec = aavae.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
+        spec = data.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
         assert aavae.step_flops(args, spec) / 1e9 == pytest.approx(gflop, rel=0.01)
     # IWAE decodes k samples; the AAE's generator phase runs the encoder again
     r18 = lambda *a: aavae.validate(aavae.get_args_parser().parse_args(["--encoder", "resnet18", "--stem", "cifar", *a]))
-    spec = aavae.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
+    spec = data.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
     base = aavae.step_flops(r18(), spec)
     iwae = [aavae.step_flops(r18("--method", "iwae", "--iw_samples", str(k)), spec) for k in (1, 2, 3)]
     assert iwae[0] == pytest.approx(base, rel=1e-3) and iwae[2] - iwae[0] == pytest.approx(2 * (iwae[1] - iwae[0]))

@@ -1,4 +1,4 @@
-"""IWAE and the adversarial autoencoder (PAPER.md §8), plain and augmentation-augmented."""
+"""IWAE and the adversarial autoencoder (Burda et al. 2016; Makhzani et al. 2016), plain and augmentation-augmented."""
 import contextlib
 import math
 
@@ -7,6 +7,7 @@ import torch
 from torch.distributions import Normal
 
 import aavae
+import data
 from conftest import read_log, tiny_args
 from test_distributed import assert_same_weights_on_every_rank, torchrun
 from test_train import run_error, tensors_of
@@ -56,7 +57,7 @@ def test_iwae_training_loss_is_minus_the_k_sample_bound():
     model = aavae.AutoEncoder("resnet18", "decoder18", "cifar", 8, 32, variational=True).eval()
     x = torch.randn(2, 3, 32, 32)
     eps = torch.randn(4, 2, 8)
-    loss, parts = aavae.training_loss(model, x, x, eps, beta=0.0)
+    loss, parts = aavae.training_loss(model, x, x, eps, aavae.METHODS["iwae"], beta=0.0)
     mu, log_var = model.encode(x)
     z = aavae.reparameterize(mu, log_var, eps)
     x_hat = torch.stack([model.decoder(zi) for zi in z])  # one sample at a time, as an independent check
@@ -94,10 +95,10 @@ def aae_update(folder, tmp_path, weight, optimizer="adam"):
     same initial weights, batch and random draws."""
     args = aavae.validate(aavae.get_args_parser().parse_args(
         tiny_args(folder, tmp_path, "--method", "aa_aae", "--adv_weight", str(weight))))
-    train, _, spec = aavae.load_data(args, torch.device("cpu"))
+    train, _, spec = data.load_data(args, torch.device("cpu"))
     model, adam, adversary = aavae.build_model(args, spec, torch.device("cpu"))
     opt = adam if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=1.0)
-    batch = next(aavae.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
+    batch = next(data.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
     before = [p.detach().clone() for p in model.encoder.parameters()]
     aavae.train_step(model, opt, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, adversary)
     return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.encoder.parameters(), before)])

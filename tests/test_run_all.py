@@ -21,10 +21,10 @@ def test_the_paper_dry_run_lists_a_command_for_every_cell():
     assert len(commands) >= 20 and len(commands) == r.stdout.count("GPU-h\n")
     g = experiments.build_grid(argparse.Namespace(profile="paper", data_root="/data", data_path=None,
                                                   places_path="/data/places205", nproc=1, output_dir="R", subset_dir=None))
-    tables = {c["table"] for c in g.cells}
+    tables = {c.table for c in g.cells}
     assert set(TABLES) | {"table3"} <= tables
     for c in g.cells:  # every cell's evaluation is one of the listed commands
-        assert any(f"--output_dir {c['eval']}" in cmd for cmd in commands), c
+        assert any(f"--output_dir {c.eval}" in cmd for cmd in commands), c
     for d in ("cifar10", "stl10", "imagenet"):
         for m in ("ae", "aaae", "vae", "aavae"):
             assert any(f"--dataset {d}" in cmd and f"--method {m} " in cmd for cmd in commands), (d, m)

@@ -9,6 +9,7 @@ import torchvision
 from PIL import Image
 
 import aavae
+import data
 from conftest import MINI, read_log, tiny_args
 
 
@@ -77,7 +78,7 @@ def test_decoder_target_in_the_training_loop_is_the_stored_original(folder, tmp_
     aavae.main(tiny_args(folder, tmp_path, "--method", "aavae", "--max_steps", "2"))
     assert len(seen) == 2
     args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path)))
-    train, _, spec = aavae.load_data(args, torch.device("cpu"))
+    train, _, spec = data.load_data(args, torch.device("cpu"))
     originals = aavae.normalize(train.images.float() / 255, spec).flatten(1)
     for x, x_aug in seen:
         dist_x = torch.cdist(x.flatten(1), originals).min(1).values
@@ -153,3 +154,17 @@ def test_real_cifar10_images_train(tmp_path):
     aavae.main(tiny_args(MINI, tmp_path, "--max_steps", "2", "--workers", "2"))
     assert json.loads((tmp_path / "args.json").read_text())["stem"] == "cifar"
     assert [r["step"] for r in read_log(tmp_path) if "loss" in r] == [1, 2]
+
+
+def test_args_json_records_provenance_which_a_resume_does_not_compare(folder, tmp_path):
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "1"))
+    record = json.loads((tmp_path / "args.json").read_text())
+    prov = record["provenance"]
+    assert prov["torch"] == torch.__version__ and prov["torchvision"] == torchvision.__version__
+    assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
+    assert prov["git_dirty"] in (True, False, None)
+    assert record["image_size"] == 32 and record["stem"] == "cifar" and record["amp"] is False  # defaults resolved
+    record["provenance"] = {**prov, "git_commit": "0" * 40, "torch": "0.0"}  # another commit and torch
+    (tmp_path / "args.json").write_text(json.dumps(record))
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2"))
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2

@@ -1,0 +1,397 @@
+"""Data for aavae.py and linear_eval.py: the splits of the paper's Appendix A.1 ("Datasets"), and the
+geometric half of the augmentation (random resized crop and flip), which runs where the images are.
+
+Two paths give the same batches: [x, *views, labels], floats in [0, 1], where x is the original (the
+decoder's target, with the evaluation preprocessing only) and each view has been cropped and flipped.
+The photometric half of the augmentation (colour jitter, grayscale, blur) runs on the device in aavae.py.
+ - memory: uint8 images held on the device (CIFAR-10, STL-10, folders under 8 GiB); crops done there, in
+   whole-batch tensor operations, with a seeded permutation per epoch.
+ - stream: an ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders).
+"""
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms.v2.functional as TF
+from tqdm import tqdm
+
+from utils import UserError, generator, ignore_stop_signals, is_main, local_rank_zero_first
+
+
+@dataclass
+class AugmentSpec:
+    size: int
+    jitter: float  # strength s of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
+    blur: bool
+    mean: tuple
+    std: tuple
+    scale: tuple = (0.08, 1.0)
+    ratio: tuple = (3 / 4, 4 / 3)
+
+    @property
+    def blur_kernel(self):  # int(0.1 * size), rounded up to odd
+        k = int(0.1 * self.size)
+        return k + 1 - k % 2
+
+    def stats(self, device):
+        """mean and std as (1, 3, 1, 1) tensors on device, made once: a copy from the host every step
+        would make the host wait for the device."""
+        cache = self.__dict__.setdefault("_stats", {})
+        if device not in cache:
+            cache[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std))
+        return cache[device]
+
+
+def sample_crop_boxes(n, height, width, scale, ratio, g):
+    """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
+
+    Ten attempts at an area drawn from `scale` and a log-uniform aspect ratio; the first that fits is kept,
+    and an image with none falls back to the largest centred crop whose ratio lies within `ratio`.
+    """
+    dev = g.device
+    area = height * width * torch.empty(n, 10, device=dev).uniform_(*scale, generator=g)
+    log_r = torch.empty(n, 10, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    w = torch.round(torch.sqrt(area * torch.exp(log_r)))
+    h = torch.round(torch.sqrt(area / torch.exp(log_r)))
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.float().argmax(1, keepdim=True)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    u = torch.rand(n, 2, device=dev, generator=g)
+    i = torch.floor(u[:, 0] * (height - h + 1))
+    j = torch.floor(u[:, 1] * (width - w + 1))
+    # Fallback, as torchvision: whole image, trimmed to the nearest allowed aspect ratio, centred.
+    in_ratio = width / height
+    fw, fh = (width, round(width / min(ratio))) if in_ratio < min(ratio) else \
+             (round(height * max(ratio)), height) if in_ratio > max(ratio) else (width, height)
+    ok = fits.any(1)
+    i = torch.where(ok, i, torch.full_like(i, (height - fh) // 2))
+    j = torch.where(ok, j, torch.full_like(j, (width - fw) // 2))
+    h = torch.where(ok, h, torch.full_like(h, fh))
+    w = torch.where(ok, w, torch.full_like(w, fw))
+    return torch.stack([i, j, h, w], 1).long()
+
+
+def resized_crop(x, boxes, size, flip=None):
+    """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
+
+    Sampling positions are those of torchvision's resize (align_corners=False), clamped to the crop as
+    torchvision's crop-then-resize clamps them, so the result equals F.resized_crop(..., antialias=False)
+    followed by hflip. Crops here are never larger than the output, so antialiasing has nothing to do.
+    x: (N, C, H, W) float; boxes: (N, 4); flip: (N,) bool. Returns (N, C, size, size).
+    """
+    n, _, height, width = x.shape
+    i, j, h, w = boxes.to(x.dtype).unbind(1)
+    t = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size  # (size,)
+    ys = torch.minimum(i[:, None] + torch.clamp(t * h[:, None] - 0.5, min=0), (i + h - 1)[:, None])
+    xs = torch.minimum(j[:, None] + torch.clamp(t * w[:, None] - 0.5, min=0), (j + w - 1)[:, None])
+    if flip is not None:
+        xs = torch.where(flip[:, None], xs.flip(1), xs)
+    # grid_sample wants coordinates in [-1, 1] with the align_corners=False convention.
+    gx = (2 * xs + 1) / width - 1
+    gy = (2 * ys + 1) / height - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+STATS = {  # per-dataset normalisation (mean, std)
+    "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
+    "stl10": ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+IMAGE_SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
+STEM = {"cifar10": "cifar", "stl10": "stl", "imagenet": "imagenet"}
+STEM_FACTOR = {"cifar": 8, "stl": 16, "imagenet": 32}  # input size / the decoder's stage-1 size
+MEMORY_LIMIT = 8 << 30  # bytes of uint8 images a folder may take on the device before it is streamed
+
+
+def stem_for_size(size):
+    return "cifar" if size <= 64 else "stl" if size <= 128 else "imagenet"
+
+
+def resolve_data(args):
+    """Fills the data defaults into args once, from the flags and the dataset: image_size, stem,
+    jitter_strength, blur and in_memory. Stops with one sentence if the data is not there or cannot be used.
+
+    A folder's size is its first training image's shorter side unless --image_size says; its stem follows
+    the size; it is held in memory when its uint8 images fit in MEMORY_LIMIT. 32-px images get jitter
+    strength 0.5 and no blur, larger ones 1.0 with blur (Appendix A.1, SimCLR's settings per dataset).
+    """
+    if args.image_size is not None and args.dataset != "folder":
+        raise UserError(f"--image_size is for --dataset folder; {args.dataset} has a fixed size")
+    if args.dataset == "imagenet" and args.in_memory:
+        raise UserError("--in_memory is not available for imagenet: its images are decoded by DataLoader workers")
+    count = None
+    if args.dataset == "folder":
+        train = _find_folder(_require_tree(args), "train")
+        args.image_size = args.image_size or min(_read_rgb(train.samples[0][0]).size)
+        count = len(train)
+    else:
+        args.image_size = IMAGE_SIZE[args.dataset]
+    size = args.image_size
+    if args.stem == "auto":
+        args.stem = STEM.get(args.dataset) or stem_for_size(size)
+    if size % STEM_FACTOR[args.stem]:
+        raise UserError(f"image size {size} is not a multiple of {STEM_FACTOR[args.stem]}, which the decoder "
+                        f"for the {args.stem} stem needs; choose --image_size accordingly")
+    small = size <= 64
+    args.jitter_strength = args.jitter_strength if args.jitter_strength is not None else 0.5 if small else 1.0
+    args.blur = args.blur if args.blur is not None else not small
+    if args.in_memory is None:
+        args.in_memory = args.dataset != "imagenet" and (count is None or count * 3 * size * size <= MEMORY_LIMIT)
+    return args
+
+
+def dataset_spec(args):
+    """The AugmentSpec of resolved args: image size, jitter strength, blur and the dataset's normalisation."""
+    mean, std = STATS.get(args.dataset, STATS["imagenet"])
+    return AugmentSpec(size=args.image_size, jitter=args.jitter_strength, blur=args.blur, mean=mean, std=std)
+
+
+def _require_tree(args):
+    if not os.path.isdir(args.data_path):
+        raise UserError(f"--data_path {args.data_path} does not exist; --dataset {args.dataset} expects "
+                        f"{args.data_path}/train and {args.data_path}/val with one sub-folder per class")
+    return args.data_path
+
+
+def _find_folder(root, split):
+    path = os.path.join(root, split)
+    try:
+        return torchvision.datasets.ImageFolder(path, loader=_read_rgb)
+    except (FileNotFoundError, OSError) as e:
+        raise UserError(f"expected an ImageFolder tree (one sub-folder of images per class) at {path}: {e}") from None
+
+
+def _read_rgb(path):
+    """PIL image in RGB (grayscale and RGBA are converted); a corrupt file becomes a UserError naming it."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+class ViewFolder(torch.utils.data.Dataset):
+    """Images of an ImageFolder as uint8 tensors: the original (Resize + CenterCrop) and `views` crops.
+
+    Crop boxes and flips come from a generator seeded by (seed, epoch, index), so a worker's output does
+    not depend on which worker ran it, nor on whether the run was resumed. A file that cannot be decoded
+    yields an error string instead of raising inside the worker, so the main process can name it.
+    """
+
+    def __init__(self, samples, size, resize, views, seed):
+        self.samples, self.size, self.resize, self.views, self.seed = samples, size, resize, views, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path, label = self.samples[index]
+        blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
+        try:
+            img = _read_rgb(path)
+        except UserError as e:
+            return (blank,) * (1 + self.views) + (label, str(e))
+        orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
+        g = generator("cpu", "folder_crops", self.seed, self.epoch, index)
+        out = [orig]
+        for box, flip in zip(sample_crop_boxes(self.views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
+                             torch.rand(self.views, generator=g) < 0.5):
+            i, j, h, w = box.tolist()
+            v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
+            out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
+        return tuple(out) + (label, "")
+
+    def subset(self, keep):
+        return ViewFolder([self.samples[i] for i in keep], self.size, self.resize, self.views, self.seed)
+
+
+def _check_batch(batch):
+    """A ViewFolder batch (images..., labels, errors) -> [images..., labels], or its first error raised."""
+    errors = [e for e in batch[-1] if e]
+    if errors:
+        raise UserError(errors[0])
+    return batch[:-1]
+
+
+class Split:
+    """One split of a dataset. `source` is either a uint8 tensor (N, 3, H, W) of the images, held in memory
+    (on the device or the CPU), or a ViewFolder streamed through DataLoader workers. Batches are float
+    tensors in [0, 1] on `device`: the original, then the views, then the labels.
+    `original` maps a uint8 batch to its evaluation preprocessing (STL-10's resize and crop); `paths` names
+    the image files where there are files (for --subset_file)."""
+
+    def __init__(self, source, labels, spec, device, seed, paths=None, original=None):
+        self.images = source if torch.is_tensor(source) else None
+        self.folder = None if torch.is_tensor(source) else source
+        # In memory, the labels live beside the images, so that a batch is indexed without a host copy.
+        self.labels = labels.to(source.device) if self.images is not None else labels
+        self.spec, self.device, self.seed, self.paths = spec, device, seed, paths
+        self.original = original or (lambda u8: u8)
+
+    def subset(self, keep):
+        """The images at the (sorted) indices `keep`, as a Split of the same kind."""
+        k = keep.tolist()
+        source = self.images[keep] if self.images is not None else self.folder.subset(k)
+        return Split(source, self.labels[keep], self.spec, self.device, self.seed,
+                     None if self.paths is None else [self.paths[i] for i in k], self.original)
+
+    def __len__(self):
+        return len(self.images) if self.images is not None else len(self.folder)
+
+    def batch(self, idx, views, g):
+        """[x01, *views01] of the in-memory images at idx: each view a random resized crop and flip, drawn
+        from the generator g for the whole batch at once."""
+        raw = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
+        x = self.original(raw).float() / 255
+        raw = raw.float() / 255
+        out = [x]
+        for _ in range(views):
+            boxes = sample_crop_boxes(len(idx), raw.shape[2], raw.shape[3], self.spec.scale, self.spec.ratio, g)
+            flip = torch.rand(len(idx), device=g.device, generator=g) < 0.5
+            out.append(resized_crop(raw, boxes, self.spec.size, flip))
+        return out
+
+    def epoch_order(self, epoch):
+        return torch.randperm(len(self), generator=generator("cpu", "order", self.seed, epoch))
+
+    def batches(self, indices, batch, views, keys, workers=0, epoch=0, first=0):
+        """[x01, *views01, labels] for `indices`, in order, `batch` at a time. In memory, the crops of the
+        j-th batch draw from generator(device, *keys, first + j), keys = (stream name, ...); streamed, from
+        (seed, epoch, index) in the workers."""
+        if self.images is not None:
+            indices = indices.to(self.images.device)  # once, not once per batch
+            for j, k in enumerate(range(0, len(indices), batch)):
+                idx = indices[k:k + batch]
+                yield [*self.batch(idx, views, generator(self.device, *keys, first + j)), self.labels[idx].to(self.device)]
+            return
+        self.folder.views, self.folder.epoch = views, epoch
+        loader = torch.utils.data.DataLoader(self.folder, batch_size=batch, sampler=indices.tolist(),
+                                             num_workers=workers, pin_memory=self.device.type == "cuda",
+                                             worker_init_fn=ignore_stop_signals)
+        for b in loader:
+            *images, labels = _check_batch(b)
+            yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
+
+
+class TrainBatches:
+    """Training batches [x01, *views01, labels] for steps start, start+1, ...: this rank's share of each
+    epoch's seeded permutation (an epoch is steps_per_epoch full global batches; the remainder is dropped)."""
+
+    def __init__(self, split, global_batch, rank, world, views, workers):
+        self.split, self.b, self.rank, self.world, self.views, self.workers = split, global_batch // world, rank, world, views, workers
+        self.steps_per_epoch = len(split) // global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"the training split has {len(split)} images, fewer than one global batch of {global_batch}")
+
+    def rank_indices(self, epoch, start_it=0):
+        """Indices this rank sees in epoch from iteration start_it on: global batch k holds
+        order[k * B_global : (k + 1) * B_global], of which rank r takes the r-th slice of B_local."""
+        order = self.split.epoch_order(epoch)[: self.steps_per_epoch * self.b * self.world]
+        return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
+
+    def __call__(self, start_step, keys):
+        """Batches from start_step on; in memory, step s crops with generator(device, *keys, s)."""
+        step = start_step
+        while True:
+            epoch, it = divmod(step, self.steps_per_epoch)
+            yield from self.split.batches(self.rank_indices(epoch, it), self.b, self.views, keys, self.workers, epoch,
+                                          first=step)
+            step = (epoch + 1) * self.steps_per_epoch
+
+
+# ----------------------------------------------------------------------------------------------------
+# The splits of Appendix A.1 ("Datasets")
+
+
+def stl10_original(u8):
+    """STL-10's evaluation preprocessing, on a uint8 batch: Resize(105) + CenterCrop(96)."""
+    return TF.center_crop(TF.resize(u8, [105], antialias=True), [96])
+
+
+def _held_out(n, held):
+    """A seeded hold-out of `held` of n images, as torch.utils.data.random_split(..., manual_seed(42)) draws
+    it: returns (keep, held) index tensors."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(42))
+    return perm[:n - held].sort().values, perm[n - held:].sort().values
+
+
+def load_data(args, device, probe=False):
+    """Returns (train Split, second Split, AugmentSpec) for args resolved by resolve_data; stops with one
+    sentence if the data is not there.
+
+    Pretraining (Appendix A.1): the second split is the 5,000 held-out images (CIFAR-10: of the 50,000
+    training images; STL-10: of the 100,000 unlabelled ones; ImageNet: of its training split); a folder's
+    is val/. With probe=True, the labelled splits of the linear probe: CIFAR-10 the same 45,000 / the 10,000
+    test images; STL-10 4,500 of the labelled train split / the 8,000 test images; ImageNet train / val;
+    folder train / val.
+    """
+    root, spec = args.data_path, dataset_spec(args)
+    if args.dataset in ("cifar10", "stl10"):
+        original = None if args.dataset == "cifar10" else stl10_original
+        on = device if args.in_memory else torch.device("cpu")
+        split = lambda images, labels: Split(images.to(on), labels, spec, device, args.seed, original=original)
+        if probe:
+            images, labels = _torchvision_dataset(args.dataset, root, "train")
+            keep = _held_out(50000, 5000)[0] if args.dataset == "cifar10" else _held_out(5000, 500)[0]
+            return split(images[keep], labels[keep]), split(*_torchvision_dataset(args.dataset, root, "test")), spec
+        images, labels = _torchvision_dataset(args.dataset, root, "pretrain")
+        # STL-10: the held-out images come from the first 100,000 ('unlabeled'); the labelled 5,000 all train.
+        keep, held = _held_out(50000 if args.dataset == "cifar10" else 100000, 5000)
+        keep = torch.cat([keep, torch.arange(100000, len(images))]) if args.dataset == "stl10" else keep
+        return split(images[keep], labels[keep]), split(images[held], labels[held]), spec
+    train_set = _find_folder(_require_tree(args), "train")
+    size = args.image_size
+    if args.dataset == "imagenet" and not probe:
+        keep, held = _held_out(len(train_set), 5000)
+        train_samples = [train_set.samples[k] for k in keep.tolist()]
+        val_samples = [train_set.samples[k] for k in held.tolist()]
+    else:
+        train_samples, val_samples = train_set.samples, _find_folder(root, "val").samples
+    # ImageNet-sized images (ImageNet itself, Places205 in Table 3) get ImageNet's evaluation preprocessing,
+    # Resize(256) + CenterCrop(224), the same 8/7 ratio at other sizes; smaller ones are resized to the crop.
+    resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
+    splits = []
+    for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
+        ds = ViewFolder(samples, size, resize, views=0 if args.in_memory else 1, seed=args.seed)
+        paths, labels = [p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long)
+        source = _decode_all(ds, args.workers, name).to(device) if args.in_memory else ds
+        splits.append(Split(source, labels, spec, device, args.seed, paths))
+    return splits[0], splits[1], spec
+
+
+def _torchvision_dataset(name, root, part):
+    """uint8 (N, 3, H, W) images and labels of CIFAR-10 (part train = pretrain: 50,000; test: 10,000) or
+    STL-10 (pretrain: unlabeled + train, 105,000, in that order; train: 5,000; test: 8,000). Under torchrun,
+    one rank per node downloads and verifies the archive while the node's other ranks wait, then read it."""
+    with local_rank_zero_first():
+        return _read_torchvision_dataset(name, root, part)
+
+
+def _read_torchvision_dataset(name, root, part):
+    try:
+        if name == "cifar10":
+            ds = torchvision.datasets.CIFAR10(root, train=part != "test", download=True)
+            return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+        splits = {"pretrain": ("unlabeled", "train"), "train": ("train",), "test": ("test",)}[part]
+        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in splits]
+        return (torch.from_numpy(np.concatenate([p.data for p in parts])),
+                torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
+    except Exception as e:  # no network, a partial download, a corrupt archive: all end the same way
+        raise UserError(f"{name} is not under --data_path {root} and could not be downloaded there ({e})") from None
+
+
+def _decode_all(ds, workers, name):
+    """Every image of a ViewFolder as one uint8 tensor (N, 3, size, size), decoded by DataLoader workers."""
+    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
+    parts = [_check_batch(batch)[0] for batch in tqdm(loader, desc=f"decoding {name} images", leave=False,
+                                                       disable=not is_main() or None)]
+    if not parts:
+        raise UserError(f"the {name} split has no images")
+    return torch.cat(parts)
