@@ -44,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import data
+import probe
 from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, args_differ, autocast, broadcast_buffers,
                    broadcast_object, deterministic, generator, git_sha, is_main, load_checkpoint, peak_tflops, print0,
                    provenance, run_cli, save_atomic, save_atomic_json, setup_distributed, trim_log, write_log)
@@ -52,7 +53,7 @@ from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, args_di
 @dataclass(frozen=True)
 class Method:
     """What distinguishes the autoencoders of Table 1 and the two other regularisers from one another."""
-    augmented: bool  # the encoder sees x+ ~ A(x) instead of x (the decoder's target is always x)
+    augmented: bool  # the encoder sees x+ ~ A(x) instead of x (the decoder's target stays x)
     latent: str  # "deterministic": z = mu = head(h); "gaussian": z ~ q(z|x) = N(mu, exp(log_var))
     regulariser: str  # "none"; "kl": beta * KL(q(z|x) || N(0, I)); "iw": the IWAE bound; "adv": a discriminator on z
 
@@ -76,7 +77,7 @@ DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "de
 # Arguments that may differ when a run is resumed: they do not change what the steps compute.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
                   "val_size", "val_samples", "workers", "compile", "overwrite", "in_memory", "amp",
-                  "save_every_minutes", "deterministic"}
+                  "save_every_minutes", "deterministic", "monitor_images"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -88,7 +89,10 @@ def get_args_parser(prog="aavae.py"):
     g = p.add_argument_group("method (Section 3, Table 1)")
     g.add_argument("--method", default="aavae", choices=sorted(METHODS),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
-                        "The 'aa' variants feed the encoder an augmented view; the target is always the original")
+                        "The 'aa' variants feed the encoder an augmented view; the target is the original")
+    g.add_argument("--target", default="original", choices=["original", "augmented"],
+                   help="the decoder's target. augmented reproduces the authors' AE/AAAE baseline, which "
+                        "reconstructed the augmented view (their Table 1 AAAE row); for methods whose encoder sees one")
     g.add_argument("--beta", type=float, default=None,
                    help="KL weight; default 1 for vae and 0 for aavae (Fig. 3 sweeps it for aavae)")
     g.add_argument("--log_scale", type=float, default=0.0,
@@ -148,6 +152,10 @@ def get_args_parser(prog="aavae.py"):
                    help="also checkpoint when this many minutes have passed since the last save (mid-epoch too). "
                         "SIGTERM or SIGUSR1 always saves at the current step and exits with status 3")
     g.add_argument("--val_size", type=int, default=1024, help="held-out images used by the diagnostics (0: all)")
+    g.add_argument("--monitor_images", type=int, default=1000,
+                   help="at each validation, a linear head and a kNN vote on the pooled features of this many "
+                        "(seeded) labelled training images are scored on the held-out images: val_linear_top1, "
+                        "val_knn_top1 (0: off). Raise it for many classes")
     g.add_argument("--val_samples", type=int, default=16,
                    help="importance samples k for the bits-per-dimension estimate (VAE family)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
@@ -169,6 +177,8 @@ def validate(args):
     method = METHODS[args.method]
     if not method.variational and (args.beta or args.learn_scale):
         raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
+    if args.target == "augmented" and not method.augmented:
+        raise UserError(f"--target augmented needs an augmented view, which --method {args.method} does not make")
     if method.regulariser == "iw" and args.beta is not None:
         raise UserError("--beta has no place in the IWAE bound, which weighs the prior itself")
     if method.regulariser != "iw" and args.iw_samples is not None:
@@ -186,8 +196,8 @@ def validate(args):
         raise UserError(f"--max_steps must be positive, got {args.max_steps}")
     if args.save_every_minutes is not None and args.save_every_minutes <= 0:
         raise UserError(f"--save_every_minutes must be positive, got {args.save_every_minutes}")
-    if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0:
-        raise UserError("--lr must be positive and --warmup_epochs, --val_size non-negative")
+    if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0 or args.monitor_images < 0:
+        raise UserError("--lr must be positive and --warmup_epochs, --val_size, --monitor_images non-negative")
     args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
     if method.regulariser == "iw":
         args.iw_samples = args.iw_samples or 5
@@ -468,8 +478,10 @@ def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
     randomness. Returns the loss and the metrics to log (all device tensors)."""
     method = METHODS[args.method]
     x01, *view, _ = batch
-    x = normalize(x01, spec)  # the decoder's target: the original image, always
+    x = normalize(x01, spec)  # the decoder's target: the original image
     x_aug = normalize(photometric(view[0], spec, g), spec) if method.augmented else x  # the encoder's input, x+ ~ A(x)
+    if args.target == "augmented":  # the authors' AAAE baseline: the view itself is the target
+        x = x_aug
     x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
     shape = ((args.iw_samples,) if method.regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
     eps = torch.randn(shape, device=x.device, generator=g) if method.variational else None
@@ -598,8 +610,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     model.eval()
     device, variational = split.device, model.variational
     n_all = len(split)
-    subset = torch.randperm(n_all, generator=generator("cpu", "val_subset"))[: args.val_size or n_all]  # random order: a varied picture
-    idx = subset[rank::world]
+    idx = held_out_subset(n_all, args)[rank::world]  # in a random order: a varied picture
     b = max(1, args.batch_size // world)
     names = ("images", "recon", "kl", "log_px", "sim_same", "sim_diff", "pairs")
     sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
@@ -652,6 +663,42 @@ def evaluate(model, split, args, spec, amp, rank, world):
         out["val_bpd"] = -s["log_px"] / n / (3 * spec.size ** 2 * math.log(2))
     model.train(was_training)
     return out, first
+
+
+def held_out_subset(n, args):
+    """The --val_size held-out images the diagnostics use (all with 0), a seeded choice in a random order."""
+    return torch.randperm(n, generator=generator("cpu", "val_subset"))[: args.val_size or n]
+
+
+def monitor(model, train_split, val_split, args, spec, amp, rank, world):
+    """How good the encoder's pooled features are for classification, on labels the run already has: a
+    linear head (probe.fit_linear_head, 90 epochs) trained on the features of --monitor_images seeded
+    training images, and a weighted kNN vote (k = 200, t = 0.1) from the same bank, both scored on the
+    diagnostics' held-out images. A fast, weaker stand-in for linear_eval.py, to follow a run; under
+    torchrun the features are gathered, so each image counts once. Off where the held-out images have no
+    labels (STL-10's come from its unlabelled split)."""
+    if not args.monitor_images or bool((val_split.labels < 0).any()):
+        return {}
+    bank = train_split.subset(torch.randperm(len(train_split), generator=generator("cpu", "monitor_bank", args.seed))
+                              [:args.monitor_images].sort().values)
+    held = val_split.subset(held_out_subset(len(val_split), args).sort().values)
+
+    def encode(x01):
+        with amp():
+            return model.encoder(normalize(x01, spec).contiguous(memory_format=torch.channels_last))
+
+    was_training = model.training
+    model.eval()
+    b = max(1, args.batch_size // world)
+    bank_f, held_f = [probe.pooled_features(encode, s, b, ("monitor", args.seed, rank), rank, world, args.workers)
+                      for s in (bank, held)]
+    model.train(was_training)
+    classes = int(max(bank.labels.max(), held.labels.max())) + 1
+    head = probe.fit_linear_head(bank_f, bank.labels, classes, seed=args.seed)
+    with torch.no_grad():
+        linear = probe.accuracy(head(held_f), held.labels)[0]
+    knn = probe.accuracy(probe.knn_scores(bank_f, bank.labels, held_f, classes), held.labels)[0]
+    return {"val_linear_top1": linear, "val_knn_top1": knn}
 
 
 def save_grid(first, spec, path):
@@ -890,7 +937,7 @@ def train(args):
                 break  # the last step's checkpoint and validation follow the loop
             save, stop = policy.poll()
             if end_of_epoch and (done // steps_per_epoch) % args.val_every == 0:
-                run_validation(raw_model, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
+                run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, done, steps_per_epoch)
             if save or end_of_epoch and (done // steps_per_epoch) % args.save_every == 0:
                 check_finite(first_bad, args)
                 save_checkpoint(args, raw_model, optimizer, adversary, done, steps_per_epoch)
@@ -903,14 +950,15 @@ def train(args):
     bar.close()
     check_finite(first_bad, args)
     save_checkpoint(args, raw_model, optimizer, adversary, last_step, steps_per_epoch)
-    metrics = run_validation(raw_model, val_split, args, spec, amp, rank, world, last_step, steps_per_epoch)
+    metrics = run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, last_step, steps_per_epoch)
     finish(args, raw_model, last_step, steps_per_epoch)
     return metrics
 
 
-def run_validation(raw_model, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
+def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
     broadcast_buffers(raw_model)
     metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
+    metrics.update(monitor(raw_model, train_split, val_split, args, spec, amp, rank, world))
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),
                   {"step": step, "epoch": round(step / steps_per_epoch, 4), **metrics})

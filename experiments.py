@@ -46,7 +46,18 @@ SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
 
 
 def profile_settings(args):
-    """Everything that differs between the paper's grid and the quick one that runs on a laptop CPU."""
+    """Everything that differs between the paper's grid and the quick one that runs on a laptop CPU (the
+    small profile has a grid of its own: build_small_grid)."""
+    if args.profile == "small":
+        return {"datasets": {"folder": args.data_path}, "main": "folder",
+                # the paper's recipe (Adam, lr 2.5e-4, constant after warm-up, ResNet-18 + decoder18 here) but for
+                # its length, a warm-up of one epoch instead of ten, and the lr's base batch 128 instead of 256
+                "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "128", "--base_batch", "128",
+                                        "--warmup_epochs", "1", "--val_every", "1", "--save_every", "1",
+                                        "--val_size", "0", "--val_samples", "4", "--log_every", "10", "--workers", "2"]},
+                "length": lambda d, frac=1.0: ["--epochs", str(round(args.small_epochs * frac))],
+                "probe": ["--cached_features", "--batch_size", "256", "--workers", "2"],
+                "knn": ["--batch_size", "256", "--workers", "2"]}
     if args.profile == "paper":
         root = args.data_root
         return {
@@ -157,7 +168,7 @@ class Grid:
         """An evaluation of run's encoder (a random-init one without run); returns its directory."""
         out = os.path.join(self.args.output_dir, "evals", name)
         source = ["--checkpoint", os.path.join(run, "checkpoint.pt")] if run else ["--random_init"]
-        per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s["finetune"],
+        per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s.get("finetune"),
                     "similarity": ["--workers", "2"]}[mode]
         cmd = self.launcher("linear_eval.py") + source + [
             "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
@@ -182,7 +193,31 @@ class Grid:
         self.cells.append(Cell(table, row, col, eval, **where))
 
 
+SMALL_ROWS = {"ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
+              "aaae, augmented target": ["--method", "aaae", "--target", "augmented"],
+              "vae": ["--method", "vae"], "aavae": ["--method", "aavae"]}
+
+
+def build_small_grid(args):
+    """The small profile: Table 1's encoders at equal budget on one ImageFolder dataset, followed over
+    training by the run's own monitor, then a cached-feature linear probe and kNN on val/, and Fig. 5's
+    similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row."""
+    g = Grid(args)
+    for row, extra in SMALL_ROWS.items():
+        name = "folder-" + row.replace(", augmented target", "-authors")
+        run = g.pretrain(name, "folder", extra)
+        g.cell("table1", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
+        g.cell("table1", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
+        if row in ("vae", "aavae"):
+            g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
+    g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
+    g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
+    return g
+
+
 def build_grid(args):
+    if args.profile == "small":
+        return build_small_grid(args)
     g = Grid(args)
     s, main = g.s, g.s["main"]
     encoders = {d: next(a for k, a in zip(s["pretrain"][d], s["pretrain"][d][1:]) if k == "--encoder") for d in s["datasets"]}
@@ -440,6 +475,116 @@ def report(g, args):
     return tables
 
 
+def record_run(args, argv, seconds):
+    """OUTPUT/run.json: the command, the code it ran (commit, dirty flag, library versions), the machine and
+    how long the steps of this invocation took."""
+    import platform
+
+    import utils
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, "run.json")
+    runs = (read_json(path) or {}).get("invocations", [])
+    runs.append({"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
+                 "provenance": utils.provenance(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                 f"{platform.processor() or platform.platform()}", "minutes": round(seconds / 60, 1)})
+    with open(path, "w") as f:
+        json.dump({"invocations": runs}, f, indent=1)
+
+
+def curves(run_dir):
+    """Per-epoch rows of a run's log.jsonl: the mean training loss of the epoch and its validation line."""
+    try:
+        with open(os.path.join(run_dir, "log.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+    except OSError:
+        return []
+    out = {}
+    for r in rows:
+        epoch = math.ceil(r["epoch"] - 1e-9)
+        e = out.setdefault(epoch, {"epoch": epoch, "losses": []})
+        if "loss" in r:
+            e["losses"].append(r["loss"])
+        elif "val_recon" in r:
+            e.update({k: r.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units")})
+    return [{"epoch": e["epoch"], "loss": sum(e["losses"]) / len(e["losses"]) if e["losses"] else None,
+             **{k: e.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units")}}
+            for _, e in sorted(out.items())]
+
+
+def report_small(g, args):
+    """The small profile's Table 1 (cached-feature linear probe ± its standard error, kNN, active units,
+    bits per dimension, beside the paper's CIFAR-10 column), Fig. 5's similarities, and the curves of the
+    run's monitor over training (curves.csv, and curves.png with matplotlib)."""
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    cell = lambda row, col: next((c for c in g.cells if c.table in ("table1", "fig5") and c.row == row and c.col == col), None)
+    lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units | held-out bpd | paper, CIFAR-10 linear |",
+             "|---|---|---|---|---|---|"]
+    records, curve_rows = [], []
+    for row in list(SMALL_ROWS) + ["random init"]:
+        lin, knn = (read_json(os.path.join(cell(row, c).eval, "result.json")) or {} for c in ("linear", "knn"))
+        run = cell(row, "linear").run
+        val = validation(run) if run else {}
+        top1, n = lin.get("top1"), lin.get("test_images")
+        se = math.sqrt(top1 * (100 - top1) / n) if top1 is not None and n else None
+        paper = PAPER_TABLE1.get(row, {}).get("cifar10")
+        if row == "aaae, augmented target":
+            paper = PAPER_TABLE1["aaae"]["cifar10"]  # the paper's AAAE row is this model (README)
+        elif row == "aaae":
+            paper = None
+        lines.append(f"| {row} | {fmt(top1)}" + (f" ± {se:.2f}" if se is not None else "") + f" | {fmt(knn.get('top1'))} | "
+                     f"{fmt(val.get('val_active_units'))} | {fmt(val.get('val_bpd'), 4)} | {fmt(paper)} |")
+        records.append({"row": row, "linear_top1": top1, "linear_se": se, "knn_top1": knn.get("top1"), "test_images": n,
+                        "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "paper_cifar10": paper})
+        curve_rows += [{"encoder": row, **r} for r in (curves(run) if run else [])]
+    fig5 = ["| method | same-image cosine | different-image cosine | gap |", "|---|---|---|---|"]
+    for m in ("vae", "aavae"):
+        r = read_json(os.path.join(cell(m, "similarity").eval, "result.json")) or {}
+        gap = r["sim_same"] - r["sim_diff"] if r.get("sim_same") is not None else None
+        fig5.append(f"| {m} | {fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
+    label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
+    with open(os.path.join(out, "table1.md"), "w") as f:
+        f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
+                "± is the standard error of the accuracy over the test images, sqrt(p (100 - p) / n).\n\n"
+                "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(records, f, indent=1)
+    if curve_rows:
+        with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(curve_rows[0]))
+            w.writeheader()
+            w.writerows(curve_rows)
+    plot_curves(curve_rows, os.path.join(out, "curves.png"))
+    print(f"wrote {out}/table1.md, results.json, curves.csv" + (" and curves.png" if os.path.exists(os.path.join(out, "curves.png")) else ""))
+
+
+def plot_curves(rows, path):
+    """Monitor curves over epochs, one line per encoder: held-out linear and kNN top-1, and the training loss
+    relative to its first epoch (the AE family's MSE and the Gaussian NLL are on other scales)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    panels = [("val_linear_top1", "held-out linear top-1 (%)"), ("val_knn_top1", "held-out kNN top-1 (%)"),
+              ("loss", "training loss / first epoch's")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, (key, title) in zip(axes, panels):
+        for encoder in dict.fromkeys(r["encoder"] for r in rows):
+            pts = [(r["epoch"], r[key]) for r in rows if r["encoder"] == encoder and r[key] is not None]
+            if key == "loss" and pts:
+                pts = [(e, v / pts[0][1]) for e, v in pts]
+            if pts:
+                ax.plot(*zip(*pts), "o-", label=encoder, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def figures(records, out):
     """PNG plots of the figure sweeps, when matplotlib is installed (tables are written either way)."""
     try:
@@ -463,10 +608,12 @@ def figures(records, out):
 
 def main(argv=None):
     p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="paper", choices=["paper", "quick"])
+    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small"],
+                   help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
+                        "Table 1's encoders at equal budget on a small folder, with curves, on a CPU in under 2 hours")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data", help="paper: a folder holding cifar10/, stl10/ and imagenet/")
-    p.add_argument("--data_path", default=None, help="quick: any ImageFolder tree with train/ and val/")
+    p.add_argument("--data_path", default=None, help="quick, small: any ImageFolder tree with train/ and val/")
     p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
     p.add_argument("--subset_dir", default=None,
                    help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
@@ -476,9 +623,10 @@ def main(argv=None):
     p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
     p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
     p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
+    p.add_argument("--small_epochs", type=int, default=10, help="small: pretraining epochs per run")
     args = p.parse_args(argv)
-    if args.profile == "quick" and not args.data_path:
-        p.error("--profile quick needs --data_path (an ImageFolder tree with train/ and val/)")
+    if args.profile in ("quick", "small") and not args.data_path:
+        p.error(f"--profile {args.profile} needs --data_path (an ImageFolder tree with train/ and val/)")
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
     g = build_grid(args)
     if args.dry_run:
@@ -489,8 +637,10 @@ def main(argv=None):
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:
+        t0 = time.time()
         run_grid(g, args)
-    report(g, args)
+        record_run(args, argv, time.time() - t0)
+    (report_small if args.profile == "small" else report)(g, args)
     return g
 
 

@@ -5,6 +5,8 @@ fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
     python linear_eval.py --checkpoint runs/cifar10-aavae/checkpoint.pt --dataset cifar10 --data_path data
     # the baseline every table needs: an untrained encoder of the same architecture
     python linear_eval.py --random_init --encoder resnet50 --dataset cifar10 --data_path data
+    # a fast linear probe on features computed once, without augmentation (result.json: "features": "cached")
+    python linear_eval.py --checkpoint CKPT --cached_features --dataset folder --data_path ../shared/data/cifar10-mini
     # weighted kNN on normalised features (seconds), fine-tuning on 1 % of the labels, Fig. 5
     python linear_eval.py --checkpoint CKPT --mode knn ...
     python linear_eval.py --checkpoint CKPT --mode finetune --label_fraction 0.01 --dataset imagenet ...
@@ -34,8 +36,10 @@ from tqdm import tqdm
 
 import aavae
 import data
+import probe
 import utils
 from aavae import normalize
+from probe import probe_lr
 from utils import UserError, all_reduce, generator, is_main, print0
 
 # Table 2 (Appendix A.1, "Semi-supervised learning evaluation"): (backbone lr, head lr) by label fraction
@@ -66,6 +70,10 @@ def get_args_parser():
                    help="train the probe / fill the kNN bank with this many (seeded) training images; the test split is always whole")
     g = p.add_argument_group("protocol")
     g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity"])
+    g.add_argument("--cached_features", action="store_true",
+                   help="linear: encode both splits once without augmentation and train the head (after a "
+                        "BatchNorm without affine parameters) on those features: seconds instead of hours, and a "
+                        "weaker probe than the SimCLR protocol's augmented views; result.json says features: cached")
     g.add_argument("--epochs", type=int, default=None, help="default 90 for linear, 20 for finetune")
     g.add_argument("--batch_size", type=int, default=256, help="GLOBAL batch over all processes")
     g.add_argument("--lr", type=float, default=None,
@@ -116,6 +124,8 @@ def validate(args):
     for name in ("batch_size", "epochs", "knn_k", "num_images"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.cached_features and args.mode != "linear":
+        raise UserError("--cached_features is a form of --mode linear")
     if args.views < 2:
         raise UserError("--views must be at least 2: similarity compares views of the same image")
     if args.lr <= 0 or args.knn_t <= 0 or args.weight_decay < 0:
@@ -192,7 +202,7 @@ def build(args, device):
         except RuntimeError as e:
             raise UserError(f"{args.checkpoint} does not fit a {info['encoder']} encoder with the {info['stem']} stem "
                             f"({str(e).splitlines()[1].strip()[:200] if len(str(e).splitlines()) > 1 else e})") from None
-    encoder.to(device)
+    encoder.to(device, memory_format=torch.channels_last)  # as in training: faster convolutions
     if projection is not None:
         projection.to(device).eval()
     return train, test, spec, encoder, projection, info
@@ -240,13 +250,6 @@ def score(predict, test, spec, args, rank, world, desc="test"):
 
 def num_classes(split):
     return int(split.labels.max()) + 1
-
-
-def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
-    """cosine: decay per step to zero at the end; step: x0.1 after every ceil(epochs / 3) epochs."""
-    if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * step / (epochs * steps_per_epoch)))
-    return lr * 0.1 ** (step // steps_per_epoch // math.ceil(epochs / 3))
 
 
 PROBE_CHECKPOINT = "probe_checkpoint.pt"
@@ -357,42 +360,39 @@ def linear(args, train, test, spec, encoder, info, rank, world, amp):
     return {**result, "encoder_unchanged": True, "lr": args.lr}
 
 
-@torch.no_grad()
-def features(encoder, split, spec, args, rank, world, amp):
-    """L2-normalised pooled features of a whole split, gathered on every rank in the split's order."""
-    n, device = len(split), split.device
-    idx = shard(n, rank, world)
-    out = []
-    for x01, _ in split.batches(idx, max(1, args.batch_size // world), 0, ("features", args.seed, rank), args.workers):
+def cached_features(encoder, splits, spec, args, rank, world, amp):
+    """The frozen encoder's pooled features of each split, once, with the evaluation preprocessing."""
+    encoder.eval()
+
+    def encode(x01):
         with amp():
-            out.append(F.normalize(encoder(normalize(x01, spec)).float(), dim=1))
-    mine = torch.cat(out)
-    if world == 1:
-        return mine
-    rows = math.ceil(n / world)
-    padded = torch.zeros(rows, mine.shape[1], device=device)
-    padded[:len(mine)] = mine
-    gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    full = torch.stack(gathered, 1).reshape(rows * world, -1)  # row k * world + r is image k * world + r
-    return full[:n]
+            return encoder(normalize(x01, spec))
+
+    b = max(1, args.batch_size // world)
+    return [probe.pooled_features(encode, s, b, ("features", args.seed, rank), rank, world, args.workers) for s in splits]
+
+
+def linear_cached(args, train, test, spec, encoder, info, rank, world, amp):
+    """--cached_features: the encoder runs once over both splits without augmentation, and the head
+    (BatchNorm without affine parameters, then Linear) trains on those features with the probe's optimiser
+    and schedule. Every rank holds all features and trains the same head; the whole test split is scored."""
+    t0 = time.perf_counter()
+    train_f, test_f = cached_features(encoder, (train, test), spec, args, rank, world, amp)
+    extracted = time.perf_counter() - t0
+    head = probe.fit_linear_head(train_f, train.labels, num_classes(train), args.epochs, args.batch_size, args.lr,
+                                 args.weight_decay, args.nesterov, args.schedule, args.seed)
+    with torch.no_grad():
+        top1, top5 = probe.accuracy(head(test_f), test.labels)
+    return {"top1": top1, "top5": top5, "test_images": len(test), "lr": args.lr,
+            "feature_seconds": extracted, "head_seconds": time.perf_counter() - t0 - extracted}
 
 
 def knn(args, train, test, spec, encoder, info, rank, world, amp):
     """Weighted kNN: the k most cosine-similar training features vote for their class with exp(cos / t)."""
-    encoder.eval()
-    bank = features(encoder, train, spec, args, rank, world, amp)
-    labels = train.labels.to(train.device)
-    classes = num_classes(train)
-
-    def predict(x):
-        with amp():
-            f = F.normalize(encoder(x).float(), dim=1)
-        sim, nn_idx = (f @ bank.T).topk(min(args.knn_k, len(bank)), dim=1)
-        votes = torch.zeros(len(f), classes, device=f.device)
-        return votes.scatter_add_(1, labels[nn_idx], torch.exp(sim / args.knn_t))
-
-    return {**score(predict, test, spec, args, rank, world), "k": args.knn_k, "t": args.knn_t}
+    bank, queries = cached_features(encoder, (train, test), spec, args, rank, world, amp)
+    top1, top5 = probe.accuracy(probe.knn_scores(bank, train.labels, queries, num_classes(train), args.knn_k, args.knn_t),
+                                test.labels)
+    return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t}
 
 
 def label_subset(train, args):
@@ -509,7 +509,7 @@ def evaluate(args):
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
            f"{args.batch_size // world}; " + (f"lr {args.lr:g} ({args.schedule}, weight decay {args.weight_decay:g}); "
                                               f"{args.epochs} epochs; " if trains else "") + f"device {device}")
-    modes = {"linear": linear, "knn": knn, "finetune": finetune}
+    modes = {"linear": linear_cached if args.cached_features else linear, "knn": knn, "finetune": finetune}
     if args.mode == "similarity":
         result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
     else:
@@ -517,10 +517,11 @@ def evaluate(args):
     result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
               "dataset": args.dataset, "epochs": args.epochs if trains else None, "batch_size": args.batch_size,
               **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
+              **({"features": "cached" if args.cached_features else "augmented views"} if args.mode == "linear" else {}),
               **result, "provenance": utils.provenance()}
     if is_main():
         utils.save_atomic_json(result, result_path)
-        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k != "provenance"))
     return result
 
 

@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 MINI = os.path.join(ROOT, "..", "shared", "data", "cifar10-mini")  # real images, absent in a user's clone
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two pytest workers (pytest -n 2) share the two cores: one thread each; a single process takes both.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 def make_folder(root, classes=2, train=12, val=4, size=32, seed=0):

@@ -141,12 +141,13 @@ def test_one_rank_per_node_downloads_while_the_others_wait(tmp_path):
 
 # The random streams of the code, by name, with the number of integer keys each is drawn with.
 STREAMS = {"order": 2, "folder_crops": 3, "crops": 3, "step": 3, "val_subset": 0, "val_crops": 3, "val_noise": 3,
-           "probe_crops": 3, "probe_view": 3, "score": 3, "features": 3, "similarity_crops": 2, "similarity": 1}
+           "probe_crops": 3, "probe_view": 3, "score": 3, "features": 3, "similarity_crops": 2, "similarity": 1,
+           "monitor_bank": 1, "monitor": 3, "probe_order": 2}
 
 
 def test_the_code_draws_only_from_the_named_streams():
     used = set()
-    for name in ("aavae.py", "data.py", "linear_eval.py", "bench.py"):
+    for name in ("aavae.py", "data.py", "probe.py", "linear_eval.py", "bench.py"):
         with open(os.path.join(ROOT, name)) as f:
             text = f.read()
         used |= set(re.findall(r'generator\([^,()]+, "(\w+)"', text))

@@ -56,6 +56,7 @@ def test_two_processes_train_with_identical_weights_and_disjoint_samples(folder,
     for (e0, _, a), (e1, _, b) in zip(*seen):
         assert e0 == e1 and not set(a.tolist()) & set(b.tolist())
     assert [row["step"] for row in read_log(out) if "loss" in row] == [1, 2, 3, 4]  # rank 0 alone writes
+    assert [row["val_images"] for row in read_log(out) if "val_knn_top1" in row] == [8]  # the monitor, on gathered features
     assert "2 process(es)" in r.stdout and "batch 8 global = 2 x 4" in r.stdout
 
 

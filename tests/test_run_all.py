@@ -1,5 +1,7 @@
 """run_all.sh / experiments.py: every cell of the paper's grid, and the quick profile end to end."""
 import argparse
+import csv
+import json
 import os
 import re
 import subprocess
@@ -80,3 +82,20 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
     experiments.main(argv)  # everything is done: nothing runs again, the tables are rewritten
     steps = re.search(r"(\d+) steps, (\d+) already done", capsys.readouterr().out)
     assert steps and steps.group(1) == steps.group(2)
+
+
+def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_curves(tmp_path):
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5)
+    out = tmp_path / "S"
+    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1"])
+    table = rows((out / "table1.md").read_text())
+    assert [r[0] for r in table[:6]] == ["ae", "aaae", "aaae, augmented target", "vae", "aavae", "random init"]
+    for r in table[:6]:
+        float(r[1].split(" ± ")[0]), float(r[2])  # cached linear and kNN top-1 measured for every encoder
+    assert table[2][5] == "50.62" and table[1][5] == "—"  # the paper's AAAE row is the authors' model
+    with open(out / "curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert {c["encoder"] for c in curves} == set(experiments.SMALL_ROWS)
+    assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] for c in curves) and {c["epoch"] for c in curves} == {"1"}
+    record = json.loads((out / "run.json").read_text())["invocations"][0]
+    assert record["command"].startswith("bash run_all.sh --profile small") and "git_commit" in record["provenance"]

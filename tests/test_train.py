@@ -34,6 +34,8 @@ def test_each_method_trains_and_writes_its_outputs(folder, tmp_path, method, mon
     assert ("kl" in rows[0]) == variational
     assert ("val_bpd" in metrics) == variational and metrics["val_images"] == 8
     assert 0 <= metrics["val_active_units"] <= 128
+    validation = [r for r in read_log(out) if "val_recon" in r]
+    assert len(validation) == 1 and 0 <= validation[0]["val_linear_top1"] <= 100 and 0 <= validation[0]["val_knn_top1"] <= 100
     assert sorted(os.listdir(out)) == ["args.json", "checkpoint.pt", "encoder.pth", "log.jsonl", "recon_0000003.png"]
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["step"] == 3 and ckpt["args"]["method"] == method
@@ -168,3 +170,22 @@ def test_args_json_records_provenance_which_a_resume_does_not_compare(folder, tm
     (tmp_path / "args.json").write_text(json.dumps(record))
     aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2"))
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_target_augmented_reconstructs_the_view_as_the_authors_baseline_did(folder, tmp_path, monkeypatch):
+    seen = []
+    real = aavae.training_loss
+
+    def spy(model, x, x_aug, *a, **k):
+        if not x.is_meta:
+            seen.append(torch.equal(x, x_aug))
+        return real(model, x, x_aug, *a, **k)
+
+    monkeypatch.setattr(aavae, "training_loss", spy)
+    aavae.main(tiny_args(folder, tmp_path / "authors", "--method", "aaae", "--target", "augmented", "--max_steps", "2"))
+    aavae.main(tiny_args(folder, tmp_path / "ours", "--method", "aaae", "--max_steps", "2"))
+    assert seen == [True, True, False, False]
+
+
+def test_target_augmented_needs_an_augmented_method(folder, tmp_path, capsys):
+    assert "needs an augmented view" in run_error(tiny_args(folder, tmp_path, "--method", "ae", "--target", "augmented"), capsys)

@@ -1,0 +1,67 @@
+"""The cached-feature probe: a linear head on fixed features, checked against an independent fit."""
+import json
+import os
+
+import pytest
+import torch
+
+import linear_eval
+import probe
+from conftest import MINI
+from test_linear_eval import probe_args
+
+
+def logistic_regression_top1(train_f, train_y, test_f, test_y, classes, l2=1e-3):
+    """An independent multinomial logistic regression on standardised features, fitted by L-BFGS."""
+    mean, std = train_f.mean(0), train_f.std(0) + 1e-5
+    a, b = (train_f - mean) / std, (test_f - mean) / std
+    w = torch.zeros(a.shape[1], classes, requires_grad=True)
+    c = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, c], max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(a @ w + c, train_y) + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return 100 * ((b @ w + c).argmax(1) == test_y).float().mean().item()
+
+
+def blobs(n, classes=10, dim=32, seed=0):
+    """Overlapping Gaussian classes: a linear classifier reaches well under 100 %."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(99)) * 0.35
+    y = torch.randint(0, classes, (n,), generator=g)
+    return centres[y] + torch.randn(n, dim, generator=g), y
+
+
+def test_the_cached_head_matches_an_independent_logistic_regression():
+    (train_f, train_y), (test_f, test_y) = blobs(2000, seed=0), blobs(1000, seed=1)
+    head = probe.fit_linear_head(train_f, train_y, 10, epochs=90, batch=256, lr=0.1)
+    with torch.no_grad():
+        ours = probe.accuracy(head(test_f), test_y)[0]
+    reference = logistic_regression_top1(train_f, train_y, test_f, test_y, 10)
+    assert 30 < reference < 90, reference  # neither trivial nor hopeless
+    assert abs(ours - reference) <= 2, (ours, reference)
+
+
+def test_knn_scores_vote_for_the_nearest_class():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    votes = probe.knn_scores(bank, torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.05], [0.1, 1.0]]), 2, k=2)
+    assert votes.argmax(1).tolist() == [0, 1]
+
+
+@pytest.mark.skipif(not os.path.isdir(MINI), reason="../shared/data/cifar10-mini is not here")
+def test_on_real_images_the_cached_probe_matches_logistic_regression_on_the_same_features(tmp_path):
+    flags = ["--random_init", "--encoder", "resnet18", "--batch_size", "256", "--workers", "2", "--train_limit", "2048"]
+    result = linear_eval.main(probe_args(MINI, tmp_path, "--cached_features", *flags))
+    assert json.loads((tmp_path / "result.json").read_text())["features"] == "cached"
+    assert result["test_images"] == 1000 and result["epochs"] == 90
+    args = linear_eval.validate(linear_eval.get_args_parser().parse_args(probe_args(MINI, tmp_path / "f", *flags)))
+    torch.manual_seed(args.seed)  # the same random-init encoder as the probe's
+    train, test, spec, encoder, _, _ = linear_eval.build(args, torch.device("cpu"))
+    train_f, test_f = linear_eval.cached_features(encoder, (train, test), spec, args, 0, 1, linear_eval.utils.autocast(args, train.device))
+    reference = logistic_regression_top1(train_f, train.labels, test_f, test.labels, 10)
+    assert abs(result["top1"] - reference) <= 2, (result["top1"], reference)
