@@ -287,7 +287,7 @@ def trim_log(path, key, last):
         lines = f.readlines()
     keep = []
     for line in lines:
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, KeyError, TypeError):  # a torn or foreign line is dropped
             if json.loads(line)[key] <= last:
                 keep.append(line if line.endswith("\n") else line + "\n")
     if keep != lines:
