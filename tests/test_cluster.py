@@ -92,21 +92,26 @@ def test_deterministic_mode_trains_and_is_switched_off_after_the_run(folder, tmp
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_under_torchrun_a_signal_to_one_rank_stops_all_and_a_rank_without_the_shared_directory_resumes(folder, tmp_path):
-    # Rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory. Rank 1 alone
-    # gets SIGTERM after step 5 (mid-epoch 2); both ranks stop there, and the re-run, in which rank 1 still
-    # has no checkpoint of its own, continues from rank 0's and ends with the uninterrupted run's weights.
+def test_under_torchrun_time_based_saves_and_a_signal_to_one_rank_are_agreed_and_need_no_shared_directory(folder, tmp_path):
+    # Rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory. 3 steps per epoch.
+    # 1. With --save_every_minutes due after every step, rank 1 is SIGKILLed before its 3rd step: the last
+    #    checkpoint is step 2, mid-epoch, on rank 0's clock. 2. The re-run resumes there (rank 1 from rank 0's
+    #    checkpoint) and rank 1 alone gets SIGTERM after step 4: both ranks stop there. 3. The last re-run ends
+    #    with the uninterrupted run's weights, and the log has each step once.
     launch = ("--standalone", "--nproc_per_node=2")
     straight = torchrun(*launch, argv=tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
     assert straight.returncode == 0, straight.stdout + straight.stderr
     argv = tiny_args(folder, tmp_path / "split", "--max_steps", "7")
-    stopped = torchrun(*launch, argv=argv, SIGNAL_RANK="1", SIGNAL_STEP="5", PRIVATE_DIR_RANK="1")
-    assert stopped.returncode != 0
-    assert "stopped by SIGTERM after step 5" in stopped.stderr and "a signal to another rank after step 5" in stopped.stderr
-    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 5
+    killed = torchrun(*launch, argv=argv + ["--save_every_minutes", "1e-9"], KILL_RANK="1", KILL_STEP="3", PRIVATE_DIR_RANK="1")
+    assert killed.returncode != 0
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 2
+    stopped = torchrun(*launch, argv=argv, SIGNAL_RANK="1", SIGNAL_STEP="2", PRIVATE_DIR_RANK="1")
+    assert stopped.returncode != 0 and "resuming from step 2" in stopped.stdout
+    assert "stopped by SIGTERM after step 4" in stopped.stderr and "a signal to another rank after step 4" in stopped.stderr
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 4
     resumed = torchrun(*launch, argv=argv, PRIVATE_DIR_RANK="1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming from step 5" in resumed.stdout
+    assert "resuming from step 4" in resumed.stdout
     assert not os.path.exists(tmp_path / "split-rank1" / "checkpoint.pt")
     assert_same_weights_on_every_rank(tmp_path / "split", 2)
     for k, v in torch.load(tmp_path / "straight" / "rank1.pt", weights_only=True).items():
