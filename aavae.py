@@ -46,7 +46,7 @@ from tqdm import tqdm
 import data
 import probe
 from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, args_differ, autocast, broadcast_buffers,
-                   broadcast_object, deterministic, generator, git_sha, is_main, load_checkpoint, peak_tflops, print0,
+                   broadcast_object, deterministic, generator, git_sha, is_main, load_checkpoint, native_bf16, peak_tflops, print0,
                    provenance, run_cli, save_atomic, save_atomic_json, setup_distributed, trim_log, write_log)
 
 
@@ -161,7 +161,8 @@ def get_args_parser(prog="aavae.py"):
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
                    help="synchronise BatchNorm over processes; on reproduces a one-GPU run's statistics")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA, off on a CPU)")
+                   help="bf16 autocast (default: on with CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; "
+                        "off where a CPU would emulate it)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="torch's deterministic algorithms: bit-identical resumes on a GPU too (on a CPU they are "
@@ -207,7 +208,7 @@ def validate(args):
         args.disc_lr = args.disc_lr or args.lr * args.batch_size / args.base_batch  # the model's lr
     args.decoder = args.decoder or DECODER_FOR[args.encoder]
     data.resolve_data(args)
-    args.amp = torch.cuda.is_available() if args.amp is None else args.amp
+    args.amp = native_bf16() if args.amp is None else args.amp
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
 

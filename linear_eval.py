@@ -96,7 +96,7 @@ def get_args_parser():
     g.add_argument("--output_dir", default=None, help="default runs/eval-MODE")
     g.add_argument("--overwrite", action="store_true", help="replace a result.json already in output_dir")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default on CUDA)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on with CUDA and CPUs with native bf16)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
                    help="finetune under torchrun: BatchNorm over the global batch (the other modes keep the encoder "
                         "in eval(), where BatchNorm uses its stored statistics and the flag changes nothing)")
@@ -119,7 +119,7 @@ def validate(args):
         raise UserError("--label_fraction and --subset_file belong to --mode finetune")
     args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
     args.nesterov = args.mode != "finetune" if args.nesterov is None else args.nesterov
-    args.amp = torch.cuda.is_available() if args.amp is None else args.amp
+    args.amp = utils.native_bf16() if args.amp is None else args.amp
     args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # a float: the authors' int(b / 256) was 0 below 256
     for name in ("batch_size", "epochs", "knn_k", "num_images"):
         if getattr(args, name) <= 0:

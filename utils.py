@@ -235,6 +235,16 @@ def deterministic(enabled):
         torch.backends.cudnn.benchmark = old[1]
 
 
+def native_bf16():
+    """Whether bf16 autocast pays here: on CUDA, and on CPUs that compute bf16 products natively (AVX512-BF16
+    or AMX). Elsewhere a CPU emulates bf16, more slowly than it computes fp32."""
+    if torch.cuda.is_available():
+        return True
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.7
+    found = capabilities() if capabilities else {}
+    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+
+
 def autocast(args, device):
     """A context factory: bf16 autocast on `device` when args.amp (resolved when the arguments were), else
     a no-op, so that one code path serves both."""

@@ -10,6 +10,7 @@ from PIL import Image
 
 import aavae
 import data
+from utils import native_bf16
 from conftest import MINI, read_log, tiny_args
 
 
@@ -165,7 +166,7 @@ def test_args_json_records_provenance_which_a_resume_does_not_compare(folder, tm
     assert prov["torch"] == torch.__version__ and prov["torchvision"] == torchvision.__version__
     assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
     assert prov["git_dirty"] in (True, False, None)
-    assert record["image_size"] == 32 and record["stem"] == "cifar" and record["amp"] is False  # defaults resolved
+    assert record["image_size"] == 32 and record["stem"] == "cifar" and record["amp"] == native_bf16()  # defaults resolved
     record["provenance"] = {**prov, "git_commit": "0" * 40, "torch": "0.0"}  # another commit and torch
     (tmp_path / "args.json").write_text(json.dumps(record))
     aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2"))
@@ -189,3 +190,14 @@ def test_target_augmented_reconstructs_the_view_as_the_authors_baseline_did(fold
 
 def test_target_augmented_needs_an_augmented_method(folder, tmp_path, capsys):
     assert "needs an augmented view" in run_error(tiny_args(folder, tmp_path, "--method", "ae", "--target", "augmented"), capsys)
+
+
+def test_bf16_autocast_is_the_default_only_where_it_is_native(monkeypatch):
+    import utils
+    monkeypatch.setattr(utils.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(utils.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False}, raising=False)
+    assert utils.native_bf16() is False  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(utils.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True}, raising=False)
+    assert utils.native_bf16() is True
+    assert aavae.validate(aavae.get_args_parser().parse_args([])).amp is True
+    assert aavae.validate(aavae.get_args_parser().parse_args(["--no-amp"])).amp is False
