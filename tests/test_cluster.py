@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import aavae
-import linear_eval
 import utils
 from conftest import ROOT, read_log, tiny_args
 from test_distributed import assert_same_weights_on_every_rank, torchrun

@@ -6,7 +6,6 @@ import sys
 
 import torch
 
-import aavae
 import data
 from conftest import ROOT, read_log, tiny_args
 
