@@ -613,7 +613,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     n_all = len(split)
     idx = held_out_subset(n_all, args)[rank::world]  # in a random order: a varied picture
     b = max(1, args.batch_size // world)
-    names = ("images", "recon", "kl", "log_px", "sim_same", "sim_diff", "pairs")
+    names = ("images", "recon", "kl", "log_px", "noise", "sim_same", "sim_diff", "pairs")
     sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
     mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
@@ -636,6 +636,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
                 if len(log_w) == 1:  # the one-sample reconstruction term, as in training
                     sums["recon"] += -gaussian_log_likelihood(x_hat, x, model.log_scale).sum()
             sums["kl"] += kl_divergence(mu, log_var).sum()
+            sums["noise"] += log_var.exp().double().sum()  # sum over images and dimensions of sigma_d(x)^2
             sums["log_px"] += iwae_bound(torch.stack(log_w)).sum()
         else:
             with amp():
@@ -661,6 +662,9 @@ def evaluate(model, split, args, spec, amp, rank, world):
            "val_active_units": int((var > 0.01).sum().item()), "val_images": int(n)}
     if variational:
         out["val_kl"] = s["kl"] / n
+        # how much of z the decoder sees is signal: sum_d Var_x(mu_d) / sum_d E_x[sigma_d^2]. Without the KL
+        # term (AAVAE) nothing stops sigma from shrinking, so this grows as the latent turns deterministic.
+        out["val_latent_snr"] = var.sum().item() / max(s["noise"] / n, 1e-30)
         out["val_bpd"] = -s["log_px"] / n / (3 * spec.size ** 2 * math.log(2))
     model.train(was_training)
     return out, first

@@ -201,18 +201,60 @@ SMALL_ROWS = {"ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
 def build_small_grid(args):
     """The small profile: Table 1's encoders at equal budget on one ImageFolder dataset, followed over
     training by the run's own monitor, then a cached-feature linear probe and kNN on val/, and Fig. 5's
-    similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row."""
+    similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row.
+    --rows keeps some rows, --pretrain_args changes the recipe of every run, and --holdout replaces val/ by
+    images of train/ (holdout_split), so that a recipe is chosen without looking at val/."""
     g = Grid(args)
     for row, extra in SMALL_ROWS.items():
+        if row not in args.rows:
+            continue
         name = "folder-" + row.replace(", augmented target", "-authors")
-        run = g.pretrain(name, "folder", extra)
+        run = g.pretrain(name, "folder", extra + args.pretrain_args)
         g.cell("table1", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
         g.cell("table1", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
         if row in ("vae", "aavae"):
             g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
-    g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
-    g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
+    if "random init" in args.rows:
+        g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
+        g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
     return g
+
+
+def holdout_split(source, n, out, create=True, seed=0):
+    """An ImageFolder tree out/{train,val}/CLASS/ of symlinks into source/train/: n of its images, drawn per
+    class in proportion to the class's size (seeded), become val/; the rest stay train/. source/val/ is not
+    read. Returns out. A tree made earlier from another source, n or seed is refused, not overwritten."""
+    root = os.path.join(source, "train")
+    if not os.path.isdir(root):
+        sys.exit(f"run_all: --holdout needs {root} (an ImageFolder tree, one sub-folder per class)")
+    files = {c: sorted(f for f in os.listdir(os.path.join(root, c)) if not f.startswith("."))
+             for c in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, c))}
+    total = sum(map(len, files.values()))
+    if not 0 < n < total:
+        sys.exit(f"run_all: --holdout {n} must be between 1 and {total - 1}, the images of {root} less one")
+    share = {c: n * len(f) / total for c, f in files.items()}
+    take = {c: int(v) for c, v in share.items()}  # then the largest remainders, until n are taken
+    for c in sorted(share, key=lambda c: (take[c] - share[c], c))[:n - sum(take.values())]:
+        take[c] += 1
+    rng = random.Random(seed)
+    held = {c: sorted(rng.sample(f, take[c])) for c, f in files.items()}
+    manifest = {"source": os.path.abspath(root), "holdout": n, "seed": seed, "val": held}
+    path = os.path.join(out, "holdout.json")
+    if os.path.exists(path):
+        if read_json(path) != manifest:
+            sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
+        return out
+    if not create:
+        return out
+    for c, f in files.items():
+        kept = set(held[c])
+        for name in f:
+            d = os.path.join(out, "val" if name in kept else "train", c)
+            os.makedirs(d, exist_ok=True)
+            os.symlink(os.path.join(manifest["source"], c, name), os.path.join(d, name))
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    return out
 
 
 def build_grid(args):
@@ -505,9 +547,9 @@ def curves(run_dir):
         if "loss" in r:
             e["losses"].append(r["loss"])
         elif "val_recon" in r:
-            e.update({k: r.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units")})
+            e.update({k: r.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units", "val_latent_snr")})
     return [{"epoch": e["epoch"], "loss": sum(e["losses"]) / len(e["losses"]) if e["losses"] else None,
-             **{k: e.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units")}}
+             **{k: e.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units", "val_latent_snr")}}
             for _, e in sorted(out.items())]
 
 
@@ -521,7 +563,7 @@ def report_small(g, args):
     lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units | held-out bpd | paper, CIFAR-10 linear |",
              "|---|---|---|---|---|---|"]
     records, curve_rows = [], []
-    for row in list(SMALL_ROWS) + ["random init"]:
+    for row in args.rows:
         lin, knn = (read_json(os.path.join(cell(row, c).eval, "result.json")) or {} for c in ("linear", "knn"))
         run = cell(row, "linear").run
         val = validation(run) if run else {}
@@ -538,11 +580,15 @@ def report_small(g, args):
                         "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "paper_cifar10": paper})
         curve_rows += [{"encoder": row, **r} for r in (curves(run) if run else [])]
     fig5 = ["| method | same-image cosine | different-image cosine | gap |", "|---|---|---|---|"]
-    for m in ("vae", "aavae"):
+    for m in (m for m in ("vae", "aavae") if m in args.rows):
         r = read_json(os.path.join(cell(m, "similarity").eval, "result.json")) or {}
         gap = r["sim_same"] - r["sim_diff"] if r.get("sim_same") is not None else None
         fig5.append(f"| {m} | {fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
+    if args.holdout:
+        label += f", scored on {args.holdout} images held out of train/ (not val/)"
+    if args.pretrain_args:
+        label += f", pretraining with {shlex.join(args.pretrain_args)}"
     with open(os.path.join(out, "table1.md"), "w") as f:
         f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
                 "± is the standard error of the accuracy over the test images, sqrt(p (100 - p) / n).\n\n"
@@ -624,10 +670,29 @@ def main(argv=None):
     p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
     p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
     p.add_argument("--small_epochs", type=int, default=10, help="small: pretraining epochs per run")
+    p.add_argument("--rows", default=None, help="small: the Table 1 rows to run, comma-separated (default all: "
+                   + ", ".join(SMALL_ROWS) + ", random init)")
+    p.add_argument("--pretrain_args", default="",
+                   help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0'")
+    p.add_argument("--holdout", type=int, default=0,
+                   help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
+                        "to choose a recipe without looking at val/")
     args = p.parse_args(argv)
     if args.profile in ("quick", "small") and not args.data_path:
         p.error(f"--profile {args.profile} needs --data_path (an ImageFolder tree with train/ and val/)")
+    small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
+    if args.profile != "small" and small_only:
+        p.error(f"{', '.join(small_only)}: only with --profile small")
+    every_row = list(SMALL_ROWS) + ["random init"]
+    rows = every_row if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not rows or set(rows) - set(every_row):
+        p.error(f"--rows {args.rows!r}: choose among {', '.join(every_row)}")
+    args.rows = [r for r in every_row if r in rows]
+    args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
+    if args.holdout:
+        args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
+                                       create=not args.dry_run)
     g = build_grid(args)
     if args.dry_run:
         total = 0.0

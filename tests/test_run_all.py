@@ -4,8 +4,12 @@ import csv
 import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 import experiments
 from conftest import ROOT, make_folder
@@ -99,3 +103,31 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_cur
     assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] for c in curves) and {c["epoch"] for c in curves} == {"1"}
     record = json.loads((out / "run.json").read_text())["invocations"][0]
     assert record["command"].startswith("bash run_all.sh --profile small") and "git_commit" in record["provenance"]
+
+
+def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_reading_val(tmp_path):
+    data = make_folder(tmp_path / "data", classes=3, train=50, val=2)
+    shutil.rmtree(tmp_path / "data" / "val")  # --holdout must not need it
+    out = tmp_path / "H"
+    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+                          "--small_epochs", "1", "--holdout", "10", "--rows", "aavae", "--pretrain_args", "--lr 1e-3"])
+    held = json.loads((out / "holdout-data" / "holdout.json").read_text())["val"]
+    assert sorted(map(len, held.values())) == [3, 3, 4]  # 10 of 150, per class in proportion
+    for c, names in held.items():
+        assert sorted(os.listdir(out / "holdout-data" / "val" / c)) == names
+        assert not set(names) & set(os.listdir(out / "holdout-data" / "train" / c))
+        assert len(names) + len(os.listdir(out / "holdout-data" / "train" / c)) == 50
+    pretrain = [st.cmd for st in g.steps if st.kind == "pretrain"]
+    assert len(pretrain) == 1 and "--lr 1e-3 --epochs 1" in shlex.join(pretrain[0])
+    assert all(str(out / "holdout-data") in st.cmd for st in g.steps)
+    table = (out / "table1.md").read_text()
+    assert [r[0] for r in rows(table)[:2]] == ["aavae", "method"] and "held out of train/" in table  # then Fig. 5's header
+    result = json.loads((out / "evals" / "linear-folder-aavae" / "result.json").read_text())
+    assert result["test_images"] == 10
+    with open(out / "curves.csv") as f:
+        assert all(float(c["val_latent_snr"]) > 0 for c in csv.DictReader(f))
+    # the same output directory with another hold-out is refused, and the flags need the small profile
+    with pytest.raises(SystemExit, match="hold-out split of other images"):
+        experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--holdout", "9", "--dry_run"])
+    with pytest.raises(SystemExit):
+        experiments.main(["--profile", "quick", "--data_path", data, "--holdout", "9", "--dry_run"])

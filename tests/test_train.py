@@ -33,7 +33,7 @@ def test_each_method_trains_and_writes_its_outputs(folder, tmp_path, method, mon
     assert all(r["mfu"] == pytest.approx(r["tflop_per_s"] / 0.5) for r in rows)
     variational = method in ("vae", "aavae")
     assert ("kl" in rows[0]) == variational
-    assert ("val_bpd" in metrics) == variational and metrics["val_images"] == 8
+    assert ("val_bpd" in metrics) == ("val_latent_snr" in metrics) == variational and metrics["val_images"] == 8
     assert 0 <= metrics["val_active_units"] <= 128
     validation = [r for r in read_log(out) if "val_recon" in r]
     assert len(validation) == 1 and 0 <= validation[0]["val_linear_top1"] <= 100 and 0 <= validation[0]["val_knn_top1"] <= 100
@@ -201,3 +201,24 @@ def test_bf16_autocast_is_the_default_only_where_it_is_native(monkeypatch):
     assert utils.native_bf16() is True
     assert aavae.validate(aavae.get_args_parser().parse_args([])).amp is True
     assert aavae.validate(aavae.get_args_parser().parse_args(["--no-amp"])).amp is False
+
+
+def test_the_latent_snr_is_the_spread_of_mu_over_the_posterior_noise(folder, tmp_path, monkeypatch):
+    """val_latent_snr = sum_d Var_x(mu_d) / sum_d E_x[sigma_d^2]: the same weights scored with every log_var
+    lowered by 2 (sigma^2 / e^2, mu unchanged) give e^2 times the ratio and the same active units."""
+    plain = aavae.main(tiny_args(folder, tmp_path / "plain", "--method", "vae", "--max_steps", "1"))
+    evaluate = aavae.evaluate
+
+    def lowered(model, *args):
+        encode = model.encode
+        model.encode = lambda x: (lambda mu, log_var: (mu, log_var - 2))(*encode(x))
+        try:
+            return evaluate(model, *args)
+        finally:
+            del model.encode
+
+    monkeypatch.setattr(aavae, "evaluate", lowered)
+    shifted = aavae.main(tiny_args(folder, tmp_path / "lowered", "--method", "vae", "--max_steps", "1"))
+    assert plain["val_latent_snr"] > 0
+    assert shifted["val_latent_snr"] / plain["val_latent_snr"] == pytest.approx(math.exp(2), rel=1e-4)
+    assert shifted["val_active_units"] == plain["val_active_units"]
