@@ -533,24 +533,38 @@ def record_run(args, argv, seconds):
         json.dump({"invocations": runs}, f, indent=1)
 
 
+def pixel_mse(nll, log_scale, pixels):
+    """The mean squared error per pixel value implied by a Gaussian -log p(x|z) summed over `pixels` values
+    with log-variance log_scale: the variational runs' reconstruction on the AE family's scale."""
+    return 2 * math.exp(log_scale) * (nll / pixels - 0.5 * (log_scale + math.log(2 * math.pi)))
+
+
+MONITOR_KEYS = ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units", "val_latent_snr")
+
+
 def curves(run_dir):
-    """Per-epoch rows of a run's log.jsonl: the mean training loss of the epoch and its validation line."""
+    """Per-epoch rows of a run's log.jsonl: the mean training loss and reconstruction error (MSE per pixel
+    value, for every method) of the epoch, and its validation line."""
     try:
         with open(os.path.join(run_dir, "log.jsonl")) as f:
             rows = [json.loads(line) for line in f]
-    except OSError:
+        pixels = 3 * read_json(os.path.join(run_dir, "args.json"))["image_size"] ** 2
+    except (OSError, TypeError, KeyError):
         return []
-    out = {}
+    out, log_scale = {}, None
     for r in rows:
         epoch = math.ceil(r["epoch"] - 1e-9)
-        e = out.setdefault(epoch, {"epoch": epoch, "losses": []})
+        e = out.setdefault(epoch, {"epoch": epoch, "losses": [], "mse": []})
         if "loss" in r:
+            log_scale = r.get("log_scale")  # present for the Gaussian likelihood, whose recon is -log p(x|z)
             e["losses"].append(r["loss"])
+            e["mse"].append(r["recon"] if log_scale is None else pixel_mse(r["recon"], log_scale, pixels))
         elif "val_recon" in r:
-            e.update({k: r.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units", "val_latent_snr")})
-    return [{"epoch": e["epoch"], "loss": sum(e["losses"]) / len(e["losses"]) if e["losses"] else None,
-             **{k: e.get(k) for k in ("val_linear_top1", "val_knn_top1", "val_recon", "val_active_units", "val_latent_snr")}}
-            for _, e in sorted(out.items())]
+            e.update({k: r.get(k) for k in MONITOR_KEYS})
+            e["val_recon_mse"] = r["val_recon"] if log_scale is None else pixel_mse(r["val_recon"], log_scale, pixels)
+    mean = lambda v: sum(v) / len(v) if v else None
+    return [{"epoch": e["epoch"], "loss": mean(e["losses"]), "recon_mse": mean(e["mse"]),
+             "val_recon_mse": e.get("val_recon_mse"), **{k: e.get(k) for k in MONITOR_KEYS}} for _, e in sorted(out.items())]
 
 
 def report_small(g, args):
@@ -605,8 +619,9 @@ def report_small(g, args):
 
 
 def plot_curves(rows, path):
-    """Monitor curves over epochs, one line per encoder: held-out linear and kNN top-1, and the training loss
-    relative to its first epoch (the AE family's MSE and the Gaussian NLL are on other scales)."""
+    """Monitor curves over epochs, one line per encoder: held-out linear and kNN top-1, the training
+    reconstruction error (MSE per pixel value, one scale for every method), and the Gaussian latents'
+    signal-to-noise ratio."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -614,17 +629,19 @@ def plot_curves(rows, path):
     except ImportError:
         return
     panels = [("val_linear_top1", "held-out linear top-1 (%)"), ("val_knn_top1", "held-out kNN top-1 (%)"),
-              ("loss", "training loss / first epoch's")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+              ("recon_mse", "training reconstruction MSE per pixel"),
+              ("val_latent_snr", "latent signal / noise, sum Var(mu) / sum E[sigma^2]")]
+    panels = [p for p in panels if any(r.get(p[0]) is not None for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for ax, (key, title) in zip(axes, panels):
-        for encoder in dict.fromkeys(r["encoder"] for r in rows):
-            pts = [(r["epoch"], r[key]) for r in rows if r["encoder"] == encoder and r[key] is not None]
-            if key == "loss" and pts:
-                pts = [(e, v / pts[0][1]) for e, v in pts]
-            if pts:
-                ax.plot(*zip(*pts), "o-", label=encoder, markersize=3)
+        for k, encoder in enumerate(dict.fromkeys(r["encoder"] for r in rows)):
+            pts = [(r["epoch"], r[key]) for r in rows if r["encoder"] == encoder and r.get(key) is not None]
+            if pts:  # one colour per encoder in every panel
+                ax.plot(*zip(*pts), "o-", label=encoder, markersize=3, color=f"C{k}")
+        if key == "val_latent_snr":
+            ax.set_yscale("log")
         ax.set_xlabel("epoch")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

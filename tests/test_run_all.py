@@ -100,7 +100,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_cur
     with open(out / "curves.csv") as f:
         curves = list(csv.DictReader(f))
     assert {c["encoder"] for c in curves} == set(experiments.SMALL_ROWS)
-    assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] for c in curves) and {c["epoch"] for c in curves} == {"1"}
+    assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] and c["recon_mse"] for c in curves) and {c["epoch"] for c in curves} == {"1"}
     record = json.loads((out / "run.json").read_text())["invocations"][0]
     assert record["command"].startswith("bash run_all.sh --profile small") and "git_commit" in record["provenance"]
 
@@ -131,3 +131,13 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
         experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--holdout", "9", "--dry_run"])
     with pytest.raises(SystemExit):
         experiments.main(["--profile", "quick", "--data_path", data, "--holdout", "9", "--dry_run"])
+
+
+def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
+    import torch
+
+    import aavae
+    x, x_hat = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    for log_scale in (0.0, -2.5, 1.0):
+        nll = -aavae.gaussian_log_likelihood(x_hat, x, torch.tensor(log_scale)).mean().item()
+        assert experiments.pixel_mse(nll, log_scale, 3 * 8 * 8) == pytest.approx(aavae.reconstruction_loss(x_hat, x).item(), rel=1e-4)
