@@ -19,6 +19,7 @@ import math
 import os
 import random
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -239,21 +240,23 @@ def holdout_split(source, n, out, create=True, seed=0):
     rng = random.Random(seed)
     held = {c: sorted(rng.sample(f, take[c])) for c, f in files.items()}
     manifest = {"source": os.path.abspath(root), "holdout": n, "seed": seed, "val": held}
-    path = os.path.join(out, "holdout.json")
-    if os.path.exists(path):
-        if read_json(path) != manifest:
+    if os.path.exists(out):
+        if read_json(os.path.join(out, "holdout.json")) != manifest:
             sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
         return out
     if not create:
         return out
+    tmp = out + ".partial"  # built aside and renamed: an interrupted build leaves no half tree at out
+    shutil.rmtree(tmp, ignore_errors=True)
     for c, f in files.items():
         kept = set(held[c])
         for name in f:
-            d = os.path.join(out, "val" if name in kept else "train", c)
+            d = os.path.join(tmp, "val" if name in kept else "train", c)
             os.makedirs(d, exist_ok=True)
             os.symlink(os.path.join(manifest["source"], c, name), os.path.join(d, name))
-    with open(path, "w") as f:
+    with open(os.path.join(tmp, "holdout.json"), "w") as f:
         json.dump(manifest, f)
+    os.rename(tmp, out)
     return out
 
 

@@ -141,3 +141,14 @@ def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
     for log_scale in (0.0, -2.5, 1.0):
         nll = -aavae.gaussian_log_likelihood(x_hat, x, torch.tensor(log_scale)).mean().item()
         assert experiments.pixel_mse(nll, log_scale, 3 * 8 * 8) == pytest.approx(aavae.reconstruction_loss(x_hat, x).item(), rel=1e-4)
+
+
+def test_an_interrupted_holdout_build_is_redone_and_never_left_half_made(tmp_path):
+    data = make_folder(tmp_path / "data", classes=2, train=6, val=1)
+    out = tmp_path / "split"
+    (tmp_path / "split.partial" / "train").mkdir(parents=True)  # what a build killed midway leaves
+    assert experiments.holdout_split(data, 4, str(out)) == str(out) and not (tmp_path / "split.partial").exists()
+    assert sum(len(os.listdir(out / "val" / c)) for c in ("class0", "class1")) == 4
+    (tmp_path / "mine").mkdir()  # a directory that is not a split is refused, not filled
+    with pytest.raises(SystemExit, match="hold-out split of other images"):
+        experiments.holdout_split(data, 4, str(tmp_path / "mine"))
