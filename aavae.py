@@ -45,9 +45,10 @@ from tqdm import tqdm
 
 import data
 import probe
-from utils import (Parser, Preempted, SavePolicy, UserError, all_reduce, args_differ, autocast, broadcast_buffers,
-                   broadcast_object, deterministic, generator, git_sha, is_main, load_checkpoint, native_bf16, peak_tflops, print0,
-                   provenance, run_cli, save_atomic, save_atomic_json, setup_distributed, trim_log, write_log)
+from utils import (Parser, Preempted, SavePolicy, UserError, algorithms, all_reduce, args_differ, autocast,
+                   broadcast_buffers, broadcast_object, default_workers, generator, git_sha, is_main, load_checkpoint,
+                   native_bf16, peak_tflops, print0, provenance, run_cli, save_atomic, save_atomic_json,
+                   setup_distributed, trim_log, write_log)
 
 
 @dataclass(frozen=True)
@@ -123,8 +124,9 @@ def get_args_parser(prog="aavae.py"):
     g.add_argument("--jitter_strength", type=float, default=None, help="colour jitter s; default 0.5 cifar, 1.0 otherwise")
     g.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
                    help="Gaussian blur in the augmentation; default off for 32-px images, on otherwise")
-    g.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
-                   help="DataLoader workers per process, for decoding folders that are streamed or loaded into memory")
+    g.add_argument("--workers", type=int, default=default_workers(),
+                   help="DataLoader workers per process, for decoding folders that are streamed or loaded into memory "
+                        "(default: the cores per process on this node, less one)")
 
     g = p.add_argument_group("optimisation (Appendix A.1, Optimization and Hyperparameters)")
     g.add_argument("--batch_size", type=int, default=256,
@@ -152,17 +154,17 @@ def get_args_parser(prog="aavae.py"):
                    help="also checkpoint when this many minutes have passed since the last save (mid-epoch too). "
                         "SIGTERM or SIGUSR1 always saves at the current step and exits with status 3")
     g.add_argument("--val_size", type=int, default=1024, help="held-out images used by the diagnostics (0: all)")
-    g.add_argument("--monitor_images", type=int, default=1000,
+    g.add_argument("--monitor_images", type=int, default=None,
                    help="at each validation, a linear head and a kNN vote on the pooled features of this many "
                         "(seeded) labelled training images are scored on the held-out images: val_linear_top1, "
-                        "val_knn_top1 (0: off). Raise it for many classes")
+                        "val_knn_top1 (0: off; default 1,000, or 10 per class where that is more: 10,000 on ImageNet)")
     g.add_argument("--val_samples", type=int, default=16,
                    help="importance samples k for the bits-per-dimension estimate (VAE family)")
     g.add_argument("--sync_bn", action=argparse.BooleanOptionalAction, default=False,
                    help="synchronise BatchNorm over processes; on reproduces a one-GPU run's statistics")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on with CUDA and on CPUs with native bf16, AVX512-BF16 or AMX; "
-                        "off where a CPU would emulate it)")
+                   help="bf16 autocast (default: a resumed run's own; a new run's on with CUDA and on CPUs with "
+                        "native bf16, AVX512-BF16 or AMX, off where a CPU would emulate it)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="torch's deterministic algorithms: bit-identical resumes on a GPU too (on a CPU they are "
@@ -173,8 +175,9 @@ def get_args_parser(prog="aavae.py"):
 def validate(args):
     """Rejects flag combinations that cannot mean anything, with one sentence each, then resolves every
     default once, here: the method's beta and regulariser settings, the decoder, the data's image size,
-    stem, augmentation strength and memory path (data.resolve_data), bf16 autocast and the output
-    directory. What args (and so args.json) holds is what the run does."""
+    stem, augmentation strength and memory path (data.resolve_data), the monitor's images and the output
+    directory. --amp alone waits for the output directory (resolve_amp): a resumed run keeps its precision.
+    What args (and so args.json) holds is what the run does."""
     method = METHODS[args.method]
     if not method.variational and (args.beta or args.learn_scale):
         raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
@@ -197,7 +200,7 @@ def validate(args):
         raise UserError(f"--max_steps must be positive, got {args.max_steps}")
     if args.save_every_minutes is not None and args.save_every_minutes <= 0:
         raise UserError(f"--save_every_minutes must be positive, got {args.save_every_minutes}")
-    if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0 or args.monitor_images < 0:
+    if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0 or (args.monitor_images or 0) < 0:
         raise UserError("--lr must be positive and --warmup_epochs, --val_size, --monitor_images non-negative")
     args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
     if method.regulariser == "iw":
@@ -208,7 +211,8 @@ def validate(args):
         args.disc_lr = args.disc_lr or args.lr * args.batch_size / args.base_batch  # the model's lr
     args.decoder = args.decoder or DECODER_FOR[args.encoder]
     data.resolve_data(args)
-    args.amp = native_bf16() if args.amp is None else args.amp
+    if args.monitor_images is None:  # enough labelled images per class for the monitor's head and kNN vote
+        args.monitor_images = max(1000, 10 * data.num_classes(args))
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
 
@@ -422,7 +426,7 @@ class Adversary:
         h = args.disc_hidden
         self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
                                   nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
-        self.wrapped = DDP(self.disc) if world > 1 else self.disc
+        self.wrapped = wrap_ddp(self.disc, device) if world > 1 else self.disc
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
         self.weight = args.adv_weight
 
@@ -431,7 +435,7 @@ class Adversary:
         (N, latent); z is detached. Returns the discriminator's loss."""
         prior = torch.randn(z.shape, device=z.device, generator=g)
         logits = self.wrapped(torch.cat([prior, z.float()]))
-        real = torch.cat([torch.ones(len(z), 1), torch.zeros(len(z), 1)]).to(logits)
+        real = (torch.arange(2 * len(z), device=logits.device) < len(z)).to(logits.dtype)[:, None]  # made on the device
         loss = F.binary_cross_entropy_with_logits(logits, real)
         self.disc_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -508,9 +512,10 @@ def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
 
 
 def _blend(a, b, factor):
-    # torchvision's _blend: factor * a + (1 - factor) * b, clamped to the float image range.
+    # torchvision's _blend, factor * a + (1 - factor) * b clamped to the float image range, in two passes over
+    # a. factor = 1 returns a exactly (b is finite): the identity of the fused jitter below.
     f = factor.view(-1, 1, 1, 1)
-    return (f * a + (1 - f) * b).clamp(0, 1)
+    return torch.addcmul((1 - f) * b, a, f).clamp_(0, 1)
 
 
 def grayscale(x):
@@ -563,30 +568,62 @@ def gaussian_blur(x, sigma, kernel_size):
     return y.view(n, c, hgt, wid)
 
 
-def photometric(x, spec, g):
-    """ColorJitter (p = 0.8, ops in a random order per image), RandomGrayscale (p = 0.2), GaussianBlur (p = 0.5).
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # the jitter ops, and their columns in "factors"
 
-    Every image draws its own factors and its own order of the four jitter ops; an op an image skips is
-    an exact no-op for it (torch.where), not an identity factor run through float arithmetic.
-    """
-    n, dev, s = x.shape[0], x.device, spec.jitter
+
+def draw_photometric(n, spec, g):
+    """Every random draw of the photometric half for n images, from the generator g and on its device, before
+    any arithmetic (the same draws then give the same views on any device): "factors" (n, 4), one per jitter
+    op; "order" (n, 4), each image's order of the ops; "jitter", "gray", "blur" (n,) whether each image is
+    jittered (p = 0.8), turned gray (p = 0.2), blurred (p = 0.5); "sigma" (n,) of the blur."""
+    dev, s = g.device, spec.jitter
     u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi, generator=g)
+    p = {}
     if s > 0:
-        factors = [u(max(0.0, 1 - 0.8 * s), 1 + 0.8 * s) for _ in range(3)] + [u(-0.2 * s, 0.2 * s)]
-        ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
-        order = torch.rand(n, 4, device=dev, generator=g).argsort(1)  # a random permutation per image
-        jitter = torch.rand(n, device=dev, generator=g) < 0.8
-        for slot in range(4):
-            for k, (op, f) in enumerate(zip(ops, factors)):
-                use = (jitter & (order[:, slot] == k)).view(-1, 1, 1, 1)
-                x = torch.where(use, op(x, f), x)
-    gray = (torch.rand(n, device=dev, generator=g) < 0.2).view(-1, 1, 1, 1)
-    x = torch.where(gray, grayscale(x).expand_as(x), x)
+        p["factors"] = torch.stack([u(max(0.0, 1 - 0.8 * s), 1 + 0.8 * s) for _ in range(3)] + [u(-0.2 * s, 0.2 * s)], 1)
+        p["order"] = torch.rand(n, 4, device=dev, generator=g).argsort(1)  # a random permutation per image
+        p["jitter"] = torch.rand(n, device=dev, generator=g) < 0.8
+    p["gray"] = torch.rand(n, device=dev, generator=g) < 0.2
     if spec.blur:
-        sigma = u(0.1, 2.0)
-        blur = (torch.rand(n, device=dev, generator=g) < 0.5).view(-1, 1, 1, 1)
-        x = torch.where(blur, gaussian_blur(x, sigma, spec.blur_kernel), x)
+        p["sigma"] = u(0.1, 2.0)
+        p["blur"] = torch.rand(n, device=dev, generator=g) < 0.5
+    return p
+
+
+def apply_photometric(x, p, spec):
+    """ColorJitter (ops in each image's order), RandomGrayscale and GaussianBlur with the draws p.
+
+    Brightness, contrast and saturation are each a blend of x with a target (black, the mean gray, the
+    gray image), so the jitter runs in few whole-batch passes: the blends an image makes before its hue
+    shift (three passes, each making every image's next blend, or an exact identity, factor 1, for an image
+    with nothing to do in it), one hue shift, then the blends after it (three more). Hue, which no factor
+    leaves exactly unchanged, is switched by torch.where.
+    """
+    if "factors" in p:
+        f, order, jitter = p["factors"], p["order"], p["jitter"]
+        hue_at = (order == HUE).int().argmax(1)  # the slot of the hue shift in each image's order
+        blends = order.gather(1, (order == HUE).int().argsort(dim=1, stable=True))[:, :3]  # the other three, in order
+        for before_hue in (True, False):
+            for j in range(3):
+                op = blends[:, j]
+                factor = torch.where(jitter & ((j < hue_at) == before_hue), f.gather(1, op[:, None])[:, 0], 1.0)
+                gray = grayscale(x)
+                target = torch.where((op == CONTRAST).view(-1, 1, 1, 1), gray.mean((1, 2, 3), keepdim=True),
+                                     torch.where((op == SATURATION).view(-1, 1, 1, 1), gray, 0.0))
+                x = _blend(x, target, factor)
+            if before_hue:
+                x = torch.where(jitter.view(-1, 1, 1, 1), adjust_hue(x, f[:, HUE]), x)
+    x = torch.where(p["gray"].view(-1, 1, 1, 1), grayscale(x).expand_as(x), x)
+    if spec.blur:
+        x = torch.where(p["blur"].view(-1, 1, 1, 1), gaussian_blur(x, p["sigma"], spec.blur_kernel), x)
     return x
+
+
+def photometric(x, spec, g):
+    """x+ from the cropped and flipped views x: SimCLR's ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8 and
+    the four ops in a random order per image, RandomGrayscale (p = 0.2), GaussianBlur (p = 0.5), every image
+    with its own draws from g."""
+    return apply_photometric(x, draw_photometric(len(x), spec, g), spec)
 
 
 def normalize(x, spec):
@@ -695,14 +732,15 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
     was_training = model.training
     model.eval()
     b = max(1, args.batch_size // world)
-    bank_f, held_f = [probe.pooled_features(encode, s, b, ("monitor", args.seed, rank), rank, world, args.workers)
-                      for s in (bank, held)]
+    bank_f, held_f = [probe.pooled_features(encode, s, FEATURE_DIM[args.encoder], b, ("monitor", args.seed, rank), rank,
+                                            world, args.workers) for s in (bank, held)]
     model.train(was_training)
     classes = int(max(bank.labels.max(), held.labels.max())) + 1
     head = probe.fit_linear_head(bank_f, bank.labels, classes, seed=args.seed)
     with torch.no_grad():
         linear = probe.accuracy(head(held_f), held.labels)[0]
-    knn = probe.accuracy(probe.knn_scores(bank_f, bank.labels, held_f, classes), held.labels)[0]
+    knn = probe.accuracy(probe.knn_scores(F.normalize(bank_f, dim=1), bank.labels, F.normalize(held_f, dim=1), classes),
+                         held.labels)[0]
     return {"val_linear_top1": linear, "val_knn_top1": knn}
 
 
@@ -715,21 +753,23 @@ def save_grid(first, spec, path):
 
 def step_flops(args, spec):
     """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
-    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken."""
-    return _step_flops(args.method, args.encoder, args.decoder, args.stem, args.latent_dim, spec.size,
-                       args.iw_samples, args.beta, args.learn_scale)
+    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken. The
+    counter counts matrix products and convolutions, which depend on the latent's kind, the IWAE's samples
+    and the architecture, not on what the encoder sees, the loss's weights or the likelihood's scale."""
+    method = METHODS[args.method]
+    return _step_flops(method.latent, args.iw_samples if method.regulariser == "iw" else None, args.encoder,
+                       args.decoder, args.stem, args.latent_dim, spec.size)
 
 
 @functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
-def _step_flops(method_name, encoder, decoder, stem, latent_dim, size, iw_samples, beta, learn_scale):
-    method = METHODS[method_name]
+def _step_flops(latent, iw_samples, encoder, decoder, stem, latent_dim, size):
+    method = Method(False, latent, "iw" if iw_samples else "kl" if latent == "gaussian" else "none")
     with torch.device("meta"):
-        model = AutoEncoder(encoder, decoder, stem, latent_dim, size, method.variational, 0.0, learn_scale)
+        model = AutoEncoder(encoder, decoder, stem, latent_dim, size, method.variational)
         x = torch.zeros(2, 3, size, size)
-        shape = ((iw_samples,) if method.regulariser == "iw" else ()) + (2, latent_dim)
-        eps = torch.zeros(shape) if method.variational else None
+        eps = torch.zeros(((iw_samples,) if iw_samples else ()) + (2, latent_dim)) if method.variational else None
     with FlopCounterMode(display=False) as counter:  # (the AAE's discriminator, a small MLP, is left out)
-        training_loss(model, x, x, eps, method, beta)[0].backward()
+        training_loss(model, x, x, eps, method, 1.0)[0].backward()
     return counter.get_total_flops() / 2
 
 
@@ -833,11 +873,27 @@ def build_model(args, spec, device, world=1):
     return model, optimizer, adversary
 
 
+def wrap_ddp(module, device, static_graph=True):
+    """DistributedDataParallel whose gradients are views of its all-reduce buckets (no copy between the two).
+    Every step uses the same parameters in the same order, so the graph is static and DDP can skip looking
+    for unused ones; torch.compile's DDP support is not known to hold with that, so a compiled model goes
+    without."""
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+               static_graph=static_graph)
+
+
+def resolve_amp(args, ckpt=None):
+    """--amp when it was not given: the precision a resumed run started with (a run begun on a CPU without
+    native bf16 stays in fp32 on one with it), else bf16 autocast where it is native (utils.native_bf16)."""
+    if args.amp is None:
+        args.amp = ckpt["args"]["amp"] if ckpt is not None else native_bf16()
+    return args
+
+
 def train(args):
     rank, world, device = setup_distributed()
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    amp = autocast(args, device)
     method = METHODS[args.method]
 
     # ---- data
@@ -862,6 +918,8 @@ def train(args):
     verdict, ckpt = broadcast_object((verdict, ckpt))
     if verdict:
         raise UserError(verdict)
+    kept_precision = args.amp is None and ckpt is not None
+    amp = autocast(resolve_amp(args, ckpt), device)
 
     # ---- model
     model, optimizer, adversary = build_model(args, spec, device, world)
@@ -878,7 +936,7 @@ def train(args):
     del ckpt
     raw_model = model  # plain module: state dicts, evaluation and pictures never go through DDP or compile
     if world > 1:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = wrap_ddp(model, device, static_graph=not args.compile)
     if args.compile:
         model = torch.compile(model)
 
@@ -889,7 +947,8 @@ def train(args):
     print0(f"{args.method}: {len(train_split)} training / {len(val_split)} held-out images at {spec.size}px, "
            f"{'memory' if train_split.images is not None else 'stream'} data path, device {device}, {world} process(es)")
     flops, peak = step_flops(args, spec), peak_tflops(device)
-    print0(f"{flops / 1e9:.2f} GFLOP per image per training step" + (f"; device peak {peak:g} TFLOP/s bf16" if peak else ""))
+    print0(f"{flops / 1e9:.2f} GFLOP per image per training step" + (f"; device peak {peak:g} TFLOP/s bf16" if peak else "")
+           + f"; {'bf16 autocast' if args.amp else 'fp32'}" + (" as the run began (--amp or --no-amp to change)" if kept_precision else ""))
     print0(f"batch {args.batch_size} global = {world} x {args.batch_size // world}; lr {args.lr:g} at batch "
            f"{args.base_batch} -> {lr:g}; {steps_per_epoch} steps/epoch, warm-up {warmup_steps} steps, "
            f"{total_steps} steps in {args.epochs} epochs" + (f", stopping at {last_step}" if last_step < total_steps else ""))
@@ -908,7 +967,7 @@ def train(args):
     t0, since = time.perf_counter(), start_step
     model.train()
     stream = batches(start_step, ("crops", args.seed, rank))
-    with SavePolicy(args.save_every_minutes) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
+    with SavePolicy(args.save_every_minutes, device) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
         for step in range(start_step, last_step):
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
@@ -985,7 +1044,7 @@ def main(argv=None):
 
     def run():
         validate(args)
-        with deterministic(args.deterministic):
+        with algorithms(args.deterministic):
             return train(args)
 
     return run_cli("aavae.py", run)

@@ -1,14 +1,22 @@
-"""How fast the project's data path and training step run, next to the authors' design (torchvision
-per-image transforms in DataLoader workers, plus an extra no-grad encoder pass on the original image every
-step), measured in one process on the same model, batch and device. It takes aavae.py's flags:
+"""How fast the project's data path and training step run, measured in one process on the same model, batch
+and device. It takes aavae.py's flags:
 
+    # in memory: the batched augmentation and the step, beside the authors' design (torchvision per-image
+    # transforms in DataLoader workers, plus an extra no-grad encoder pass on the original every step)
     python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64
+    # --compile: the compiled step beside the eager one
+    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64 --compile
+    # streamed: DataLoader workers decoding JPEGs (a folder made by make_jpeg_folder), and the step they feed
+    python bench.py --dataset folder --data_path data/jpeg --no-in_memory --image_size 224 --encoder resnet18 --batch_size 32
 
 --max_steps is the number of timed steps (default 10 on a CPU, 50 on CUDA, each after 3 warm-up steps).
-The last line printed is one JSON object: data_img_per_s, reference_data_img_per_s, train_img_per_s,
-reference_img_per_s, device, and on CUDA the achieved TFLOP/s and the fraction of the device's peak.
+The last line printed is one JSON object (see run); gpu_check.py collects them as JSON lines.
 """
+import datetime
 import json
+import os
+import shlex
+import sys
 import time
 
 import torch
@@ -41,6 +49,22 @@ class ReferenceViews(torch.utils.data.Dataset):
         return self.original(img), self.augment(img)
 
 
+def make_jpeg_folder(source, out, count, size=(500, 375), quality=90):
+    """An ImageFolder tree out/train/CLASS/*.jpg of `count` images of source/train (the first of each class in
+    turn), upscaled to `size` (ImageNet's typical 500 x 375) and saved as JPEG: a streamed-path benchmark with
+    decoding as costly as ImageNet's, made from images on disk. out/val holds a copy of the first 1 %."""
+    classes = sorted(c for c in os.listdir(os.path.join(source, "train")) if not c.startswith("."))
+    files = {c: sorted(os.listdir(os.path.join(source, "train", c))) for c in classes}
+    picked = [(c, files[c][k]) for k in range(max(map(len, files.values()))) for c in classes if k < len(files[c])][:count]
+    for n, (c, name) in enumerate(picked):
+        for split in ("train",) + (("val",) if n < max(len(classes), count // 100) else ()):
+            os.makedirs(os.path.join(out, split, c), exist_ok=True)
+            with Image.open(os.path.join(source, "train", c, name)) as img:
+                img.convert("RGB").resize(size, Image.BICUBIC).save(
+                    os.path.join(out, split, c, os.path.splitext(name)[0] + ".jpg"), quality=quality)
+    return out
+
+
 def rate(step, n_images, steps, warmup, device):
     """Images per second of `step()` over `steps` calls after `warmup` calls (synchronised at the ends)."""
     for _ in range(warmup):
@@ -54,75 +78,96 @@ def rate(step, n_images, steps, warmup, device):
     return n_images * steps / (time.perf_counter() - t0)
 
 
-def run(args):
+def run(args, argv=None):
+    """Times the data path and the training step; returns (and prints as its last line) one JSON object:
+    device, date, command, model, image_size, batch_size, amp, data_path ("memory" or "stream"), workers,
+    loader_img_per_s (the batches of original and cropped view: in memory the crops on the device, streamed
+    the DataLoader workers, with loader_img_per_s_per_worker), augment_img_per_s (the batched photometric
+    augmentation alone), data_img_per_s (both: what the step consumes), train_img_per_s (the full step),
+    gflop_per_image, tflop_per_s, mfu (on an accelerator of known peak); in memory also the reference design's
+    reference_data_img_per_s, reference_img_per_s and the speedup; with --compile, the compiled step's
+    compiled_img_per_s, compiled_tflop_per_s and compiled_mfu, and compile_seconds (its first steps' time
+    beyond the steady rate)."""
     _, _, device = utils.setup_distributed()
+    aavae.resolve_amp(args)
     amp = utils.autocast(args, device)
     train_split, _, spec = data.load_data(args, device)
-    if train_split.images is None:
-        raise utils.UserError("--benchmark needs an in-memory dataset (cifar10, stl10, or a folder that fits)")
+    memory = train_split.images is not None
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
     model, optimizer, adversary = aavae.build_model(args, spec, device)
-    if args.compile:
-        model = torch.compile(model)
-    n = len(train_split)
-    cursor = iter(range(10 ** 9))
+    peak, flops = utils.peak_tflops(device), aavae.step_flops(args, spec)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+              "date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "command": shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)]),
+              "model": f"{args.encoder}+{args.decoder}", "image_size": spec.size, "batch_size": b, "amp": args.amp,
+              "data_path": "memory" if memory else "stream", "workers": 0 if memory else args.workers}
+    utils.print0(f"benchmark: {result['model']}, {spec.size}px, batch {b}, {device}, amp {args.amp}, {result['data_path']} "
+                 f"data path, {args.workers} workers, {steps} timed steps after {warmup}")
 
-    def project_batch():
-        k = next(cursor)
-        idx = torch.arange(k * b, (k + 1) * b) % n
-        return [*train_split.batch(idx, 1, utils.generator(device, "crops", args.seed, 0, k)), None]
+    # ---- the data path: what one training step consumes
+    batches = data.TrainBatches(train_split, b, 0, 1, views=1, workers=args.workers)
+    stream = batches(0, ("crops", args.seed, 0))
+    g = utils.generator(device, "step", args.seed, 1, 0)
+    views = next(stream)[1]
+    result["loader_img_per_s"] = rate(lambda: next(stream), b, steps, warmup, device)
+    if not memory:
+        result["loader_img_per_s_per_worker"] = result["loader_img_per_s"] / max(1, args.workers)
+    result["augment_img_per_s"] = rate(lambda: aavae.photometric(views, spec, g), b, steps, warmup, device)
 
     def project_data():
-        x01, v01, _ = project_batch()
-        g = utils.generator(device, "step", args.seed, 1, 0)
+        x01, v01, _ = next(stream)
         return aavae.normalize(x01, spec), aavae.normalize(aavae.photometric(v01, spec, g), spec)
 
-    loader = torch.utils.data.DataLoader(ReferenceViews(train_split.images.cpu(), spec), batch_size=b, shuffle=True,
-                                         num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
-                                         pin_memory=device.type == "cuda")
-    ref_iter = iter(loader)
-
-    def reference_batch():
-        nonlocal ref_iter
-        try:
-            batch = next(ref_iter)
-        except StopIteration:
-            ref_iter = iter(loader)
-            batch = next(ref_iter)
-        return [t.to(device, non_blocking=True) for t in batch]
-
-    def project_step():
-        aavae.train_step(model, optimizer, project_batch(), spec, utils.generator(device, "step", args.seed, 2, 0), args, amp, adversary)
-
-    def reference_step():
-        x, x_aug = reference_batch()
-        x, x_aug = (t.contiguous(memory_format=torch.channels_last) for t in (x, x_aug))
-        with torch.no_grad(), amp():  # the authors' logging-only encoder pass on the original, in train mode
-            model.encoder(x)
-        eps = torch.randn(b, args.latent_dim, device=device) if model.variational else None
-        loss, _ = aavae.training_loss(model, x, x_aug, eps, aavae.METHODS[args.method], args.beta, amp)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    utils.print0(f"benchmark: {args.encoder} + {args.decoder}, {spec.size}px, batch {b}, {device}, "
-                 f"amp {args.amp}, {args.workers} reference workers, {steps} timed steps after {warmup}")
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
-              "image_size": spec.size, "batch_size": b, "encoder": args.encoder, "decoder": args.decoder}
     result["data_img_per_s"] = rate(project_data, b, steps, warmup, device)
-    result["reference_data_img_per_s"] = rate(reference_batch, b, steps, warmup, device)
-    result["train_img_per_s"] = rate(project_step, b, steps, warmup, device)
-    result["reference_img_per_s"] = rate(reference_step, b, steps, warmup, device)
-    result["speedup"] = result["train_img_per_s"] / result["reference_img_per_s"]
-    flops_per_image = aavae.step_flops(args, spec)
-    result["gflop_per_image"] = flops_per_image / 1e9
-    result["tflop_per_s"] = flops_per_image * result["train_img_per_s"] / 1e12
-    if device.type == "cuda":
-        peak = utils.peak_tflops(device)
-        result["peak_fraction"] = result["tflop_per_s"] / peak if peak else None
-    if args.dataset == "cifar10" or spec.size == 32:  # the paper's CIFAR-10 schedule: 45,000 images x 3,200 epochs
-        result["est_hours_cifar10_3200_epochs"] = 45000 * 3200 / result["train_img_per_s"] / 3600
+
+    # ---- the training step, eager and (with --compile) compiled
+    def timed_step(m):
+        return lambda: aavae.train_step(m, optimizer, next(stream), spec, g, args, amp, adversary)
+
+    result["train_img_per_s"] = rate(timed_step(model), b, steps, warmup, device)
+    result["gflop_per_image"] = flops / 1e9
+    result["tflop_per_s"] = flops * result["train_img_per_s"] / 1e12
+    result["mfu"] = result["tflop_per_s"] / peak if peak else None
+    if args.compile:
+        compiled = torch.compile(model)
+        t0 = time.perf_counter()
+        result["compiled_img_per_s"] = rate(timed_step(compiled), b, steps, warmup, device)
+        result["compile_seconds"] = time.perf_counter() - t0 - (steps + warmup) * b / result["compiled_img_per_s"]
+        result["compiled_tflop_per_s"] = flops * result["compiled_img_per_s"] / 1e12
+        result["compiled_mfu"] = result["compiled_tflop_per_s"] / peak if peak else None
+
+    # ---- the authors' design on the same images and model (in memory only: it reads them from there)
+    if memory:
+        loader = torch.utils.data.DataLoader(ReferenceViews(train_split.images.cpu(), spec), batch_size=b, shuffle=True,
+                                             num_workers=args.workers, drop_last=True, persistent_workers=args.workers > 0,
+                                             pin_memory=device.type == "cuda")
+        ref_iter = iter(loader)
+
+        def reference_batch():
+            nonlocal ref_iter
+            try:
+                batch = next(ref_iter)
+            except StopIteration:
+                ref_iter = iter(loader)
+                batch = next(ref_iter)
+            return [t.to(device, non_blocking=True) for t in batch]
+
+        def reference_step():
+            x, x_aug = (t.contiguous(memory_format=torch.channels_last) for t in reference_batch())
+            with torch.no_grad(), amp():  # the authors' logging-only encoder pass on the original, in train mode
+                model.encoder(x)
+            eps = torch.randn(b, args.latent_dim, device=device) if model.variational else None
+            loss, _ = aavae.training_loss(model, x, x_aug, eps, aavae.METHODS[args.method], args.beta, amp)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        result["reference_data_img_per_s"] = rate(reference_batch, b, steps, warmup, device)
+        result["reference_img_per_s"] = rate(reference_step, b, steps, warmup, device)
+        result["speedup"] = result["train_img_per_s"] / result["reference_img_per_s"]
+    if spec.size == 32:  # the paper's CIFAR-10 schedule: 45,000 images x 3,200 epochs
+        result["est_hours_cifar10_3200_epochs"] = 45000 * 3200 / max(result["train_img_per_s"], result.get("compiled_img_per_s", 0)) / 3600
     for k, v in result.items():
         utils.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
     utils.print0(json.dumps(result))
@@ -131,7 +176,7 @@ def run(args):
 
 def main(argv=None):
     args = aavae.get_args_parser("bench.py").parse_args(argv)
-    return utils.run_cli("bench.py", lambda: run(aavae.validate(args)))
+    return utils.run_cli("bench.py", lambda: run(aavae.validate(args), argv))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ decoder's target, with the evaluation preprocessing only) and each view has been
 The photometric half of the augmentation (colour jitter, grayscale, blur) runs on the device in aavae.py.
  - memory: uint8 images held on the device (CIFAR-10, STL-10, folders under 8 GiB); crops done there, in
    whole-batch tensor operations, with a seeded permutation per epoch.
- - stream: an ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders).
+ - stream: an ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders). A
+   training run is one pass of one DataLoader over all its epochs: its workers start once, and the next
+   epoch's batches are decoded while the last ones of this epoch train.
 """
 import math
 import os
@@ -19,7 +21,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
-from utils import UserError, generator, ignore_stop_signals, is_main, local_rank_zero_first
+from utils import UserError, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, rank_world
 
 
 @dataclass
@@ -145,6 +147,14 @@ def resolve_data(args):
     return args
 
 
+def num_classes(args):
+    """How many classes the labels take: 10 for CIFAR-10 and STL-10, the sub-folders of train/ otherwise."""
+    if args.dataset in ("cifar10", "stl10"):
+        return 10
+    root = os.path.join(_require_tree(args), "train")
+    return sum(e.is_dir() for e in os.scandir(root)) if os.path.isdir(root) else 0
+
+
 def dataset_spec(args):
     """The AugmentSpec of resolved args: image size, jitter strength, blur and the dataset's normalisation."""
     mean, std = STATS.get(args.dataset, STATS["imagenet"])
@@ -177,39 +187,41 @@ def _read_rgb(path):
 
 
 class ViewFolder(torch.utils.data.Dataset):
-    """Images of an ImageFolder as uint8 tensors: the original (Resize + CenterCrop) and `views` crops.
+    """Images of an ImageFolder as uint8 tensors. An item is asked for by a key (epoch, views, index) and is
+    the original of image `index` (Resize + CenterCrop), then `views` crops of it.
 
     Crop boxes and flips come from a generator seeded by (seed, epoch, index), so a worker's output does
-    not depend on which worker ran it, nor on whether the run was resumed. A file that cannot be decoded
+    not depend on which worker ran it, nor on whether the run was resumed, and a worker needs no state
+    from the main process (one pass of its workers can span several epochs). A file that cannot be decoded
     yields an error string instead of raising inside the worker, so the main process can name it.
     """
 
-    def __init__(self, samples, size, resize, views, seed):
-        self.samples, self.size, self.resize, self.views, self.seed = samples, size, resize, views, seed
-        self.epoch = 0
+    def __init__(self, samples, size, resize, seed):
+        self.samples, self.size, self.resize, self.seed = samples, size, resize, seed
 
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, index):
+    def __getitem__(self, key):
+        epoch, views, index = key
         path, label = self.samples[index]
         blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
         try:
             img = _read_rgb(path)
         except UserError as e:
-            return (blank,) * (1 + self.views) + (label, str(e))
+            return (blank,) * (1 + views) + (label, str(e))
         orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
-        g = generator("cpu", "folder_crops", self.seed, self.epoch, index)
+        g = generator("cpu", "folder_crops", self.seed, epoch, index)
         out = [orig]
-        for box, flip in zip(sample_crop_boxes(self.views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
-                             torch.rand(self.views, generator=g) < 0.5):
+        for box, flip in zip(sample_crop_boxes(views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
+                             torch.rand(views, generator=g) < 0.5):
             i, j, h, w = box.tolist()
             v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
             out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
         return tuple(out) + (label, "")
 
     def subset(self, keep):
-        return ViewFolder([self.samples[i] for i in keep], self.size, self.resize, self.views, self.seed)
+        return ViewFolder([self.samples[i] for i in keep], self.size, self.resize, self.seed)
 
 
 def _check_batch(batch):
@@ -261,23 +273,32 @@ class Split:
     def epoch_order(self, epoch):
         return torch.randperm(len(self), generator=generator("cpu", "order", self.seed, epoch))
 
-    def batches(self, indices, batch, views, keys, workers=0, epoch=0, first=0):
-        """[x01, *views01, labels] for `indices`, in order, `batch` at a time. In memory, the crops of the
-        j-th batch draw from generator(device, *keys, first + j), keys = (stream name, ...); streamed, from
-        (seed, epoch, index) in the workers."""
+    @property
+    def index_device(self):
+        """Where index tensors go: beside the images in memory (moved there once per pass, not per batch)."""
+        return self.images.device if self.images is not None else torch.device("cpu")
+
+    def batches(self, indices, batch, views, keys, workers=0, epoch=0):
+        """[x01, *views01, labels] for `indices`, in order, `batch` at a time (see iterate)."""
+        indices = indices.to(self.index_device)
+        return self.iterate(((epoch, indices[k:k + batch]) for k in range(0, len(indices), batch)), views, keys, workers)
+
+    def iterate(self, plan, views, keys, workers=0, first=0):
+        """[x01, *views01, labels] for each (epoch, index tensor) of `plan`, an iterable that may run over
+        many epochs, its index tensors on index_device. In memory, the crops of the j-th batch draw from generator(device, *keys, first + j),
+        keys = (stream name, ...); streamed, from (seed, epoch, index) in the workers of one DataLoader for
+        the whole plan."""
         if self.images is not None:
-            indices = indices.to(self.images.device)  # once, not once per batch
-            for j, k in enumerate(range(0, len(indices), batch)):
-                idx = indices[k:k + batch]
-                yield [*self.batch(idx, views, generator(self.device, *keys, first + j)), self.labels[idx].to(self.device)]
+            for j, (_, idx) in enumerate(plan):
+                yield [*self.batch(idx, views, generator(self.device, *keys, first + j)),
+                       self.labels[idx].to(self.device, non_blocking=True)]
             return
-        self.folder.views, self.folder.epoch = views, epoch
-        loader = torch.utils.data.DataLoader(self.folder, batch_size=batch, sampler=indices.tolist(),
-                                             num_workers=workers, pin_memory=self.device.type == "cuda",
-                                             worker_init_fn=ignore_stop_signals)
+        keys = ([(epoch, views, i) for i in idx.tolist()] for epoch, idx in plan)  # ViewFolder keys, batch by batch
+        loader = torch.utils.data.DataLoader(self.folder, batch_sampler=keys, num_workers=workers,
+                                             pin_memory=self.device.type == "cuda", worker_init_fn=ignore_stop_signals)
         for b in loader:
             *images, labels = _check_batch(b)
-            yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device)]
+            yield [t.to(self.device, non_blocking=True).float() / 255 for t in images] + [labels.to(self.device, non_blocking=True)]
 
 
 class TrainBatches:
@@ -297,13 +318,17 @@ class TrainBatches:
         return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
 
     def __call__(self, start_step, keys):
-        """Batches from start_step on; in memory, step s crops with generator(device, *keys, s)."""
-        step = start_step
-        while True:
-            epoch, it = divmod(step, self.steps_per_epoch)
-            yield from self.split.batches(self.rank_indices(epoch, it), self.b, self.views, keys, self.workers, epoch,
-                                          first=step)
-            step = (epoch + 1) * self.steps_per_epoch
+        """Batches from start_step on, one pass over all epochs; in memory, step s crops with
+        generator(device, *keys, s)."""
+        def plan():
+            step = start_step
+            while True:
+                epoch, it = divmod(step, self.steps_per_epoch)
+                idx = self.rank_indices(epoch, it).to(self.split.index_device)
+                yield from ((epoch, idx[k:k + self.b]) for k in range(0, len(idx), self.b))
+                step = (epoch + 1) * self.steps_per_epoch
+
+        return self.split.iterate(plan(), self.views, keys, self.workers, first=start_step)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -359,9 +384,9 @@ def load_data(args, device, probe=False):
     resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
     splits = []
     for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
-        ds = ViewFolder(samples, size, resize, views=0 if args.in_memory else 1, seed=args.seed)
+        ds = ViewFolder(samples, size, resize, seed=args.seed)
         paths, labels = [p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long)
-        source = _decode_all(ds, args.workers, name).to(device) if args.in_memory else ds
+        source = _decode_all(ds, args.workers, name, device) if args.in_memory else ds
         splits.append(Split(source, labels, spec, device, args.seed, paths))
     return splits[0], splits[1], spec
 
@@ -387,11 +412,27 @@ def _read_torchvision_dataset(name, root, part):
         raise UserError(f"{name} is not under --data_path {root} and could not be downloaded there ({e})") from None
 
 
-def _decode_all(ds, workers, name):
-    """Every image of a ViewFolder as one uint8 tensor (N, 3, size, size), decoded by DataLoader workers."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=workers)
-    parts = [_check_batch(batch)[0] for batch in tqdm(loader, desc=f"decoding {name} images", leave=False,
-                                                       disable=not is_main() or None)]
-    if not parts:
+DECODES_PER_WORKER = 1000  # a folder smaller than this many images per worker is decoded with fewer workers
+
+
+def _decode_all(ds, workers, name, device):
+    """Every image of a ViewFolder as one uint8 tensor (N, 3, size, size) on `device`, written in place into
+    memory taken once: under torchrun each rank decodes a block of the images (DataLoader workers, at most
+    one per DECODES_PER_WORKER images: starting a worker costs more than decoding a few hundred small files)
+    and the blocks are gathered."""
+    n = len(ds)
+    if n == 0:
         raise UserError(f"the {name} split has no images")
-    return torch.cat(parts)
+    rank, world = rank_world()
+    block = -(-n // world)
+    out = torch.empty(block * world, 3, ds.size, ds.size, dtype=torch.uint8, device=device)
+    mine = range(rank * block, min(n, (rank + 1) * block))
+    keys = [[(0, 0, i) for i in mine[k:k + 256]] for k in range(0, len(mine), 256)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=keys, num_workers=min(workers, len(mine) // DECODES_PER_WORKER),
+                                         pin_memory=device.type == "cuda")
+    at = rank * block
+    for batch in tqdm(loader, desc=f"decoding {name} images", leave=False, disable=not is_main() or None):
+        images = _check_batch(batch)[0]
+        out[at:at + len(images)].copy_(images, non_blocking=True)
+        at += len(images)
+    return gather_blocks(out, rank, world)[:n]

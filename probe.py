@@ -8,28 +8,35 @@ protocol's, which sees a new augmented view of every image in every epoch (linea
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import generator
+from utils import all_reduce, gather_blocks, generator
+
+
+def block(n, rank, world):
+    """This rank's images of a split of n that the ranks share out in contiguous blocks: (start, stop)."""
+    size = -(-n // world)
+    return min(n, rank * size), min(n, (rank + 1) * size)
 
 
 @torch.no_grad()
-def pooled_features(encode, split, batch, keys, rank=0, world=1, workers=0):
-    """encode(x01) -> (n, dim) for every image of `split`, in the split's order, on every rank: each rank
-    encodes every world-th image (x01: floats in [0, 1], evaluation preprocessing only) and the shards are
-    gathered, so each image is encoded once. Returns a float32 (N, dim) tensor on the split's device."""
+def pooled_features(encode, split, dim, batch, keys, rank=0, world=1, workers=0, normalize=False, gather=True):
+    """encode(x01) -> (n, dim) for the images of `split` (x01: floats in [0, 1], evaluation preprocessing
+    only), written in float32 (L2-normalised rows with `normalize`) into one tensor allocated once. Each rank
+    encodes its block of the split (probe.block). With `gather`, the blocks are gathered in place and every
+    rank returns all N rows in the split's order; without, a rank returns its own block only, the queries it
+    scores. On the split's device."""
     n = len(split)
-    mine = torch.cat([encode(x01).float() for x01, _ in split.batches(torch.arange(n)[rank::world], batch, 0, keys, workers)])
-    if world == 1:
-        return mine
-    rows = math.ceil(n / world)
-    padded = torch.zeros(rows, mine.shape[1], device=mine.device)
-    padded[:len(mine)] = mine
-    gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    return torch.stack(gathered, 1).reshape(rows * world, -1)[:n]  # row k * world + r is image k * world + r
+    start, stop = block(n, rank, world)
+    size = -(-n // world)
+    out = torch.empty(size * world if gather else stop - start, dim, device=split.device)
+    at = start if gather else 0
+    for x01, _ in split.batches(torch.arange(start, stop), batch, 0, keys, workers):
+        f = encode(x01).float()
+        out[at:at + len(f)] = F.normalize(f, dim=1) if normalize else f
+        at += len(f)
+    return gather_blocks(out, rank, world)[:n] if gather else out
 
 
 def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
@@ -67,21 +74,46 @@ def fit_linear_head(features, labels, classes, epochs=90, batch=256, lr=0.1, wei
     return head.eval()
 
 
-def accuracy(scores, labels):
-    """Top-1 and top-5 accuracy (%) of class scores (N, classes) against labels (N,); top-5 is top-all when
-    there are fewer than five classes."""
+def correct(scores, labels):
+    """(top-1 hits, top-5 hits, images) of class scores (N, classes) against labels (N,), as a float64
+    tensor on the scores' device, to be summed over batches and ranks; top-5 is top-all with fewer classes."""
     labels = labels.to(scores.device)
     top = scores.topk(min(5, scores.shape[1]), 1).indices
-    return (100 * (top[:, 0] == labels).float().mean().item(), 100 * (top == labels[:, None]).any(1).float().mean().item())
+    hits = torch.stack([(top[:, 0] == labels).sum(), (top == labels[:, None]).any(1).sum()]).double()
+    return torch.cat([hits, torch.full((1,), len(labels), dtype=torch.float64, device=scores.device)])
+
+
+def percent(counts):
+    """(top-1 %, top-5 %) of summed `correct` counts, over every rank's share (all-reduced here)."""
+    top1, top5, n = all_reduce(counts).tolist()
+    return 100 * top1 / n, 100 * top5 / n
+
+
+def accuracy(scores, labels):
+    """Top-1 and top-5 accuracy (%) of class scores (N, classes) of one process against labels (N,)."""
+    top1, top5, n = correct(scores, labels).tolist()
+    return 100 * top1 / n, 100 * top5 / n
+
+
+KNN_BLOCK = 65536  # bank rows whose similarities to 1,024 queries are taken at a time (256 MB in float32)
 
 
 @torch.no_grad()
 def knn_scores(bank, bank_labels, queries, classes, k=200, t=0.1):
     """Weighted kNN on cosine similarity: the k nearest bank features of each query vote for their class
-    with weight exp(cos / t). bank (M, dim) and queries (N, dim) need not be normalised. Returns (N, classes)."""
-    bank, queries = F.normalize(bank, dim=1), F.normalize(queries, dim=1)
+    with weight exp(cos / t). bank (M, dim) and queries (N, dim) are L2-normalised rows. The similarities are
+    taken for KNN_BLOCK bank rows at a time, keeping the k nearest so far: the whole (1,024, M) matrix would
+    be 5 GB for ImageNet's bank. Returns (N, classes)."""
     votes = torch.zeros(len(queries), classes, device=queries.device)
-    for start in range(0, len(queries), 1024):  # (1024, M) similarities at a time
-        sim, idx = (queries[start:start + 1024] @ bank.T).topk(min(k, len(bank)), dim=1)
-        votes[start:start + 1024].scatter_add_(1, bank_labels.to(bank.device)[idx], torch.exp(sim / t))
+    bank_labels, k = bank_labels.to(bank.device), min(k, len(bank))
+    for start in range(0, len(queries), 1024):  # (1024, KNN_BLOCK) similarities at a time
+        q, sim, idx = queries[start:start + 1024], None, None
+        for b in range(0, len(bank), KNN_BLOCK):
+            s, i = (q @ bank[b:b + KNN_BLOCK].T).topk(min(k, len(bank) - b), dim=1)
+            if sim is None:
+                sim, idx = s, i + b
+            else:  # the k nearest of those so far and this block's
+                sim, pick = torch.cat([sim, s], 1).topk(k, dim=1)
+                idx = torch.cat([idx, i + b], 1).gather(1, pick)
+        votes[start:start + 1024].scatter_add_(1, bank_labels[idx], torch.exp(sim / t))
     return votes

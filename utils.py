@@ -63,7 +63,9 @@ def setup_distributed():
         return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
     local_rank = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        # modulo: a launcher that shows each process only its own GPU (CUDA_VISIBLE_DEVICES per rank) leaves
+        # one device, cuda:0, whatever the local rank
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
@@ -95,6 +97,10 @@ def is_main():
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def rank_world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
 def print0(*a, **k):
     if is_main():
         print(*a, **k, flush=True)
@@ -107,6 +113,16 @@ def all_reduce(t, op=None):
     return t
 
 
+def gather_blocks(out, rank, world):
+    """out, (world * b, ...), with every rank's block out[r * b:(r + 1) * b] filled by rank r, on every rank:
+    gathered in place, with no second copy of out."""
+    if world > 1:
+        b = len(out) // world
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the new name (torch 2.14)
+        gather(out, out[rank * b:(rank + 1) * b])
+    return out
+
+
 def broadcast_object(obj):
     """Rank 0's obj on every rank (pickled; tensors travel too): what only rank 0 can read, such as a
     checkpoint in an output directory that the other nodes do not share."""
@@ -117,18 +133,27 @@ def broadcast_object(obj):
     return box[0]
 
 
+DOWNLOAD_TIMEOUT = datetime.timedelta(hours=3)  # STL-10 is 2.6 GB; the collectives' own timeout is NCCL's 10 minutes
+
+
 @contextlib.contextmanager
 def local_rank_zero_first():
     """The body runs on local rank 0 of each node first (a download, say), then on the node's other ranks,
-    which wait at a barrier meanwhile and find the files in place."""
+    which wait at a barrier meanwhile and find the files in place. The barrier is on a group of its own whose
+    timeout is DOWNLOAD_TIMEOUT: on the training group a download longer than its timeout would end the job."""
+    if not dist.is_initialized():
+        yield
+        return
     first = int(os.environ.get("LOCAL_RANK", 0)) == 0
-    if dist.is_initialized() and not first:
-        dist.barrier()
+    group = dist.new_group(timeout=DOWNLOAD_TIMEOUT)  # the default backend, so the same network as training
+    if not first:
+        dist.barrier(group=group)
     try:
         yield
     finally:
-        if dist.is_initialized() and first:
-            dist.barrier()
+        if first:
+            dist.barrier(group=group)
+        dist.destroy_process_group(group)
 
 
 def broadcast_buffers(model):
@@ -144,16 +169,19 @@ class SavePolicy:
 
     SIGTERM and SIGUSR1 (a scheduler's notice before it kills, preempts or requeues a job) set a flag instead
     of ending the process, and `save_every_minutes` asks for a save once that many minutes have passed on
-    rank 0's clock since the last. poll() runs after every step: the flags are combined over ranks (max) on
-    a gloo group of CPU tensors, so a signal to one rank stops them all after the same step, and the poll
-    never waits for the GPU. Used as a context manager, it restores the previous signal handlers on exit.
+    rank 0's clock since the last. poll() runs after every step. Under torchrun the flags are combined over
+    ranks (max) by the training group itself, on the training device, so they travel wherever the gradients
+    do (a side group of another backend can pick another network interface across nodes). The host reads
+    each step's combined flags one step later: by then the device has finished the step before, so the poll
+    never makes the host wait for the step in flight, and every rank still acts after the same step. Used as
+    a context manager, it restores the previous signal handlers on exit.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self, save_every_minutes=None):
+    def __init__(self, save_every_minutes=None, device=torch.device("cpu")):
         self.minutes, self.received, self.last_save, self.previous = save_every_minutes, None, time.monotonic(), {}
-        self.group = dist.new_group(backend="gloo") if dist.is_initialized() else None
+        self.device, self.pending, self.stale_due = device, None, False
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
@@ -170,11 +198,29 @@ class SavePolicy:
         """(save, stop) after the step just taken; stop comes with save."""
         due = self.minutes is not None and is_main() and time.monotonic() - self.last_save >= 60 * self.minutes
         stop = self.received is not None
-        if self.group is not None:
-            flags = torch.tensor([stop, due], dtype=torch.int32)
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
-            stop, due = bool(flags[0]), bool(flags[1])
+        if dist.is_initialized():
+            stop, due = self._combined(stop, due)
         return stop or due, stop
+
+    def _combined(self, stop, due):
+        """The flags all ranks raised one poll ago (none at the first poll), and this poll's sent on."""
+        cuda = self.device.type == "cuda"
+        flags = torch.tensor([stop, due], dtype=torch.int32, pin_memory=cuda).to(self.device, non_blocking=True)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        host = torch.empty(2, dtype=torch.int32, pin_memory=cuda).copy_(flags, non_blocking=True)
+        ready = torch.cuda.Event() if cuda else None
+        if ready is not None:
+            ready.record()
+        previous, self.pending = self.pending, (host, ready)
+        if previous is None:
+            return False, False
+        host, ready = previous
+        if ready is not None:
+            ready.synchronize()  # the previous step's flags: the device is past them, or nearly
+        stop, due = bool(host[0]), bool(host[1]) and not self.stale_due
+        # A save acted on now makes the `due` just sent stale: it was raised before this save.
+        self.stale_due = stop or due
+        return stop, due
 
     def saved(self):
         self.last_save = time.monotonic()
@@ -204,30 +250,34 @@ def generator(device, stream, *keys):
     return torch.Generator(device).manual_seed(seed_for(stream, *keys))
 
 
-# Dense bf16 tensor-core peaks in TFLOP/s (vendor figures, SXM parts), for the fraction of peak achieved.
-PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+# Dense bf16 tensor-core peaks in TFLOP/s (vendor datasheets), by the full name CUDA reports: the PCIe and
+# NVL parts of a chip have lower clocks and power, and so lower peaks, than its SXM part.
+PEAK_BF16 = {"NVIDIA H100 80GB HBM3": 989.0, "NVIDIA H100 PCIe": 756.0, "NVIDIA H100 NVL": 835.0,
+             "NVIDIA H200": 989.0, "NVIDIA H200 NVL": 835.0,
+             "NVIDIA A100-SXM4-80GB": 312.0, "NVIDIA A100-SXM4-40GB": 312.0, "NVIDIA A100-PCIE-40GB": 312.0,
+             "NVIDIA A100 80GB PCIe": 312.0}
 
 
 def peak_tflops(device):
-    """The device's dense bf16 peak, or None for a CPU or an accelerator not in PEAK_BF16."""
+    """The device's dense bf16 peak, or None for a CPU or an accelerator not in PEAK_BF16 (no mfu is better
+    than a wrong one)."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+    return PEAK_BF16.get(torch.cuda.get_device_name(device))
 
 
 @contextlib.contextmanager
-def deterministic(enabled):
-    """torch's deterministic algorithms (cuDNN's included) while the body runs, when enabled: on CUDA,
-    several kernels (cuDNN's algorithm choice, atomics in backward passes) are otherwise free to differ from
-    run to run, which a resumed run would inherit. An op with no deterministic version raises an error."""
-    if not enabled:
-        yield
-        return
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible results
+def algorithms(deterministic):
+    """The convolution algorithms while the body runs. By default cuDNN times its algorithms for each new
+    shape and keeps the fastest (cudnn.benchmark). With `deterministic`, torch's deterministic algorithms
+    instead (cuDNN's included): on CUDA, several kernels (cuDNN's algorithm choice, atomics in backward
+    passes) are otherwise free to differ from run to run, which a resumed run would inherit. An op with no
+    deterministic version raises an error."""
     old = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible results
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = not deterministic
     try:
         yield
     finally:
@@ -235,14 +285,24 @@ def deterministic(enabled):
         torch.backends.cudnn.benchmark = old[1]
 
 
+def default_workers():
+    """DataLoader workers per process: the cores this process may use, shared among the processes torchrun
+    starts on the node, less one for the process itself (at least one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1)
+
+
 def native_bf16():
     """Whether bf16 autocast pays here: on CUDA, and on CPUs that compute bf16 products natively (AVX512-BF16
-    or AMX). Elsewhere a CPU emulates bf16, more slowly than it computes fp32."""
+    or AMX). Elsewhere a CPU emulates bf16, more slowly than it computes fp32. ONEDNN_MAX_CPU_ISA below
+    those instruction sets (AVX2, say) keeps oneDNN's convolutions off them, and then bf16 is emulated too."""
     if torch.cuda.is_available():
         return True
     capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.7
     found = capabilities() if capabilities else {}
-    return bool(found.get("avx512_bf16") or found.get("amx_bf16"))
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    capped = isa not in ("ALL", "DEFAULT") and not any(s in isa for s in ("BF16", "AMX", "FP16", "AVX10"))
+    return bool(found.get("avx512_bf16") or found.get("amx_bf16")) and not capped
 
 
 def autocast(args, device):
@@ -255,8 +315,21 @@ def autocast(args, device):
 # Files: written atomically, checkpoints read with weights_only=True
 
 
-def save_atomic(obj, path, write=torch.save):
-    """Writes to a temporary file, syncs it, then renames it over `path`: never a half-written file."""
+def on_cpu(obj):
+    """obj with every tensor in it (in dicts, lists and tuples) copied to the CPU: a file saved from the GPU
+    then loads on a machine without one, with no map_location."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
+
+
+def save_atomic(obj, path, write=lambda obj, path: torch.save(on_cpu(obj), path)):
+    """Writes to a temporary file, syncs it, then renames it over `path`: never a half-written file. By
+    default obj is torch.save'd with its tensors on the CPU."""
     tmp = path + ".tmp"
     write(obj, tmp)
     with open(tmp, "rb") as f:
@@ -276,9 +349,10 @@ def save_atomic_json(obj, path):
 
 
 def load_checkpoint(path):
-    """Reads a checkpoint with weights_only=True; anything else is refused with one sentence."""
+    """Reads a checkpoint with weights_only=True; anything else is refused with one sentence. The file is
+    mapped, not read: a probe that needs the encoder of a training checkpoint reads none of the optimiser."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
     except Exception as e:

@@ -1,16 +1,20 @@
 """aavae.py under torchrun, instrumented for tests/test_distributed.py.
 
-    [KILL_RANK=R KILL_STEP=S] [SIGNAL_RANK=R SIGNAL_STEP=S] [PRIVATE_DIR_RANK=R] torchrun ... tests/ddp_worker.py <aavae.py arguments>
+    [KILL_RANK=R KILL_STEP=S] [SIGNAL_RANK=R SIGNAL_STEP=S [SIGNAL_ATTEMPT=A]] [PRIVATE_DIR_RANK=R] \
+        torchrun ... tests/ddp_worker.py <aavae.py arguments>
 
-Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt and the sample indices it trained on to
-OUTPUT_DIR/indices{R}.pt. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
+Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt, the sample indices it trained on to
+OUTPUT_DIR/indices{R}.pt, the training images it holds in memory to OUTPUT_DIR/images{R}.pt, and the
+backends of the process groups the run made beside the training group to OUTPUT_DIR/groups{R}.json. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
 attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group. With
-SIGNAL_RANK, that rank alone sends itself SIGTERM after its S-th step, as a scheduler would. With
+SIGNAL_RANK, that rank alone sends itself SIGTERM after its S-th step, as a scheduler would (with SIGNAL_ATTEMPT,
+in that attempt only: 1 is the first restart). With
 PRIVATE_DIR_RANK, that rank's --output_dir is OUTPUT_DIR-rankR instead, as on a node that does not share
 the other nodes' filesystem.
 """
-import os
 import faulthandler
+import json
+import os
 import signal
 import sys
 
@@ -46,8 +50,29 @@ def train_step(*a, **k):
             and steps[0] == int(os.environ["KILL_STEP"])):
         os.kill(os.getpid(), signal.SIGKILL)
     out = real_step(*a, **k)
-    if str(rank) == os.environ.get("SIGNAL_RANK") and steps[0] == int(os.environ["SIGNAL_STEP"]):
+    attempt = os.environ.get("SIGNAL_ATTEMPT", os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    if (str(rank) == os.environ.get("SIGNAL_RANK") and steps[0] == int(os.environ["SIGNAL_STEP"])
+            and attempt == os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")):
         os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+
+real_load_data, real_new_group, groups = data.load_data, aavae.dist.new_group, []
+
+
+def load_data(args, device, probe=False):
+    out = real_load_data(args, device, probe)
+    torch.save(out[0].images, os.path.join(out_dir_of(args), f"images{rank}.pt"))
+    return out
+
+
+def new_group(*a, **k):
+    groups.append(k.get("backend"))
+    return real_new_group(*a, **k)
+
+
+def out_dir_of(args):
+    os.makedirs(out, exist_ok=True)
     return out
 
 
@@ -57,10 +82,14 @@ real_finish = aavae.finish
 def finish(args, raw_model, step, steps_per_epoch):
     torch.save({k: v.clone() for k, v in raw_model.state_dict().items()}, os.path.join(out, f"rank{rank}.pt"))
     torch.save(seen, os.path.join(out, f"indices{rank}.pt"))
+    with open(os.path.join(out, f"groups{rank}.json"), "w") as f:
+        json.dump(groups, f)
     return real_finish(args, raw_model, step, steps_per_epoch)
 
 
 data.TrainBatches.rank_indices = rank_indices
+data.load_data = aavae.data.load_data = load_data
+aavae.dist.new_group = new_group
 aavae.train_step = train_step
 aavae.finish = finish
 aavae.main(argv)

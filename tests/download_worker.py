@@ -2,9 +2,10 @@
 
     torchrun --nproc_per_node=2 tests/download_worker.py ROOT
 
-The fake "downloads" (writes ROOT/archive, slowly) when the archive is absent, and finds it otherwise;
-each rank writes what it did to ROOT/rank{RANK}.json.
+The fake "downloads" (writes ROOT/archive, for longer than the process group's timeout, which is made short
+here) when the archive is absent, and finds it otherwise; each rank writes what it did to ROOT/rank{RANK}.json.
 """
+import datetime
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ import utils  # noqa: E402
 
 root = sys.argv[1]
 done = []
+TIMEOUT = datetime.timedelta(seconds=2)  # NCCL's default is 10 minutes, shorter than STL-10's download
 
 
 class FakeCIFAR10:
@@ -26,7 +28,7 @@ class FakeCIFAR10:
         if os.path.exists(archive):
             done.append("found")
         else:
-            time.sleep(1.0)  # long enough for a rank that did not wait to find no archive either
+            time.sleep(2 * TIMEOUT.total_seconds())  # a rank that did not wait would find no archive, or time out
             with open(archive, "w") as f:
                 f.write("data")
             done.append("downloaded")
@@ -34,6 +36,7 @@ class FakeCIFAR10:
 
 
 data.torchvision.datasets.CIFAR10 = FakeCIFAR10
+utils.dist.init_process_group("gloo", timeout=TIMEOUT)
 rank, _, _ = utils.setup_distributed()
 data._torchvision_dataset("cifar10", root, "test")
 with open(os.path.join(root, f"rank{rank}.json"), "w") as f:

@@ -1,5 +1,6 @@
-"""linear_eval.py under torchrun, instrumented for tests/test_cluster.py: before the test split is scored,
-each rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt."""
+"""linear_eval.py under torchrun, instrumented for tests/test_cluster.py: runs each evaluation of its
+arguments in turn in one launch (evaluations separated by "--then"), and before a test split is scored each
+rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt."""
 import os
 import sys
 
@@ -8,23 +9,21 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import linear_eval  # noqa: E402
 
-argv = sys.argv[1:]
-out = argv[argv.index("--output_dir") + 1]
 rank = int(os.environ["RANK"])
-trained = []
 real_fit, real_score = linear_eval.fit, linear_eval.score
+for argv in " ".join(sys.argv[1:]).split(" --then "):
+    argv = argv.split()
+    out = argv[argv.index("--output_dir") + 1]
+    trained = []
 
+    def fit(model, params_groups, trainable, *a, **k):
+        trained.append(trainable)  # the whole model when fine-tuning
+        return real_fit(model, params_groups, trainable, *a, **k)
 
-def fit(model, params_groups, trainable, *a, **k):
-    trained.append(trainable)  # the whole model when fine-tuning
-    return real_fit(model, params_groups, trainable, *a, **k)
+    def score(*a, **k):
+        stats = {n: b.clone() for n, b in trained[0].state_dict().items() if "running" in n}
+        torch.save(stats, os.path.join(out, f"bn{rank}.pt"))
+        return real_score(*a, **k)
 
-
-def score(*a, **k):
-    stats = {n: b.clone() for n, b in trained[0].state_dict().items() if "running" in n}
-    torch.save(stats, os.path.join(out, f"bn{rank}.pt"))
-    return real_score(*a, **k)
-
-
-linear_eval.fit, linear_eval.score = fit, score
-linear_eval.main(argv)
+    linear_eval.fit, linear_eval.score = fit, score
+    linear_eval.main(argv)

@@ -101,3 +101,25 @@ def test_photometric_is_a_pure_function_of_the_generator():
     b = aavae.photometric(x, spec, torch.Generator().manual_seed(5))
     assert torch.equal(a, b) and not torch.equal(a, x)
     assert a.min() >= 0 and a.max() <= 1
+
+
+@pytest.mark.parametrize("size, jitter, blur", [(32, 0.5, False), (96, 1.0, True)])
+def test_the_fused_jitter_equals_torchvisions_ops_applied_image_by_image_in_each_images_order(size, jitter, blur):
+    spec = data.AugmentSpec(size, jitter, blur, (0,) * 3, (1,) * 3)
+    x = images(24, size, seed=3)
+    p = aavae.draw_photometric(24, spec, torch.Generator().manual_seed(4))
+    ours = aavae.apply_photometric(x, p, spec)
+    ops = [VF.adjust_brightness, VF.adjust_contrast, VF.adjust_saturation, VF.adjust_hue]
+    k = spec.blur_kernel
+    for n in range(len(x)):
+        img = x[n]
+        if p["jitter"][n]:
+            for op in p["order"][n].tolist():
+                img = ops[op](img, float(p["factors"][n, op]))
+        if p["gray"][n]:
+            img = VF.rgb_to_grayscale(img, 3)
+        if blur and p["blur"][n]:
+            img = VF.gaussian_blur(img, [k, k], [float(p["sigma"][n])] * 2)
+        torch.testing.assert_close(ours[n], img, atol=1e-4, rtol=0, msg=f"image {n}")
+    untouched = ~p["jitter"] & ~p["gray"] & (~p["blur"] if blur else True)
+    assert untouched.any() and torch.equal(ours[untouched], x[untouched])  # a skipped op is an exact no-op

@@ -85,32 +85,37 @@ def test_a_crash_after_the_checkpoint_leaves_each_step_once_in_the_log(folder, t
     assert [r["step"] for r in read_log(tmp_path) if "loss" in r] == list(range(1, 8))
 
 
-def test_deterministic_mode_trains_and_is_switched_off_after_the_run(folder, tmp_path):
-    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2", "--deterministic"))
-    assert json.loads((tmp_path / "args.json").read_text())["deterministic"] is True
-    assert not torch.are_deterministic_algorithms_enabled()
+def test_cudnn_picks_the_fastest_algorithms_unless_the_run_is_deterministic(folder, tmp_path, monkeypatch):
+    seen, real = [], aavae.train_step
+    monkeypatch.setattr(aavae, "train_step", lambda *a: seen.append((torch.backends.cudnn.benchmark,
+                                                                    torch.are_deterministic_algorithms_enabled())) or real(*a))
+    aavae.main(tiny_args(folder, tmp_path / "fast", "--max_steps", "1"))
+    aavae.main(tiny_args(folder, tmp_path / "exact", "--max_steps", "1", "--deterministic"))
+    assert seen == [(True, False), (False, True)]
+    assert json.loads((tmp_path / "exact" / "args.json").read_text())["deterministic"] is True
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark  # restored after
 
 
-def test_under_torchrun_time_based_saves_and_a_signal_to_one_rank_are_agreed_and_need_no_shared_directory(folder, tmp_path):
+def test_under_torchrun_a_killed_worker_restarts_the_group_and_saves_and_signals_are_agreed_without_a_shared_directory(
+        folder, tmp_path):
     # Rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory. 3 steps per epoch.
-    # 1. With --save_every_minutes due after every step, rank 1 is SIGKILLed before its 3rd step: the last
-    #    checkpoint is step 2, mid-epoch, on rank 0's clock. 2. The re-run resumes there (rank 1 from rank 0's
-    #    checkpoint) and rank 1 alone gets SIGTERM after step 4: both ranks stop there. 3. The last re-run ends
-    #    with the uninterrupted run's weights, and the log has each step once.
+    # 1. With --save_every_minutes due after every step (on rank 0's clock), rank 1 is SIGKILLed before its 3rd
+    #    step: torchrun restarts the group, which resumes from the step-2 checkpoint, mid-epoch (rank 1 from rank
+    #    0's checkpoint). 2. In that attempt rank 1 alone gets SIGTERM after its 2nd step, step 4: the ranks read
+    #    each other's flags a step later and both stop after step 5, with no restart left. 3. A re-run ends with
+    #    the uninterrupted run's weights, and the log has each step once.
     launch = ("--standalone", "--nproc_per_node=2")
     straight = torchrun(*launch, argv=tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
     assert straight.returncode == 0, straight.stdout + straight.stderr
     argv = tiny_args(folder, tmp_path / "split", "--max_steps", "7")
-    killed = torchrun(*launch, argv=argv + ["--save_every_minutes", "1e-9"], KILL_RANK="1", KILL_STEP="3", PRIVATE_DIR_RANK="1")
-    assert killed.returncode != 0
-    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 2
-    stopped = torchrun(*launch, argv=argv, SIGNAL_RANK="1", SIGNAL_STEP="2", PRIVATE_DIR_RANK="1")
-    assert stopped.returncode != 0 and "resuming from step 2" in stopped.stdout
-    assert "stopped by SIGTERM after step 4" in stopped.stderr and "a signal to another rank after step 4" in stopped.stderr
-    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 4
+    stopped = torchrun(*launch, "--max-restarts=1", argv=argv + ["--save_every_minutes", "1e-9"], KILL_RANK="1",
+                       KILL_STEP="3", SIGNAL_RANK="1", SIGNAL_STEP="2", SIGNAL_ATTEMPT="1", PRIVATE_DIR_RANK="1")
+    assert stopped.returncode != 0 and "resuming from step 2" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert "stopped by SIGTERM after step 5" in stopped.stderr and "a signal to another rank after step 5" in stopped.stderr
+    assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["step"] == 5
     resumed = torchrun(*launch, argv=argv, PRIVATE_DIR_RANK="1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "resuming from step 4" in resumed.stdout
+    assert "resuming from step 5" in resumed.stdout
     assert not os.path.exists(tmp_path / "split-rank1" / "checkpoint.pt")
     assert_same_weights_on_every_rank(tmp_path / "split", 2)
     for k, v in torch.load(tmp_path / "straight" / "rank1.pt", weights_only=True).items():
@@ -118,23 +123,25 @@ def test_under_torchrun_time_based_saves_and_a_signal_to_one_rank_are_agreed_and
     assert [r["step"] for r in read_log(tmp_path / "split") if "loss" in r] == list(range(1, 8))
 
 
-def test_finetuning_under_torchrun_scores_every_shard_with_rank_zeros_batchnorm_statistics(tmp_path):
+def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_scores_each_test_image_once(tmp_path):
     data = colour_folder(tmp_path / "data")
-    out = tmp_path / "ft"
+    args = lambda out, *a: probe_args(data, tmp_path / out, "--random_init", "--encoder", "resnet18", *a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(ROOT, "tests", "probe_worker.py"),
-           *probe_args(data, out, "--random_init", "--encoder", "resnet18", "--mode", "finetune", "--label_fraction", "1",
-                       "--epochs", "1", "--batch_size", "8")]
+           *args("ft", "--mode", "finetune", "--label_fraction", "1", "--epochs", "1", "--batch_size", "8"), "--then",
+           *args("knn", "--mode", "knn", "--knn_k", "5", "--batch_size", "6")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
-    stats = [torch.load(out / f"bn{k}.pt", weights_only=True) for k in range(2)]
-    saved = torch.load(out / "probe_checkpoint.pt", weights_only=True)["model"]
+    stats = [torch.load(tmp_path / "ft" / f"bn{k}.pt", weights_only=True) for k in range(2)]
+    saved = torch.load(tmp_path / "ft" / "probe_checkpoint.pt", weights_only=True)["model"]
     assert len(stats[0]) > 20
     for k, v in stats[0].items():
         assert torch.equal(v, stats[1][k]) and torch.equal(v, saved[k]), k
+    result = json.loads((tmp_path / "knn" / "result.json").read_text())
+    assert result["test_images"] == 14 and result["top1"] >= 90  # 14 test images, 7 a rank: each once
 
 
-def test_one_rank_per_node_downloads_while_the_others_wait(tmp_path):
+def test_one_rank_per_node_downloads_while_the_others_wait_longer_than_the_groups_timeout(tmp_path):
     worker = os.path.join(ROOT, "tests", "download_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker, str(tmp_path)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})

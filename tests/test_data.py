@@ -1,10 +1,12 @@
 """The splits of Appendix A.1, with the torchvision datasets faked (no download here)."""
 import argparse
+import os
 
 import torch
 
 import aavae
 import data
+import utils
 from conftest import make_folder
 
 
@@ -42,3 +44,52 @@ def test_stem_and_augmentation_follow_the_image_size_for_folders(tmp_path):
         spec = data.dataset_spec(data.resolve_data(args))
         assert spec.size == args.image_size == size and args.in_memory
         assert (args.stem, spec.blur, spec.jitter) == (stem, blur, 0.5 if size == 32 else 1.0)
+
+
+def test_a_streamed_training_run_starts_its_workers_once_for_all_its_epochs(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "data", classes=2, train=4, val=1)
+    args = aavae.validate(aavae.get_args_parser().parse_args(["--dataset", "folder", "--data_path", root, "--no-in_memory"]))
+    train, _, _ = data.load_data(args, torch.device("cpu"))
+    log, real = tmp_path / "pids", data._read_rgb
+
+    def read(path):  # runs in the worker processes, which fork with it
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(path)
+
+    monkeypatch.setattr(data, "_read_rgb", read)
+    stream = data.TrainBatches(train, 4, 0, 1, views=1, workers=1)(0, ("crops", 0, 0))
+    views = [next(stream)[1] for _ in range(6)]  # three epochs of two steps
+    assert len(set(log.read_text().split())) == 1  # one worker process served all three epochs
+    again = data.TrainBatches(train, 4, 0, 1, views=1, workers=0)(2, ("crops", 0, 0))  # resumed at step 2, no workers
+    assert all(torch.equal(next(again)[1], v) for v in views[2:])  # the epoch travels with each image's key
+    assert not torch.equal(views[0], views[2])
+
+
+def test_the_default_workers_share_the_cores_of_a_node_among_its_processes(monkeypatch):
+    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert utils.default_workers() == 15  # one process: every core but its own
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert utils.default_workers() == 3
+    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert utils.default_workers() == 1
+
+
+def test_a_small_folder_is_decoded_without_worker_processes(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "data", classes=2, train=4, val=1)
+    seen, real = [], torch.utils.data.DataLoader
+    monkeypatch.setattr(data.torch.utils.data, "DataLoader", lambda *a, **k: seen.append(k["num_workers"]) or real(*a, **k))
+    args = aavae.validate(aavae.get_args_parser().parse_args(["--dataset", "folder", "--data_path", root, "--workers", "4"]))
+    train, held, _ = data.load_data(args, torch.device("cpu"))
+    assert seen == [0, 0] and train.images.shape == (8, 3, 16, 16)  # 8 and 2 images: under DECODES_PER_WORKER
+
+
+def test_the_monitor_holds_ten_labelled_images_per_class_where_a_thousand_would_not(tmp_path):
+    parse = lambda *a: aavae.validate(aavae.get_args_parser().parse_args(list(a)))
+    assert parse("--dataset", "cifar10").monitor_images == 1000
+    root = tmp_path / "imagenet"
+    for c in range(150):
+        (root / "train" / f"n{c:08d}").mkdir(parents=True)
+    assert parse("--dataset", "imagenet", "--data_path", str(root)).monitor_images == 1500
+    assert parse("--dataset", "imagenet", "--data_path", str(root), "--monitor_images", "0").monitor_images == 0

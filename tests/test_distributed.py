@@ -1,4 +1,5 @@
 """DistributedDataParallel on CPU (gloo) under torchrun: the same code path as NCCL on GPUs."""
+import json
 import os
 import socket
 import subprocess
@@ -6,8 +7,11 @@ import sys
 
 import torch
 
+import aavae
 import data
+import utils
 from conftest import ROOT, read_log, tiny_args
+from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
 
@@ -46,45 +50,44 @@ def test_each_epoch_is_partitioned_across_ranks_without_duplicates():
     assert torch.equal(b.rank_indices(5, start_it=3), b.rank_indices(5)[3 * 6:])  # resuming mid-epoch
 
 
-def test_two_processes_train_with_identical_weights_and_disjoint_samples(folder, tmp_path):
-    out = tmp_path / "ddp"
-    r = torchrun("--standalone", "--nproc_per_node=2", argv=tiny_args(folder, out, "--max_steps", "4"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert_same_weights_on_every_rank(out, 2)
-    seen = [torch.load(out / f"indices{k}.pt", weights_only=True) for k in range(2)]
-    for (e0, _, a), (e1, _, b) in zip(*seen):
-        assert e0 == e1 and not set(a.tolist()) & set(b.tolist())
-    assert [row["step"] for row in read_log(out) if "loss" in row] == [1, 2, 3, 4]  # rank 0 alone writes
-    assert [row["val_images"] for row in read_log(out) if "val_knn_top1" in row] == [8]  # the monitor, on gathered features
-    assert "2 process(es)" in r.stdout and "batch 8 global = 2 x 4" in r.stdout
-
-
-def test_a_global_batch_that_does_not_divide_is_refused(folder, tmp_path):
-    r = torchrun("--standalone", "--nproc_per_node=2", argv=tiny_args(folder, tmp_path, "--batch_size", "7"))
-    assert r.returncode != 0
-    assert "--batch_size 7 (global) does not divide among 2 processes" in r.stderr
-    assert not (tmp_path / "checkpoint.pt").exists()
-
-
-def test_two_node_launch_on_one_machine_trains(folder, tmp_path):
+def test_two_nodes_train_with_identical_weights_disjoint_samples_and_one_log(folder, tmp_path):
+    # Two torchrun agents of one process each, as on two machines; the AA-AAE's discriminator is a second
+    # DDP model. Rank 0 alone writes; the monitor scores features gathered from both ranks.
     port, out = free_port(), tmp_path / "nodes"
     launch = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
-    argv = tiny_args(folder, out, "--max_steps", "3")
+    argv = tiny_args(folder, out, "--method", "aa_aae", "--max_steps", "4")
     nodes = [torchrun(*launch, f"--node_rank={k}", argv=argv, background=True) for k in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(logs)
     assert_same_weights_on_every_rank(out, 2)
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+    seen = [torch.load(out / f"indices{k}.pt", weights_only=True) for k in range(2)]
+    for (e0, _, a), (e1, _, b) in zip(*seen):
+        assert e0 == e1 and not set(a.tolist()) & set(b.tolist())
+    assert [row["step"] for row in read_log(out) if "loss" in row] == [1, 2, 3, 4]
+    assert [row["val_images"] for row in read_log(out) if "val_knn_top1" in row] == [8]
+    assert "2 process(es)" in logs[0] and "batch 8 global = 2 x 4" in logs[0]
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
+    # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
+    args = aavae.validate(aavae.get_args_parser().parse_args(argv))
+    alone = data.load_data(args, torch.device("cpu"))[0].images
+    assert all(torch.equal(torch.load(out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
+    # the ranks agree on saving and stopping through the training group: no side group of another backend
+    assert all(json.loads((out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))
 
 
-def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_resumes(folder, tmp_path):
-    # 24 images, global batch 8: 3 steps per epoch and a checkpoint every epoch. Rank 1 dies before its
-    # 5th step; the restarted group resumes from the step-3 checkpoint and finishes at step 7.
-    out = tmp_path / "elastic"
-    argv = tiny_args(folder, out, "--max_steps", "7", "--save_every", "1")
-    r = torchrun("--standalone", "--nproc_per_node=2", "--max-restarts=1",
-                 argv=argv, KILL_RANK="1", KILL_STEP="5")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "resuming from step 3" in r.stdout
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 7
-    assert_same_weights_on_every_rank(out, 2)
+def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(aavae, "setup_distributed", lambda: (0, 2, torch.device("cpu")))  # as rank 0 of two
+    assert "--batch_size 7 (global) does not divide among 2 processes" in run_error(
+        tiny_args(folder, tmp_path, "--batch_size", "7"), capsys)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_each_process_of_a_launcher_that_shows_it_one_gpu_takes_that_one(monkeypatch):
+    # srun --gpus-per-task=1 gives every process CUDA_VISIBLE_DEVICES of its own: cuda:0, whatever LOCAL_RANK is
+    monkeypatch.setenv("RANK", "3"), monkeypatch.setenv("LOCAL_RANK", "3"), monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(utils.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(utils.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(utils.torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(utils.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(utils.dist, "get_rank", lambda: 3), monkeypatch.setattr(utils.dist, "get_world_size", lambda: 4)
+    assert utils.setup_distributed() == (3, 4, torch.device("cuda", 0))

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import aavae
-from conftest import make_folder, read_log, tiny_args
+from conftest import SIZE, make_folder, read_log, tiny_args
 from test_train import run_error
 
 
@@ -22,7 +22,7 @@ def test_grayscale_rgba_and_odd_sized_images_are_converted_and_train(tmp_path):
     Image.fromarray(rng.integers(0, 256, (71, 33, 3), dtype=np.uint8)).save(cls / "odd.jpg")
     for memory in ("--in_memory", "--no-in_memory"):
         out = tmp_path / memory
-        aavae.main(tiny_args(data, out, memory, "--image_size", "32", "--max_steps", "2"))
+        aavae.main(tiny_args(data, out, memory, "--image_size", str(SIZE), "--max_steps", "2"))
         assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2]
 
 

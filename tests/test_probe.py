@@ -1,5 +1,6 @@
 """The cached-feature probe: a linear head on fixed features, checked against an independent fit."""
 import json
+import math
 import os
 
 import pytest
@@ -48,20 +49,33 @@ def test_the_cached_head_matches_an_independent_logistic_regression():
 
 
 def test_knn_scores_vote_for_the_nearest_class():
-    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
-    votes = probe.knn_scores(bank, torch.tensor([0, 0, 1]), torch.tensor([[1.0, 0.05], [0.1, 1.0]]), 2, k=2)
+    unit = lambda rows: torch.nn.functional.normalize(torch.tensor(rows), dim=1)
+    votes = probe.knn_scores(unit([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), torch.tensor([0, 0, 1]),
+                             unit([[1.0, 0.05], [0.1, 1.0]]), 2, k=2)
     assert votes.argmax(1).tolist() == [0, 1]
+    assert votes[0, 0] == pytest.approx(2 * math.exp(1 / 0.1), rel=0.02)  # two near neighbours, cos ~ 1
+
+
+def test_knn_over_bank_blocks_equals_knn_over_the_whole_bank(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    bank, queries = (torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=1) for n in (1000, 300))
+    labels = torch.randint(0, 5, (1000,), generator=g)
+    whole = probe.knn_scores(bank, labels, queries, 5, k=50)
+    monkeypatch.setattr(probe, "KNN_BLOCK", 64)  # 16 blocks, the last one short
+    torch.testing.assert_close(probe.knn_scores(bank, labels, queries, 5, k=50), whole)
 
 
 @pytest.mark.skipif(not os.path.isdir(MINI), reason="../shared/data/cifar10-mini is not here")
-def test_on_real_images_the_cached_probe_matches_logistic_regression_on_the_same_features(tmp_path):
-    flags = ["--random_init", "--encoder", "resnet18", "--batch_size", "256", "--workers", "2", "--train_limit", "2048"]
+def test_on_real_images_the_cached_probe_matches_logistic_regression_on_the_same_features(tmp_path, monkeypatch):
+    seen, real_build, real_features = {}, linear_eval.build, linear_eval.cached_features
+    monkeypatch.setattr(linear_eval, "build", lambda *a: seen.setdefault("splits", real_build(*a)))
+    monkeypatch.setattr(linear_eval, "cached_features", lambda *a, **k: seen.setdefault(id(a[1]), real_features(*a, **k)))
+    flags = ["--random_init", "--encoder", "resnet18", "--batch_size", "256", "--workers", "2", "--train_limit", "1024"]
     result = linear_eval.main(probe_args(MINI, tmp_path, "--cached_features", *flags))
     assert json.loads((tmp_path / "result.json").read_text())["features"] == "cached"
     assert result["test_images"] == 1000 and result["epochs"] == 90
-    args = linear_eval.validate(linear_eval.get_args_parser().parse_args(probe_args(MINI, tmp_path / "f", *flags)))
-    torch.manual_seed(args.seed)  # the same random-init encoder as the probe's
-    train, test, spec, encoder, _, _ = linear_eval.build(args, torch.device("cpu"))
-    train_f, test_f = linear_eval.cached_features(encoder, (train, test), spec, args, 0, 1, linear_eval.utils.autocast(args, train.device))
-    reference = logistic_regression_top1(train_f, train.labels, test_f, test.labels, 10)
+    train, test = seen["splits"][:2]
+    train_f, test_f = seen[id(train)], seen[id(test)]  # the very features the probe's head trained on
+    assert train_f.shape == (1024, 512) and train_f.dtype == torch.float32
+    reference = logistic_regression_top1(train_f.float(), train.labels, test_f.float(), test.labels, 10)
     assert abs(result["top1"] - reference) <= 2, (result["top1"], reference)

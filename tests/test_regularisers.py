@@ -9,7 +9,6 @@ from torch.distributions import Normal
 import aavae
 import data
 from conftest import read_log, tiny_args
-from test_distributed import assert_same_weights_on_every_rank, torchrun
 from test_train import run_error, tensors_of
 from utils import generator
 
@@ -122,9 +121,3 @@ def test_regulariser_flags_belong_to_their_methods(folder, tmp_path, capsys):
     assert "are for --method aae" in err("--method", "aavae", "--adv_weight", "2")
     assert "deterministic latent" in err("--method", "aae", "--learn_scale")
     assert "--iw_samples must be >= 1, got 0" in err("--method", "iwae", "--iw_samples", "0")
-
-
-def test_aae_under_two_processes_keeps_ranks_identical(folder, tmp_path):
-    r = torchrun("--standalone", "--nproc_per_node=2", argv=tiny_args(folder, tmp_path, "--method", "aa_aae", "--max_steps", "2"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert_same_weights_on_every_rank(tmp_path, 2)

@@ -67,7 +67,7 @@ def rows(markdown):
 
 
 def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsys):
-    data = make_folder(tmp_path / "data", classes=2, train=70, val=5)
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "R"
     argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(out), "--in_process", "--quick_steps", "2"]
     experiments.main(argv)
@@ -89,7 +89,7 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
 
 
 def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_curves(tmp_path):
-    data = make_folder(tmp_path / "data", classes=2, train=70, val=5)
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
     experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1"])
     table = rows((out / "table1.md").read_text())
@@ -106,7 +106,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_cur
 
 
 def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_reading_val(tmp_path):
-    data = make_folder(tmp_path / "data", classes=3, train=50, val=2)
+    data = make_folder(tmp_path / "data", classes=3, train=50, val=2, size=8)
     shutil.rmtree(tmp_path / "data" / "val")  # --holdout must not need it
     out = tmp_path / "H"
     g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
