@@ -21,7 +21,8 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
-from utils import UserError, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, rank_world
+from utils import (UserError, block, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, padded,
+                   rank_world)
 
 
 @dataclass
@@ -284,10 +285,10 @@ class Split:
         return self.iterate(((epoch, indices[k:k + batch]) for k in range(0, len(indices), batch)), views, keys, workers)
 
     def iterate(self, plan, views, keys, workers=0, first=0):
-        """[x01, *views01, labels] for each (epoch, index tensor) of `plan`, an iterable that may run over
-        many epochs, its index tensors on index_device. In memory, the crops of the j-th batch draw from generator(device, *keys, first + j),
-        keys = (stream name, ...); streamed, from (seed, epoch, index) in the workers of one DataLoader for
-        the whole plan."""
+        """[x01, *views01, labels] for each (epoch, index tensor on index_device) of `plan`, an iterable that
+        may span many epochs. In memory, the crops of the j-th batch draw from generator(device, *keys,
+        first + j), keys = (stream name, ...); streamed, from (seed, epoch, index) in the workers of one
+        DataLoader for the whole plan."""
         if self.images is not None:
             for j, (_, idx) in enumerate(plan):
                 yield [*self.batch(idx, views, generator(self.device, *keys, first + j)),
@@ -424,13 +425,12 @@ def _decode_all(ds, workers, name, device):
     if n == 0:
         raise UserError(f"the {name} split has no images")
     rank, world = rank_world()
-    block = -(-n // world)
-    out = torch.empty(block * world, 3, ds.size, ds.size, dtype=torch.uint8, device=device)
-    mine = range(rank * block, min(n, (rank + 1) * block))
+    out = torch.empty(padded(n, world), 3, ds.size, ds.size, dtype=torch.uint8, device=device)
+    mine = range(*block(n, rank, world))
     keys = [[(0, 0, i) for i in mine[k:k + 256]] for k in range(0, len(mine), 256)]
     loader = torch.utils.data.DataLoader(ds, batch_sampler=keys, num_workers=min(workers, len(mine) // DECODES_PER_WORKER),
                                          pin_memory=device.type == "cuda")
-    at = rank * block
+    at = mine.start
     for batch in tqdm(loader, desc=f"decoding {name} images", leave=False, disable=not is_main() or None):
         images = _check_batch(batch)[0]
         out[at:at + len(images)].copy_(images, non_blocking=True)

@@ -1,7 +1,7 @@
 """The one command to run on a CUDA machine: the GPU tests, the GPU benchmark, and the CPU suite pinned to the CPU.
 
     python gpu_check.py --prepare            # here, once: data/gpu-check/ from ../shared/data/cifar10-mini
-    python gpu_check.py OUT                  # on the GPU machine: the default parts, about 6 minutes on one H200
+    python gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 6 minutes on one H200)
     python gpu_check.py OUT bench stream     # some parts only; each part prints its time
     python gpu_check.py OUT --smoke          # any machine, seconds: every default part on tiny settings
 
@@ -9,11 +9,12 @@ On this project's lent accelerator (the device tool), with the data travelling i
 
     run(command='PYTHONUNBUFFERED=1 python3 gpu_check.py "$OUT"', carry=["data/gpu-check"], timeout_s=540)
 
---prepare writes data/gpu-check/ (git-ignored, about 30 MB): cifar/, 2,000 of cifar10-mini's 32-px PNGs, and
+--prepare writes data/gpu-check/ (git-ignored, 28 MB): cifar/, 2,000 of cifar10-mini's 32-px PNGs, and
 jpeg/, 1,000 of them upscaled to 500 x 375 and saved as JPEG, decoded as costly as ImageNet's.
 
-Parts (the default is the first four, in this order, which fit 8 minutes with a margin; --budget seconds
-skips a part that would start too late):
+Parts (the default is the first four, in this order, estimated to fit 8 minutes, and --budget seconds, 450 by
+default, skips a part that would start too late; files are written as each part ends, so a run cut short
+still returns what it did):
   tests      tests/test_cuda.py with the GPU visible: a bf16 step of every method, finite and without a host
              synchronisation; AAVAE's loss falls; photometric ops and crops equal the CPU's; --compile trains and
              resumes; --deterministic resumes bit-identically; one-process NCCL; saved files load without a GPU
@@ -181,8 +182,7 @@ def environment():
     return env
 
 
-def main(argv=None):
-    global DATA
+def get_args_parser():
     p = argparse.ArgumentParser("gpu_check.py", description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", help="folder for the (at most 8) result files")
     p.add_argument("parts", nargs="*", help=f"of {', '.join(PARTS)} (default: {' '.join(DEFAULT)})")
@@ -190,6 +190,12 @@ def main(argv=None):
     p.add_argument("--source", default=os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"))
     p.add_argument("--smoke", action="store_true", help="every part on tiny settings, on any machine (the test suite's)")
     p.add_argument("--budget", type=float, default=450, help="seconds: a part that would start too late is skipped")
+    return p
+
+
+def main(argv=None):
+    global DATA
+    p = get_args_parser()
     args = p.parse_args(argv)
     if args.prepare:
         return prepare(args.source)

@@ -238,9 +238,9 @@ class Head(nn.Linear):
 @torch.no_grad()
 def score(predict, test, spec, args, rank, world, desc="test"):
     """Top-1 and top-5 accuracy (%) of predict(x) -> (N, classes) over the whole test split, each image once
-    (each rank scores its block, probe.block)."""
+    (each rank scores its block, utils.block)."""
     counts = torch.zeros(3, dtype=torch.float64, device=test.device)
-    idx = torch.arange(*probe.block(len(test), rank, world))
+    idx = torch.arange(*utils.block(len(test), rank, world))
     b = max(1, args.batch_size // world)
     for x01, y in tqdm(test.batches(idx, b, 0, ("score", args.seed, rank), args.workers), desc=desc, leave=False,
                        total=math.ceil(len(idx) / b), disable=not is_main() or None):
@@ -396,7 +396,7 @@ def knn(args, train, test, spec, encoder, info, rank, world, amp):
     images. The bank stays float32: in float16 it moved top-1 on cifar10-mini by 0.6 points (random init)."""
     bank = cached_features(encoder, train, spec, args, info, rank, world, amp, normalize=True)
     queries = cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True, gather=False)
-    start, stop = probe.block(len(test), rank, world)
+    start, stop = utils.block(len(test), rank, world)
     votes = probe.knn_scores(bank, train.labels, queries, num_classes(train), args.knn_k, args.knn_t)
     top1, top5 = probe.percent(probe.correct(votes, test.labels[start:stop]))
     return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t}

@@ -11,26 +11,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import all_reduce, gather_blocks, generator
-
-
-def block(n, rank, world):
-    """This rank's images of a split of n that the ranks share out in contiguous blocks: (start, stop)."""
-    size = -(-n // world)
-    return min(n, rank * size), min(n, (rank + 1) * size)
+from utils import all_reduce, block, gather_blocks, generator, padded
 
 
 @torch.no_grad()
 def pooled_features(encode, split, dim, batch, keys, rank=0, world=1, workers=0, normalize=False, gather=True):
     """encode(x01) -> (n, dim) for the images of `split` (x01: floats in [0, 1], evaluation preprocessing
     only), written in float32 (L2-normalised rows with `normalize`) into one tensor allocated once. Each rank
-    encodes its block of the split (probe.block). With `gather`, the blocks are gathered in place and every
+    encodes its block of the split (utils.block). With `gather`, the blocks are gathered in place and every
     rank returns all N rows in the split's order; without, a rank returns its own block only, the queries it
     scores. On the split's device."""
     n = len(split)
     start, stop = block(n, rank, world)
-    size = -(-n // world)
-    out = torch.empty(size * world if gather else stop - start, dim, device=split.device)
+    out = torch.empty(padded(n, world) if gather else stop - start, dim, device=split.device)
     at = start if gather else 0
     for x01, _ in split.batches(torch.arange(start, stop), batch, 0, keys, workers):
         f = encode(x01).float()

@@ -113,9 +113,21 @@ def all_reduce(t, op=None):
     return t
 
 
+def block(n, rank, world):
+    """(start, stop) of this rank's share of n items that the ranks split into contiguous blocks of
+    ceil(n / world), the last one shorter or empty."""
+    size = -(-n // world)
+    return min(n, rank * size), min(n, (rank + 1) * size)
+
+
+def padded(n, world):
+    """n rounded up to a multiple of world: the rows of a tensor whose blocks gather_blocks gathers."""
+    return -(-n // world) * world
+
+
 def gather_blocks(out, rank, world):
-    """out, (world * b, ...), with every rank's block out[r * b:(r + 1) * b] filled by rank r, on every rank:
-    gathered in place, with no second copy of out."""
+    """out, (padded(n, world), ...), with every rank's block (utils.block) filled by that rank, on every
+    rank: gathered in place, with no second copy of out."""
     if world > 1:
         b = len(out) // world
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # the new name (torch 2.14)

@@ -2,6 +2,7 @@
 import argparse
 import os
 
+import pytest
 import torch
 
 import aavae
@@ -93,3 +94,13 @@ def test_the_monitor_holds_ten_labelled_images_per_class_where_a_thousand_would_
         (root / "train" / f"n{c:08d}").mkdir(parents=True)
     assert parse("--dataset", "imagenet", "--data_path", str(root)).monitor_images == 1500
     assert parse("--dataset", "imagenet", "--data_path", str(root), "--monitor_images", "0").monitor_images == 0
+
+
+def test_a_dataset_that_cannot_be_downloaded_is_named_in_one_sentence(tmp_path, monkeypatch):
+    def offline(*a, **k):
+        raise RuntimeError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(data.torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(utils.UserError, match=r"cifar10 is not under --data_path .* and could not be downloaded there "
+                                              r"\(Temporary failure in name resolution\)"):
+        data._torchvision_dataset("cifar10", str(tmp_path), "train")

@@ -239,3 +239,13 @@ def test_the_probe_head_and_its_scores_are_float32_under_bf16_autocast(tmp_path,
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = head(h.bfloat16())
     assert torch.equal(logits, torch.nn.functional.linear(h.bfloat16().float(), head.weight, head.bias))
+
+
+def test_a_finished_evaluation_is_kept_unless_overwrite(tmp_path, capsys):
+    data = colour_folder(tmp_path / "data")
+    argv = probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18", "--mode", "knn", "--knn_k", "5")
+    linear_eval.main(argv)
+    before = (tmp_path / "out" / "result.json").read_text()
+    assert "result.json already exists; choose another --output_dir or pass --overwrite" in run_error(argv, capsys, linear_eval.main)
+    assert (tmp_path / "out" / "result.json").read_text() == before
+    assert linear_eval.main(argv + ["--overwrite"])["test_images"] == 14
