@@ -1,0 +1,188 @@
+"""What the README and docs/ print is what the code does: every command line of them parses and passes its
+script's validation (without training), every command the experiment grids generate does too, every quoted
+error message is printed by the code or asserted by the test named beside it, and every test they name exists.
+A renamed flag or a reworded message fails here, not for a user."""
+import contextlib
+import glob
+import inspect
+import io
+import os
+import re
+import shlex
+
+import pytest
+
+import aavae
+import experiments
+import gpu_check
+import linear_eval
+from conftest import ROOT, make_folder
+
+PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+SCRIPTS = ("aavae.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
+LAUNCHERS = ("python", "python3", "bash", "torchrun", "srun")
+
+
+def code_spans(line):
+    """The parts of a markdown line that are code: an indented line whole, else its `...` spans."""
+    return [line.strip()] if line.startswith("    ") else re.findall(r"`([^`]+)`", line)
+
+
+BAD_INPUT = os.path.join(ROOT, "docs", "bad-input.md")  # its commands fail on purpose: see the error test
+
+
+def documented_commands():
+    """(page:line, script, argv) for every command of SCRIPTS the pages print, continuation lines joined;
+    '...' and the brackets of [optional] flags are dropped, and a command ends at a pipe or a redirection."""
+    found = []
+    for page in (p for p in PAGES if p != BAD_INPUT):
+        lines = open(page).read().replace("\\\n", " ").splitlines()
+        for n, line in enumerate(lines, 1):
+            for span in code_spans(line):
+                try:
+                    tokens = shlex.split(span, comments=True)
+                except ValueError:
+                    continue
+                at = next((i for i, t in enumerate(tokens) if os.path.basename(t) in SCRIPTS), None)
+                if at is None or not any(t in LAUNCHERS for t in tokens[:at]):
+                    continue
+                argv = []
+                for t in tokens[at + 1:]:
+                    if t in ("|", "&", "&&", ";", ">", "2>&1"):
+                        break
+                    t = t.strip("[]")
+                    if t and t != "...":
+                        argv.append(t)
+                found.append((f"{os.path.relpath(page, ROOT)}:{n}", os.path.basename(tokens[at]), argv))
+    return found
+
+
+def with_data(argv, trees):
+    """argv with the data of a folder or ImageNet run replaced by generated trees (a documented path such as
+    /data/imagenet is not here), and SimCLR's label lists by empty files."""
+    argv = list(argv)
+    value = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None
+    if value("--dataset") in ("folder", "imagenet") or value("--profile") in ("quick", "small"):
+        if "--data_path" not in argv:
+            argv += ["--data_path", ""]
+        argv[argv.index("--data_path") + 1] = trees["folder"]
+    for flag in ("--places_path", "--subset_dir"):
+        if flag in argv:
+            argv[argv.index(flag) + 1] = trees[flag]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    root = tmp_path_factory.mktemp("docs")
+    subsets = root / "subsets"
+    subsets.mkdir()
+    for name in ("1percent.txt", "10percent.txt"):
+        (subsets / name).write_text("000.png\n")
+    return {"folder": make_folder(root / "folder", classes=2, train=520, val=2, size=8),  # --holdout 1000 needs > 1000
+            "--places_path": make_folder(root / "places", classes=2, train=1, val=1, size=8), "--subset_dir": str(subsets)}
+
+
+def validate(script, argv, trees):
+    """Parses argv as `script` would and runs its validation, training nothing; returns the commands of a
+    run_all.sh grid, for those to be validated too."""
+    argv = with_data(argv, trees)
+    if script in ("aavae.py", "bench.py"):
+        aavae.resolve_amp(aavae.validate(aavae.get_args_parser(script).parse_args(argv)))
+    elif script == "linear_eval.py":
+        linear_eval.validate(linear_eval.get_args_parser().parse_args(argv))
+    elif script == "gpu_check.py":
+        args = gpu_check.get_args_parser().parse_args(argv)
+        assert set(args.parts) <= set(gpu_check.PARTS), args.parts
+    else:
+        with contextlib.redirect_stdout(io.StringIO()):
+            grid = experiments.main(argv + ["--dry_run"])
+        return [st.cmd for st in grid.steps]
+    return []
+
+
+def test_every_documented_command_parses_and_passes_validation(trees, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the grids' relative output directories, never written in a dry run
+    commands = documented_commands()
+    scripts = {s for _, s, _ in commands}
+    assert scripts == set(SCRIPTS) and len(commands) > 30, (scripts, len(commands))
+    for where, script, argv in commands:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err):
+                for cmd in [[script, *argv]] + validate(script, argv, trees):  # and the grid's own commands
+                    at = next(i for i, t in enumerate(cmd) if t in SCRIPTS)
+                    validate(cmd[at], cmd[at + 1:], trees)
+        except (SystemExit, Exception) as e:
+            pytest.fail(f"{where}: {shlex.join(cmd)}: {type(e).__name__} {e} {err.getvalue().strip()}")
+
+
+def test_the_paper_quick_and_small_grids_are_among_the_validated(trees, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    profiles = {argv[argv.index("--profile") + 1] for _, s, argv in documented_commands() if s == "run_all.sh"}
+    assert {"paper", "quick", "small"} <= profiles
+
+
+def bad_input_rows():
+    """(example, quoted parts) of each row of docs/bad-input.md's table."""
+    rows = []
+    for line in open(BAD_INPUT).read().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1].startswith("`"):
+            rows.append((cells[1].strip("`"), re.findall(r"`([^`]+)`", cells[2])))
+    return rows
+
+
+def test_every_quoted_error_is_what_the_code_prints_or_what_its_test_asserts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    make_folder(tmp_path / "tiny")  # 24 training images
+    rows = bad_input_rows()
+    assert len(rows) >= 25
+    for example, quoted in rows:
+        assert quoted, example
+        if example.startswith("tests/"):  # the named test asserts each quoted part
+            source = source_of(example)
+            missing = [q for q in quoted if q not in source]
+            assert not missing, f"{example} asserts none of {missing}"
+            continue
+        tokens = shlex.split(example)
+        main = {"aavae.py": aavae.main, "linear_eval.py": linear_eval.main}[tokens[1]]
+        with pytest.raises(SystemExit) as e:
+            main(tokens[2:])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, (example, err)
+        at = 0
+        for q in quoted:  # the quoted parts, in order
+            at = err.find(q, at)
+            assert at >= 0, f"{example}: '{q}' is not in: {err}"
+
+
+def source_of(name):
+    """The source of a test named path::function (parametrised or not)."""
+    path, function = name.split("::")
+    module = __import__(os.path.splitext(os.path.basename(path))[0])
+    assert os.path.exists(os.path.join(ROOT, path)), name
+    return inspect.getsource(getattr(module, function))
+
+
+def test_every_test_the_pages_name_exists():
+    named = {m for page in PAGES for m in re.findall(r"(tests/\w+\.py::\w+)", open(page).read())}
+    assert len(named) > 10
+    for name in sorted(named):
+        source_of(name)  # raises if the file or the function is not there
+
+
+def test_a_renamed_flag_would_fail_the_suite(trees, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    where, script, argv = next(c for c in documented_commands() if c[1] == "aavae.py" and "--output_dir" in c[2])
+    renamed = ["--out_dir" if a == "--output_dir" else a for a in argv]
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
+        validate(script, renamed, trees)
+
+
+def test_the_readme_reads_in_one_screen_and_links_every_page():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.encode()) < 12 * 1024, len(readme.encode())
+    for page in PAGES[1:]:
+        assert f"docs/{os.path.basename(page)}" in readme, page
