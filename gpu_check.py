@@ -43,6 +43,8 @@ import time
 
 import torch
 
+import bench
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(ROOT, "data", "gpu-check")
 PARTS = {"tests": 150, "bench": 90, "stream": 60, "compile": 180, "cpu_suite": 600}  # rough seconds, for --budget
@@ -69,7 +71,6 @@ class Tee(io.TextIOBase):
 
 def prepare(source, out=DATA, count=2000, jpegs=1000):
     """data/gpu-check/{cifar,jpeg}: real files inside the checkout, since ../shared does not travel."""
-    import bench
     from PIL import Image
     cifar = os.path.join(out, "cifar")
     for split in ("train", "val"):
@@ -86,24 +87,30 @@ def prepare(source, out=DATA, count=2000, jpegs=1000):
 
 def bench_line(out, encoder, size, batch, source, extra=(), steps=None):
     """One bench.py run in this process; its JSON object is appended to OUT/bench.jsonl."""
-    import bench
     argv = ["--dataset", "folder", "--data_path", os.path.join(DATA, source), "--encoder", encoder,
             "--image_size", str(size), "--batch_size", str(batch), *extra] + (["--max_steps", str(steps)] if steps else [])
     result = bench.main(argv)
     with open(os.path.join(out, "bench.jsonl"), "a") as f:
         f.write(json.dumps(result) + "\n")
-    torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return result
 
 
-def part_tests(out, smoke):
-    env = {**os.environ, "AAVAE_TEST_CUDA": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(ROOT, "tests", "test_cuda.py")]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
-    with open(os.path.join(out, "cuda_tests.txt"), "w") as f:
+def run_pytest(out, name, args, env, timeout):
+    """pytest in a process of its own, its output in OUT/name and its last line printed; returns its status."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], capture_output=True,
+                       text=True, cwd=ROOT, env=env, timeout=timeout)
+    with open(os.path.join(out, name), "w") as f:
         f.write(r.stdout + r.stderr)
     print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-2000:])
-    return r.returncode in (0, 5) if smoke else r.returncode == 0  # 5: every test skipped (no GPU)
+    return r.returncode
+
+
+def part_tests(out, smoke):
+    code = run_pytest(out, "cuda_tests.txt", [os.path.join(ROOT, "tests", "test_cuda.py")],
+                  {**os.environ, "AAVAE_TEST_CUDA": "1", "PYTHONUNBUFFERED": "1"}, 900)
+    return code in (0, 5) if smoke else code == 0  # 5: every test skipped (no GPU)
 
 
 def part_bench(out, smoke):
@@ -137,7 +144,6 @@ def part_stream(out, smoke):
 
 
 def part_compile(out, smoke):
-    import bench
     if smoke:  # dynamo's capture only: inductor's code generation alone takes minutes on a CPU
         with _compile_backend(bench, "eager"):
             bench_line(out, "resnet18", 32, 8, "cifar", ["--compile", "--workers", "0"], steps=1)
@@ -159,14 +165,8 @@ def _compile_backend(module, backend):
 
 def part_cpu_suite(out, smoke):
     workers = "2" if smoke else str(min(16, os.cpu_count() or 1))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers, "--durations=15",
-           os.path.join(ROOT, "tests")]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800,
-                       env={k: v for k, v in os.environ.items() if k != "AAVAE_TEST_CUDA"})
-    with open(os.path.join(out, "cpu_suite.txt"), "w") as f:
-        f.write(r.stdout + r.stderr)
-    print(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-2000:])
-    return r.returncode == 0
+    return run_pytest(out, "cpu_suite.txt", ["-n", workers, "--durations=15", os.path.join(ROOT, "tests")],
+                  {k: v for k, v in os.environ.items() if k != "AAVAE_TEST_CUDA"}, 1800) == 0
 
 
 def environment():

@@ -245,7 +245,7 @@ def score(predict, test, spec, args, rank, world, desc="test"):
     for x01, y in tqdm(test.batches(idx, b, 0, ("score", args.seed, rank), args.workers), desc=desc, leave=False,
                        total=math.ceil(len(idx) / b), disable=not is_main() or None):
         counts += probe.correct(predict(normalize(x01, spec)), y)
-    top1, top5 = probe.percent(counts)
+    top1, top5 = probe.percent(all_reduce(counts))
     return {"top1": top1, "top5": top5, "test_images": int(counts[2].item())}
 
 
@@ -398,7 +398,7 @@ def knn(args, train, test, spec, encoder, info, rank, world, amp):
     queries = cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True, gather=False)
     start, stop = utils.block(len(test), rank, world)
     votes = probe.knn_scores(bank, train.labels, queries, num_classes(train), args.knn_k, args.knn_t)
-    top1, top5 = probe.percent(probe.correct(votes, test.labels[start:stop]))
+    top1, top5 = probe.percent(all_reduce(probe.correct(votes, test.labels[start:stop])))
     return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t}
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import all_reduce, block, gather_blocks, generator, padded
+from utils import block, gather_blocks, generator, padded
 
 
 @torch.no_grad()
@@ -77,15 +77,14 @@ def correct(scores, labels):
 
 
 def percent(counts):
-    """(top-1 %, top-5 %) of summed `correct` counts, over every rank's share (all-reduced here)."""
-    top1, top5, n = all_reduce(counts).tolist()
+    """(top-1 %, top-5 %) of summed `correct` counts."""
+    top1, top5, n = counts.tolist()
     return 100 * top1 / n, 100 * top5 / n
 
 
 def accuracy(scores, labels):
-    """Top-1 and top-5 accuracy (%) of class scores (N, classes) of one process against labels (N,)."""
-    top1, top5, n = correct(scores, labels).tolist()
-    return 100 * top1 / n, 100 * top5 / n
+    """Top-1 and top-5 accuracy (%) of class scores (N, classes) against labels (N,), in this process."""
+    return percent(correct(scores, labels))
 
 
 KNN_BLOCK = 65536  # bank rows whose similarities to 1,024 queries are taken at a time (256 MB in float32)

@@ -61,19 +61,15 @@ real_load_data, real_new_group, groups = data.load_data, aavae.dist.new_group, [
 
 
 def load_data(args, device, probe=False):
-    out = real_load_data(args, device, probe)
-    torch.save(out[0].images, os.path.join(out_dir_of(args), f"images{rank}.pt"))
-    return out
+    data_out = real_load_data(args, device, probe)
+    os.makedirs(out, exist_ok=True)  # the shared directory's name, also for a rank with a private one
+    torch.save(data_out[0].images, os.path.join(out, f"images{rank}.pt"))
+    return data_out
 
 
 def new_group(*a, **k):
     groups.append(k.get("backend"))
     return real_new_group(*a, **k)
-
-
-def out_dir_of(args):
-    os.makedirs(out, exist_ok=True)
-    return out
 
 
 real_finish = aavae.finish
@@ -88,7 +84,7 @@ def finish(args, raw_model, step, steps_per_epoch):
 
 
 data.TrainBatches.rank_indices = rank_indices
-data.load_data = aavae.data.load_data = load_data
+data.load_data = load_data
 aavae.dist.new_group = new_group
 aavae.train_step = train_step
 aavae.finish = finish
