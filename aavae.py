@@ -75,9 +75,10 @@ METHODS = {
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
-# Arguments that may differ when a run is resumed: they do not change what the steps compute.
+# Arguments that may differ when a run is resumed: they do not change what the steps compute. --in_memory is not
+# one: the memory path crops a batch on the device from one stream, the streamed path each image in PIL from its own.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
-                  "val_size", "val_samples", "workers", "compile", "overwrite", "in_memory", "amp",
+                  "val_size", "val_samples", "workers", "compile", "overwrite", "amp",
                   "save_every_minutes", "deterministic", "monitor_images"}
 
 
@@ -121,9 +122,10 @@ def get_args_parser(prog="aavae.py"):
                    help="folder only: side of the square training image (default: the first image's shorter side)")
     g.add_argument("--in_memory", action=argparse.BooleanOptionalAction, default=None,
                    help="hold the uint8 images on the training device (default: yes unless over 8 GiB; never for imagenet)")
-    g.add_argument("--jitter_strength", type=float, default=None, help="colour jitter s; default 0.5 cifar, 1.0 otherwise")
+    g.add_argument("--jitter_strength", type=float, default=None,
+                   help="colour jitter s; default 0.5 for images of 64 px or less, 1.0 above")
     g.add_argument("--blur", action=argparse.BooleanOptionalAction, default=None,
-                   help="Gaussian blur in the augmentation; default off for 32-px images, on otherwise")
+                   help="Gaussian blur in the augmentation; default off for images of 64 px or less, on above")
     g.add_argument("--workers", type=int, default=default_workers(),
                    help="DataLoader workers per process, for decoding folders that are streamed or loaded into memory "
                         "(default: the cores per process on this node, less one)")

@@ -176,7 +176,13 @@ def run(args, argv=None):
 
 def main(argv=None):
     args = aavae.get_args_parser("bench.py").parse_args(argv)
-    return utils.run_cli("bench.py", lambda: run(aavae.validate(args), argv))
+
+    def measure():
+        aavae.validate(args)
+        with utils.algorithms(args.deterministic):  # as aavae.main trains: else another set-up is timed
+            return run(args, argv)
+
+    return utils.run_cli("bench.py", measure)
 
 
 if __name__ == "__main__":

@@ -120,8 +120,8 @@ def resolve_data(args):
     jitter_strength, blur and in_memory. Stops with one sentence if the data is not there or cannot be used.
 
     A folder's size is its first training image's shorter side unless --image_size says; its stem follows
-    the size; it is held in memory when its uint8 images fit in MEMORY_LIMIT. 32-px images get jitter
-    strength 0.5 and no blur, larger ones 1.0 with blur (Appendix A.1, SimCLR's settings per dataset).
+    the size; it is held in memory when its uint8 images fit in MEMORY_LIMIT. Images of 64 px or less get
+    jitter strength 0.5 and no blur, larger ones 1.0 with blur (Appendix A.1, SimCLR's settings per dataset).
     """
     if args.image_size is not None and args.dataset != "folder":
         raise UserError(f"--image_size is for --dataset folder; {args.dataset} has a fixed size")
@@ -174,6 +174,12 @@ def _find_folder(root, split):
     try:
         return torchvision.datasets.ImageFolder(path, loader=_read_rgb)
     except (FileNotFoundError, OSError) as e:
+        images = torchvision.datasets.folder.IMG_EXTENSIONS
+        if os.path.isdir(path) and any(f.lower().endswith(images) for f in os.listdir(path)):  # ILSVRC's val/ unpacked
+            raise UserError(f"{path} holds image files but no class sub-folders, and the labels come from one "
+                            "sub-folder per class: ILSVRC2012's validation archive unpacks flat, and "
+                            "torchvision.datasets.ImageNet(DATA_PATH, split='val') sorts it into val/WNID/ from "
+                            "ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz in DATA_PATH") from None
         raise UserError(f"expected an ImageFolder tree (one sub-folder of images per class) at {path}: {e}") from None
 
 

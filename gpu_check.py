@@ -1,7 +1,7 @@
-"""The one command to run on a CUDA machine: the GPU tests, the GPU benchmark, and the CPU suite pinned to the CPU.
+"""The one command to run on a CUDA machine: the GPU tests and the GPU benchmark (the CPU suite there on request).
 
     python gpu_check.py --prepare            # here, once: data/gpu-check/ from ../shared/data/cifar10-mini
-    python gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 6 minutes on one H200)
+    python gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 8 minutes on one H200)
     python gpu_check.py OUT bench stream     # some parts only; each part prints its time
     python gpu_check.py OUT --smoke          # any machine, seconds: every default part on tiny settings
 
@@ -12,17 +12,17 @@ On this project's lent accelerator (the device tool), with the data travelling i
 --prepare writes data/gpu-check/ (git-ignored, 28 MB): cifar/, 2,000 of cifar10-mini's 32-px PNGs, and
 jpeg/, 1,000 of them upscaled to 500 x 375 and saved as JPEG, decoded as costly as ImageNet's.
 
-Parts (the default is the first four, in this order, estimated to fit 8 minutes, and --budget seconds, 450 by
-default, skips a part that would start too late; files are written as each part ends, so a run cut short
-still returns what it did):
-  tests      tests/test_cuda.py with the GPU visible: a bf16 step of every method, finite and without a host
+Parts, with their estimated seconds (PARTS): the default is the first four, in this order, 480 s together (8
+minutes), and --budget seconds, 450 by default, skips a part that would start with less than half its estimate
+left; files are written as each part ends, so a run cut short still returns what it did:
+  tests      (150 s) tests/test_cuda.py with the GPU visible: a bf16 step of every method, finite and without a host
              synchronisation; AAVAE's loss falls; photometric ops and crops equal the CPU's; --compile trains and
              resumes; --deterministic resumes bit-identically; one-process NCCL; saved files load without a GPU
-  bench      bench.py in bf16, eager: ResNet-18 + decoder18 at 32 px, ResNet-50 + decoder50 at 32, 96, 224 px
-  stream     the streamed 224-px path: DataLoader workers (all cores) decoding the JPEGs and the step they feed,
+  bench      (90 s) bench.py in bf16, eager: ResNet-18 + decoder18 at 32 px, ResNet-50 + decoder50 at 32, 96, 224 px
+  stream     (60 s) the streamed 224-px path: DataLoader workers (all cores) decoding the JPEGs and the step they feed,
              and torchvision.io.decode_jpeg on the GPU over the same files, for comparison
-  compile    bench.py --compile: ResNet-18 at 32 px and ResNet-50 at 224 px, compiled beside eager
-  cpu_suite  the whole CPU suite on this machine's cores, the GPU hidden (not a default part: several minutes)
+  compile    (180 s) bench.py --compile: ResNet-18 at 32 px and ResNet-50 at 224 px, compiled beside eager
+  cpu_suite  (600 s) the whole CPU suite on this machine's cores, the GPU hidden (not a default part)
 
 At most 8 files under OUT, none in folders: check.log (all that was printed), summary.json (each part's
 status and seconds), env.json, cuda_tests.txt, bench.jsonl (one JSON object per benchmark, bench.py's),
@@ -187,7 +187,8 @@ def get_args_parser():
     p.add_argument("out", nargs="?", help="folder for the (at most 8) result files")
     p.add_argument("parts", nargs="*", help=f"of {', '.join(PARTS)} (default: {' '.join(DEFAULT)})")
     p.add_argument("--prepare", action="store_true", help="write data/gpu-check/ from --source, then stop")
-    p.add_argument("--source", default=os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"))
+    p.add_argument("--source", default=os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"),
+                   help="with --prepare: the ImageFolder tree (train/, val/) whose images data/gpu-check/ is made of")
     p.add_argument("--smoke", action="store_true", help="every part on tiny settings, on any machine (the test suite's)")
     p.add_argument("--budget", type=float, default=450, help="seconds: a part that would start too late is skipped")
     return p

@@ -93,7 +93,9 @@ def get_args_parser():
     g.add_argument("--num_images", type=int, default=8, help="similarity: test images")
     g.add_argument("--views", type=int, default=4, help="similarity: augmented views per image")
     g = p.add_argument_group("run")
-    g.add_argument("--output_dir", default=None, help="default runs/eval-MODE")
+    g.add_argument("--output_dir", default=None,
+                   help="default runs/eval-ENCODER-PROTOCOL-DATA, e.g. runs/eval-cifar10-aavae-linear-cifar10 for "
+                        "--checkpoint runs/cifar10-aavae/checkpoint.pt, runs/eval-random-resnet50-knn-cifar10")
     g.add_argument("--overwrite", action="store_true", help="replace a result.json already in output_dir")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on with CUDA and CPUs with native bf16)")
@@ -130,8 +132,23 @@ def validate(args):
         raise UserError("--views must be at least 2: similarity compares views of the same image")
     if args.lr <= 0 or args.knn_t <= 0 or args.weight_decay < 0:
         raise UserError("--lr and --knn_t must be positive and --weight_decay non-negative")
-    args.output_dir = args.output_dir or os.path.join("runs", f"eval-{args.mode}")
+    args.output_dir = args.output_dir or default_output_dir(args)
     return args
+
+
+def default_output_dir(args):
+    """runs/eval-ENCODER-PROTOCOL-DATA: the encoder (the folder of --checkpoint, which is its run's, or
+    random-ARCH), the protocol (mode, cached features, label fraction) and the data, so that probes of other
+    encoders or by other protocols never meet in one directory."""
+    path = os.path.normpath(args.checkpoint or "")
+    encoder = (f"random-{args.encoder}" if args.random_init  # a checkpoint named without a folder: its own name
+               else os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0])
+    protocol = args.mode + ("-cached" if args.cached_features else "")
+    if args.mode == "finetune":
+        protocol += f"-{args.label_fraction:g}" if args.subset_file is None else \
+            "-" + os.path.splitext(os.path.basename(args.subset_file))[0]
+    data = os.path.basename(os.path.normpath(args.data_path)) if args.dataset == "folder" else args.dataset
+    return os.path.join("runs", f"eval-{encoder}-{protocol}-{data}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """What the README and docs/ print is what the code does: every command line of them parses and passes its
 script's validation (without training), every command the experiment grids generate does too, every quoted
 error message is printed by the code or asserted by the test named beside it, and every test they name exists.
-A renamed flag or a reworded message fails here, not for a user."""
+Every flag of every script is named on its page, the counts and times they quote are the code's, and the paper's
+AAAE figures sit beside the authors' model alone. A renamed flag or a reworded message fails here, not for a user."""
+import argparse
 import contextlib
 import glob
 import inspect
@@ -9,6 +11,7 @@ import io
 import os
 import re
 import shlex
+from unittest import mock
 
 import pytest
 
@@ -16,7 +19,7 @@ import aavae
 import experiments
 import gpu_check
 import linear_eval
-from conftest import ROOT, make_folder
+from conftest import ROOT, make_folder, tiny_args
 
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 SCRIPTS = ("aavae.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
@@ -186,3 +189,116 @@ def test_the_readme_reads_in_one_screen_and_links_every_page():
     assert len(readme.encode()) < 12 * 1024, len(readme.encode())
     for page in PAGES[1:]:
         assert f"docs/{os.path.basename(page)}" in readme, page
+
+
+def test_the_documented_probes_of_a_run_and_of_the_random_baseline_run_one_after_the_other(tmp_path, monkeypatch):
+    # docs/evaluation.md's first two commands, as printed (no --output_dir), on generated images and for one epoch:
+    # the second must not find the first's result.json in its place.
+    monkeypatch.chdir(tmp_path)
+    probes = [argv for where, script, argv in documented_commands()
+              if where.startswith("docs/evaluation.md") and script == "linear_eval.py"][:2]
+    assert "--checkpoint" in probes[0] and "--random_init" in probes[1], probes
+    readme = [argv for where, script, argv in documented_commands()
+              if where.startswith("README") and script == "linear_eval.py"]
+    assert readme == probes[:1]
+    data = make_folder(tmp_path / "data", classes=2, train=8, val=2)
+    checkpoint = probes[0][probes[0].index("--checkpoint") + 1]
+    with contextlib.redirect_stdout(io.StringIO()):  # the run the command names, one step long
+        aavae.main(tiny_args(data, os.path.dirname(checkpoint), "--max_steps", "1", "--monitor_images", "0"))
+    cheap = ["--dataset", "folder", "--data_path", data, "--epochs", "1", "--batch_size", "8", "--workers", "0"]
+    for argv in probes:
+        small = ["--encoder", "resnet18"] if "--random_init" in argv else []  # a third of ResNet-50's time
+        with contextlib.redirect_stdout(io.StringIO()):
+            linear_eval.main(argv + cheap + small)  # argparse: the later flags win
+    made = sorted(os.path.relpath(p, tmp_path) for p in glob.glob(str(tmp_path / "runs" / "eval-*" / "result.json")))
+    assert len(made) == 2 and "-cifar10-aavae-" in made[0] + made[1] and "-random-resnet18-" in made[0] + made[1], made
+
+
+def test_no_two_documented_probes_share_an_output_directory(trees, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+    for where, script, argv in documented_commands():
+        if script != "linear_eval.py":
+            continue
+        out = linear_eval.validate(linear_eval.get_args_parser().parse_args(with_data(argv, trees))).output_dir
+        assert seen.setdefault(out, (where, argv))[1] == argv, f"{where} and {seen[out][0]} both write {out}"
+
+
+class Parsed(Exception):
+    """Carries the parser a script's main() built, stopped at parse_args."""
+
+
+def parser_of(main):
+    def stop(self, *a, **k):
+        raise Parsed(self)
+
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", stop):
+        try:
+            main([])
+        except Parsed as e:
+            return e.args[0]
+    raise AssertionError(f"{main} parsed no arguments")
+
+
+# each script's parser, and the page that must name every one of its flags
+PARSERS = [("aavae.py", lambda: aavae.get_args_parser(), "training.md"),
+           ("bench.py", lambda: aavae.get_args_parser("bench.py"), "training.md"),  # bench.py takes aavae.py's flags
+           ("linear_eval.py", linear_eval.get_args_parser, "evaluation.md"),
+           ("run_all.sh", lambda: parser_of(experiments.main), "experiments.md"),
+           ("gpu_check.py", gpu_check.get_args_parser, "testing.md")]
+
+
+@pytest.mark.parametrize("script, parser, page", PARSERS, ids=[p[0] for p in PARSERS])
+def test_every_flag_of_every_script_is_documented(script, parser, page):
+    text = open(os.path.join(ROOT, "docs", page)).read()
+    flags = [a.option_strings[0] for a in parser()._actions
+             if a.option_strings and a.help != argparse.SUPPRESS and a.option_strings[0] != "-h"]
+    assert len(flags) > 3, flags
+    missing = [f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", text)]
+    assert not missing, f"docs/{page} does not name {script}'s {', '.join(missing)}"
+
+
+def table_rows(text):
+    """The cells of every markdown table row of a text."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|---")]
+
+
+def test_the_papers_aaae_figures_sit_beside_the_authors_model_alone():
+    # The paper's AAAE row is the authors' model, which reconstructs the augmented view (--target augmented).
+    pages = PAGES + sorted(glob.glob(os.path.join(ROOT, "results", "*", "README.md")))
+    figures = {experiments.fmt(v) for v in experiments.PAPER_TABLE1["aaae"].values() if v > 10}  # 50.62, 41.94
+    found = 0
+    for page in pages:
+        for cells in table_rows(open(page).read()):
+            if any(c.split(" ")[0] in figures for c in cells[1:]):
+                found += 1
+                assert "augmented" in cells[0] or "authors" in cells[0], f"{os.path.relpath(page, ROOT)}: {cells}"
+    assert found >= 2  # the README's table and results/small-cpu's
+
+
+def test_the_dry_run_counts_the_pages_quote_are_the_grids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    count = {}
+    for profile in ("paper", "quick"):
+        with contextlib.redirect_stdout(io.StringIO()):
+            g = experiments.main(["--profile", profile, "--data_path", "d", "--dry_run"])
+        count[profile] = (len(g.steps), sum(st.kind == "pretrain" for st in g.steps))
+    readme, grid = (open(os.path.join(ROOT, p)).read() for p in ("README.md", "docs/experiments.md"))
+    for text in (readme, grid):
+        quoted = re.findall(r"the (\d+) commands", text)
+        assert quoted and {int(n) for n in quoted} == {count["paper"][0]}, quoted
+    quick = re.search(r"(\d+) commands, (\d+) of them pretraining runs", grid)
+    assert quick and (int(quick.group(1)), int(quick.group(2))) == count["quick"]
+
+
+def test_the_gpu_checks_time_is_one_figure_from_its_parts_estimates():
+    seconds = sum(gpu_check.PARTS[p] for p in gpu_check.DEFAULT)
+    testing = " ".join(open(os.path.join(ROOT, "docs", "testing.md")).read().split())  # lines joined
+    texts = [" ".join(open(p).read().split()) for p in PAGES] + [" ".join(gpu_check.__doc__.split())]
+    quoted = {int(m) for t in texts for m in re.findall(r"estimated (\d+) minutes", t)}
+    assert quoted == {round(seconds / 60)}, quoted
+    assert f"{seconds} s" in testing and f"{seconds} s" in gpu_check.__doc__
+    for part in gpu_check.PARTS:  # each part's estimate, once, in the page's list and in the script's
+        assert f"`{part}` ({gpu_check.PARTS[part]} s" in testing, part
+        assert re.search(rf"^  {part} +\({gpu_check.PARTS[part]} s\)", gpu_check.__doc__, re.M), part

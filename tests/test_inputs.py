@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import aavae
+import linear_eval
 from conftest import SIZE, make_folder, read_log, tiny_args
 from test_train import run_error
 
@@ -75,3 +76,30 @@ def test_a_checkpoint_of_another_architecture_is_refused(folder, tmp_path, capsy
 
 def test_an_image_size_the_decoder_cannot_produce_is_refused(folder, tmp_path, capsys):
     assert "not a multiple of 8" in run_error(tiny_args(folder, tmp_path, "--image_size", "30"), capsys)
+
+
+def test_a_resume_that_switches_the_memory_path_is_refused(folder, tmp_path, capsys):
+    # In memory a batch is cropped on the device from one random stream, streamed each image is cropped in PIL
+    # from a stream of its own: the steps after a switch would be another run's.
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "1", "--in_memory"))
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    err = run_error(tiny_args(folder, tmp_path, "--max_steps", "2", "--no-in_memory"), capsys)
+    assert "holds a run with other arguments" in err and "--in_memory True -> False" in err
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2"))  # the default path here is memory's: it resumes
+    assert [r["step"] for r in read_log(tmp_path) if "loss" in r] == [1, 2]
+
+
+def test_a_flat_val_folder_is_refused_with_the_layout_it_needs(tmp_path, capsys):
+    # ILSVRC2012's validation archive unpacks as 50,000 files in one folder, without the classes' sub-folders.
+    data = make_folder(tmp_path / "data", train=8, val=2)
+    val = tmp_path / "data" / "val"
+    for c in list(val.iterdir()):
+        for f in c.iterdir():
+            f.rename(val / f"{c.name}-{f.name}")
+        c.rmdir()
+    probe = ["--random_init", "--encoder", "resnet18", "--dataset", "imagenet", "--data_path", data, "--workers", "0"]
+    err = run_error(probe, capsys, main=linear_eval.main)
+    assert "holds image files but no class sub-folders" in err and "torchvision.datasets.ImageNet" in err
+    assert f"{val} " in err and "ILSVRC2012_devkit_t12.tar.gz" in err
+    assert "no class sub-folders" in run_error(tiny_args(data, tmp_path / "out"), capsys)  # a folder's val/ too

@@ -56,6 +56,30 @@ def test_the_paper_dry_run_sweeps_only_the_decoder_and_syncs_batchnorm_over_proc
     assert all(flag(cmd, "--encoder") == "resnet50" and flag(cmd, "--dataset") == "cifar10" for cmd in runs)
 
 
+def test_the_paper_report_sets_the_papers_aaae_figures_beside_the_authors_model_alone(tmp_path):
+    # The paper's AAAE row is the authors' model, which reconstructs the augmented view: its figures must sit
+    # beside the row whose runs pretrain with --target augmented, and never beside the original-target aaae.
+    args = argparse.Namespace(profile="paper", data_root="/data", data_path=None, places_path=None, nproc=1,
+                              output_dir=str(tmp_path), subset_dir=None)
+    g = experiments.build_grid(args)
+    pretrain = {st.dir: shlex.join(st.cmd) for st in g.steps if st.kind == "pretrain"}
+    probes = {st.dir: st.cmd for st in g.steps if st.kind == "eval"}
+    for c in g.cells:  # every evaluation scores 40 %
+        os.makedirs(c.eval, exist_ok=True)
+        (tmp_path / c.eval / "result.json").write_text(json.dumps({"top1": 40.0}))
+    experiments.report(g, args)
+    table = {r[0]: r for r in rows((tmp_path / "table1.md").read_text())}
+    for k, d in enumerate(("cifar10", "stl10", "imagenet")):
+        paper = experiments.fmt(experiments.PAPER_TABLE1["aaae"][d])
+        assert [row for row, cells in table.items() if cells[2 + 3 * k] == paper] == ["aaae, augmented target"], d
+        assert table["aaae"][2 + 3 * k] == table["aaae"][3 + 3 * k] == "—"  # no paper figure, no difference
+    runs = {row: {pretrain[os.path.dirname(flag(probes[c.eval], "--checkpoint"))] for c in g.cells
+                  if c.table == "table1" and c.row == row} for row in ("aaae", "aaae, augmented target")}
+    assert len(runs["aaae, augmented target"]) == 5  # three seeds on CIFAR-10, one on STL-10 and ImageNet
+    assert all("--method aaae --target augmented" in cmd for cmd in runs["aaae, augmented target"])
+    assert all("--method aaae" in cmd and "--target" not in cmd for cmd in runs["aaae"])
+
+
 MEASURED = {"table1": [1], "fig2": [2, 3], "fig3": [1], "fig4_batch": [1], "fig4_latent": [1], "fig4_decoder": [1],
             "fig4_logscale": [1], "fig5": [1, 2], "table2": [2, 5], "regularisers": [1, 2, 3]}
 
@@ -77,7 +101,8 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
         for row in table:
             for c in columns:
                 float(row[c])  # a measured number, not a dash
-    assert [r[0] for r in rows((out / "table1.md").read_text())] == ["ae", "aaae", "vae", "aavae", "random init"]
+    assert [r[0] for r in rows((out / "table1.md").read_text())] == [*experiments.TABLE1_ROWS, "random init"]
+    assert list(experiments.TABLE1_ROWS) == ["ae", "aaae", "aaae, augmented target", "vae", "aavae"]
     fixed = [r for r in rows((out / "fig2.md").read_text()) if r[0] == "fixed"]
     assert len(fixed) == 2 and fixed[0][3] != fixed[1][3], "each segment reads its own validation"
     assert [r[0] for r in rows((out / "regularisers.md").read_text())] == experiments.REGULARISERS
@@ -131,6 +156,19 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
         experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--holdout", "9", "--dry_run"])
     with pytest.raises(SystemExit):
         experiments.main(["--profile", "quick", "--data_path", data, "--holdout", "9", "--dry_run"])
+
+
+def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_path, capsys, monkeypatch):
+    data = make_folder(tmp_path / "data", classes=2, train=4, val=1, size=8)
+    argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(tmp_path / "R"), "--report_only"]
+    experiments.main(argv)
+    assert "matplotlib" not in capsys.readouterr().out and (tmp_path / "R" / "figures.png").exists()
+    (tmp_path / "R" / "figures.png").unlink()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without it imports
+    experiments.main(argv)
+    out = capsys.readouterr().out
+    assert "matplotlib is not installed, so figures.png was not drawn: pip install matplotlib" in out
+    assert (tmp_path / "R" / "table1.md").exists() and not (tmp_path / "R" / "figures.png").exists()
 
 
 def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
