@@ -12,9 +12,9 @@ augmentation-augmented) are the same file with --method and its flags.
     # several GPUs (NCCL); on CPU the same line runs with gloo
     torchrun --nproc_per_node=4 aavae.py --dataset imagenet --data_path /data/imagenet --batch_size 512
     # any ImageFolder tree with train/ and val/
-    python aavae.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 32
+    python aavae.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 32
     # throughput of the data path and the training step (bench.py takes the same flags)
-    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64
+    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
 
 The file reads in the paper's order: arguments; the model (Appendix A.1, "Architecture"); the objective,
 one function per equation, with the training step right after it; the augmentation; the diagnostics; the
@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn as dist_nn
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
@@ -57,10 +58,20 @@ class Method:
     augmented: bool  # the encoder sees x+ ~ A(x) instead of x (the decoder's target stays x)
     latent: str  # "deterministic": z = mu = head(h); "gaussian": z ~ q(z|x) = N(mu, exp(log_var))
     regulariser: str  # "none"; "kl": beta * KL(q(z|x) || N(0, I)); "iw": the IWAE bound; "adv": a discriminator on z
+    objective: str = "reconstruction"  # the autoencoders'; the controls': "contrastive" (SimCLR) or "supervised"
 
     @property
     def variational(self):
         return self.latent == "gaussian"
+
+    @property
+    def control(self):
+        return self.objective != "reconstruction"
+
+    @property
+    def views(self):
+        """Augmented views of each image a training step needs: SimCLR's two, one for the other augmented methods."""
+        return 2 if self.objective == "contrastive" else int(self.augmented)
 
 
 METHODS = {
@@ -72,6 +83,9 @@ METHODS = {
     "aa_iwae": Method(True, "gaussian", "iw"),
     "aae": Method(False, "deterministic", "adv"),  # Makhzani et al. 2016: a discriminator on z instead of the KL
     "aa_aae": Method(True, "deterministic", "adv"),
+    # Controls, not autoencoders: the reference rows of Tables 1 and 2 trained in the same pipeline ("Controls" below)
+    "simclr": Method(True, "deterministic", "none", "contrastive"),  # Chen et al. 2020, NT-Xent on two views
+    "supervised": Method(True, "deterministic", "none", "supervised"),  # cross-entropy on the labels of x+
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
@@ -91,7 +105,8 @@ def get_args_parser(prog="aavae.py"):
     g = p.add_argument_group("method (Section 3, Table 1)")
     g.add_argument("--method", default="aavae", choices=sorted(METHODS),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
-                        "The 'aa' variants feed the encoder an augmented view; the target is the original")
+                        "The 'aa' variants feed the encoder an augmented view; the target is the original. "
+                        "simclr and supervised are controls (no decoder): SimCLR, and training on the labels")
     g.add_argument("--target", default="original", choices=["original", "augmented"],
                    help="the decoder's target. augmented reproduces the authors' AE/AAAE baseline, which "
                         "reconstructed the augmented view (their Table 1 AAAE row); for methods whose encoder sees one")
@@ -105,6 +120,8 @@ def get_args_parser(prog="aavae.py"):
     g.add_argument("--adv_weight", type=float, default=None, help="aae: weight of the encoder's fool-the-discriminator loss (default 1)")
     g.add_argument("--disc_hidden", type=int, default=None, help="aae: width of the discriminator's two hidden layers (default 1000)")
     g.add_argument("--disc_lr", type=float, default=None, help="aae: Adam lr of the discriminator (default: the model's lr)")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="simclr: temperature of the NT-Xent loss (default 0.5, SimCLR's for CIFAR-10)")
 
     g = p.add_argument_group("model (Appendix A.1, Architecture)")
     g.add_argument("--encoder", default="resnet50", choices=sorted(FEATURE_DIM))
@@ -183,6 +200,15 @@ def validate(args):
     method = METHODS[args.method]
     if not method.variational and (args.beta or args.learn_scale):
         raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
+    if method.control and (args.target != "original" or args.decoder or args.learn_scale or args.log_scale):
+        raise UserError(f"--method {args.method} is a control without a decoder: --target, --decoder, --log_scale "
+                        "and --learn_scale are the autoencoders'")
+    if method.objective == "supervised" and args.dataset == "stl10":
+        raise UserError("--method supervised needs labels, which STL-10's unlabelled pretraining split does not have")
+    if method.objective != "contrastive" and args.temperature is not None:
+        raise UserError("--temperature is for --method simclr")
+    if args.temperature is not None and args.temperature <= 0:
+        raise UserError(f"--temperature must be positive, got {args.temperature}")
     if args.target == "augmented" and not method.augmented:
         raise UserError(f"--target augmented needs an augmented view, which --method {args.method} does not make")
     if method.regulariser == "iw" and args.beta is not None:
@@ -211,7 +237,9 @@ def validate(args):
         args.adv_weight = 1.0 if args.adv_weight is None else args.adv_weight
         args.disc_hidden = args.disc_hidden or 1000
         args.disc_lr = args.disc_lr or args.lr * args.batch_size / args.base_batch  # the model's lr
-    args.decoder = args.decoder or DECODER_FOR[args.encoder]
+    args.decoder = None if method.control else args.decoder or DECODER_FOR[args.encoder]
+    if method.objective == "contrastive":
+        args.temperature = args.temperature or 0.5
     data.resolve_data(args)
     if args.monitor_images is None:  # enough labelled images per class for the monitor's head and kNN vote
         args.monitor_images = max(1000, 10 * data.num_classes(args))
@@ -332,7 +360,7 @@ class AutoEncoder(nn.Module):
         self.encoder = build_encoder(encoder, stem)
         self.projection = ProjectionHead(FEATURE_DIM[encoder], latent_dim, variational)
         self.decoder = Decoder(decoder, latent_dim, image_size, stem, FEATURE_DIM[encoder])
-        self.variational = variational
+        self.variational, self.latent_dim = variational, latent_dim
         # Log-variance of p(x|z); a parameter even when fixed, so that checkpoints look the same.
         self.log_scale = nn.Parameter(torch.tensor(float(log_scale)), requires_grad=learn_scale)
 
@@ -639,13 +667,86 @@ def denormalize(x, spec):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Controls: the reference rows of the paper's Tables 1 and 2, SimCLR and supervised training, in the same
+# pipeline as the autoencoders (encoder, augmentation, data, optimiser, epochs and probes), so that a table at
+# a small budget says what that budget allows. Neither is the paper's method; neither has a decoder.
+
+
+class Control(nn.Module):
+    """The encoder with SimCLR's projection head (Chen et al. 2020: Linear -> BN -> ReLU -> Linear, the
+    autoencoders' own ProjectionHead with z = mu) or, given `classes`, a linear classifier on h."""
+
+    def __init__(self, encoder, stem, latent_dim, classes=None):
+        super().__init__()
+        h = FEATURE_DIM[encoder]
+        self.encoder = build_encoder(encoder, stem)
+        self.projection = ProjectionHead(h, latent_dim, variational=False) if classes is None else None
+        self.classifier = nn.Linear(h, classes) if classes is not None else None
+        self.decoder, self.variational = None, False
+        self.latent_dim = latent_dim if classes is None else h  # what encode() returns: z, or the pooled h
+
+    def encode(self, x):
+        """x -> (z, None) for SimCLR, (h, None) for the classifier: the diagnostics' latent."""
+        h = self.encoder(x)
+        return (self.projection(h)[0] if self.projection is not None else h), None
+
+    def forward(self, x):
+        """SimCLR's projections z, or the classifier's logits."""
+        h = self.encoder(x)
+        return self.projection(h)[0] if self.projection is not None else self.classifier(h)
+
+
+def nt_xent_loss(z1, z2, temperature):
+    """SimCLR's NT-Xent loss (Chen et al. 2020, Eq. 1), the mean over the 2N views of the global batch of
+    -log exp(cos(z_i, z_j) / t) / sum_{k != i} exp(cos(z_i, z_k) / t), j the other view of i's image.
+
+    z1, z2: (n, d), the projections of two views of this rank's n images. Under torchrun every rank's are
+    gathered with their gradients (torch.distributed.nn), so each view has all 2N - 2 others of the global
+    batch as negatives; the rank's anchors are its rows of the gathered tensor, and its loss is the mean over
+    them, which DDP's gradient average turns into the global batch's."""
+    a, b = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    n, rank = len(a), 0
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        rank = dist.get_rank()
+        a, b = torch.cat(dist_nn.all_gather(a)), torch.cat(dist_nn.all_gather(b))
+    views = torch.cat([a, b])  # (2N, d): the first views of every image, then the second views
+    mine = torch.arange(rank * n, (rank + 1) * n, device=views.device)
+    anchors = torch.cat([mine, mine + len(a)])
+    positives = torch.cat([mine + len(a), mine])
+    logits = views[anchors] @ views.T / temperature  # (2n, 2N)
+    logits = logits.masked_fill(anchors[:, None] == torch.arange(len(views), device=views.device), float("-inf"))
+    return F.cross_entropy(logits, positives)
+
+
+def control_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
+    """One optimiser step of a control on a batch [x01, *views01, labels]: SimCLR's two augmented views of
+    each image through the encoder and head in one forward, then NT-Xent; or one view x+ and cross-entropy on
+    its label. The augmentation is the autoencoders' (photometric on the cropped views)."""
+    method = METHODS[args.method]
+    _, *views, labels = batch
+    x_aug = torch.cat([normalize(photometric(v, spec, g), spec) for v in views]).contiguous(memory_format=torch.channels_last)
+    with amp():
+        out = model(x_aug).float()
+    if method.objective == "contrastive":
+        loss, parts = nt_xent_loss(*out.chunk(2), args.temperature), {}
+    else:
+        loss = F.cross_entropy(out, labels)
+        parts = {"train_top1": 100 * (out.detach().argmax(1) == labels).float().mean()}
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, parts
+
+
+# ----------------------------------------------------------------------------------------------------
 # Diagnostics on the held-out split: reconstruction, KL, IWAE bits per dimension, same- vs different-image
 # latent similarity (Fig. 5), active units (Burda et al. 2016), and the FLOPs of a step.
 
 
 @torch.no_grad()
 def evaluate(model, split, args, spec, amp, rank, world):
-    """Returns a dict of val_* metrics, reduced over processes, and the first batch for the picture."""
+    """Returns a dict of val_* metrics, reduced over processes, and the first batch for the picture (None
+    for a control, which has no decoder: its metrics are those of its latent alone)."""
     was_training = model.training
     model.eval()
     device, variational = split.device, model.variational
@@ -654,7 +755,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     b = max(1, args.batch_size // world)
     names = ("images", "recon", "kl", "log_px", "noise", "sim_same", "sim_diff", "pairs")
     sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
-    mu_sum = torch.zeros(args.latent_dim, dtype=torch.float64, device=device)
+    mu_sum = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
     mu_sq = torch.zeros_like(mu_sum)
     first = None
     for k, (x01, v1, v2, _) in enumerate(split.batches(idx, b, 2, ("val_crops", args.seed, rank), args.workers)):
@@ -677,7 +778,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
             sums["kl"] += kl_divergence(mu, log_var).sum()
             sums["noise"] += log_var.exp().double().sum()  # sum over images and dimensions of sigma_d(x)^2
             sums["log_px"] += iwae_bound(torch.stack(log_w)).sum()
-        else:
+        elif model.decoder is not None:
             with amp():
                 sums["recon"] += ((model.decoder(mu).float() - x) ** 2).flatten(1).mean(1).sum()
         sums["images"] += n
@@ -690,15 +791,17 @@ def evaluate(model, split, args, spec, amp, rank, world):
         sums["sim_same"] += cos.diagonal().sum()
         sums["sim_diff"] += cos.sum() - cos.diagonal().sum()
         sums["pairs"] += n * (n - 1)
-        if first is None:  # the picture: reconstructions from the view's and the original's latent mean
+        if first is None and model.decoder is not None:  # the picture: reconstructions from the view's and the original's latent mean
             with amp():
                 first = (x[:8], v1[:8], model.decoder(model.encode(v1[:8])[0]), model.decoder(mu[:8]))
     s = dict(zip(names, all_reduce(torch.stack(list(sums.values()))).tolist()))
     all_reduce(mu_sum), all_reduce(mu_sq)
     n = s["images"]
     var = mu_sq / n - (mu_sum / n) ** 2  # Cov_x(E_q[z_d]), one value per dimension
-    out = {"val_recon": s["recon"] / n, "val_sim_same": s["sim_same"] / n, "val_sim_diff": s["sim_diff"] / max(s["pairs"], 1),
+    out = {"val_sim_same": s["sim_same"] / n, "val_sim_diff": s["sim_diff"] / max(s["pairs"], 1),
            "val_active_units": int((var > 0.01).sum().item()), "val_images": int(n)}
+    if model.decoder is not None:
+        out = {"val_recon": s["recon"] / n, **out}
     if variational:
         out["val_kl"] = s["kl"] / n
         # how much of z the decoder sees is signal: sum_d Var_x(mu_d) / sum_d E_x[sigma_d^2]. Without the KL
@@ -757,10 +860,23 @@ def step_flops(args, spec):
     """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
     torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken. The
     counter counts matrix products and convolutions, which depend on the latent's kind, the IWAE's samples
-    and the architecture, not on what the encoder sees, the loss's weights or the likelihood's scale."""
+    and the architecture, not on what the encoder sees, the loss's weights or the likelihood's scale. A
+    control's step is its encoder and head on each of its views (NT-Xent's own products are left out)."""
     method = METHODS[args.method]
+    if method.control:
+        return _control_flops(method.views, args.encoder, args.stem, args.latent_dim, spec.size)
     return _step_flops(method.latent, args.iw_samples if method.regulariser == "iw" else None, args.encoder,
                        args.decoder, args.stem, args.latent_dim, spec.size)
+
+
+@functools.lru_cache(maxsize=None)
+def _control_flops(views, encoder, stem, latent_dim, size):
+    with torch.device("meta"):
+        model = Control(encoder, stem, latent_dim)
+        x = torch.zeros(2 * views, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
 
 
 @functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
@@ -860,11 +976,16 @@ def check_finite(first_bad, args):
 
 
 def build_model(args, spec, device, world=1):
-    """The autoencoder (same initial weights on every rank), its Adam optimiser, and the Adversary of the
-    AAE methods (None otherwise)."""
+    """The autoencoder, or a control (same initial weights on every rank), its Adam optimiser, and the
+    Adversary of the AAE methods (None otherwise)."""
     torch.manual_seed(args.seed)
-    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, METHODS[args.method].variational,
-                        args.log_scale, args.learn_scale).to(device)
+    method = METHODS[args.method]
+    if method.control:
+        model = Control(args.encoder, args.stem, args.latent_dim,
+                        data.num_classes(args) if method.objective == "supervised" else None).to(device)
+    else:
+        model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, method.variational,
+                            args.log_scale, args.learn_scale).to(device)
     # channels_last suits the convolutions of tensor cores and of oneDNN alike (CPU step here: +8-24 %).
     model = model.to(memory_format=torch.channels_last)
     if args.sync_bn and world > 1:
@@ -900,7 +1021,7 @@ def train(args):
 
     # ---- data
     train_split, val_split, spec = data.load_data(args, device)
-    batches = data.TrainBatches(train_split, args.batch_size, rank, world, views=1 if method.augmented else 0,
+    batches = data.TrainBatches(train_split, args.batch_size, rank, world, views=method.views,
                                 workers=args.workers)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = args.epochs * steps_per_epoch
@@ -968,13 +1089,14 @@ def train(args):
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     t0, since = time.perf_counter(), start_step
     model.train()
+    step_fn = control_step if method.control else train_step
     stream = batches(start_step, ("crops", args.seed, rank))
     with SavePolicy(args.save_every_minutes, device) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
         for step in range(start_step, last_step):
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, total_steps, warmup_steps, lr, args.schedule)
-            loss, parts = train_step(model, optimizer, next(stream), spec, generator(device, "step", args.seed, step, rank),
-                                     args, amp, adversary)
+            loss, parts = step_fn(model, optimizer, next(stream), spec, generator(device, "step", args.seed, step, rank),
+                                  args, amp, adversary)
             # Book-keeping on the device: no host synchronisation until the next log line.
             finite = torch.isfinite(loss.detach())
             first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, step), first_bad)
@@ -1028,7 +1150,8 @@ def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, wor
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),
                   {"step": step, "epoch": round(step / steps_per_epoch, 4), **metrics})
-        save_grid(first, spec, os.path.join(args.output_dir, f"recon_{step:07d}.png"))
+        if first is not None:
+            save_grid(first, spec, os.path.join(args.output_dir, f"recon_{step:07d}.png"))
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics
 

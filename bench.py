@@ -3,9 +3,9 @@ and device. It takes aavae.py's flags:
 
     # in memory: the batched augmentation and the step, beside the authors' design (torchvision per-image
     # transforms in DataLoader workers, plus an extra no-grad encoder pass on the original every step)
-    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64
+    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
     # --compile: the compiled step beside the eager one
-    python bench.py --dataset folder --data_path ../shared/data/cifar10-mini --encoder resnet18 --batch_size 64 --compile
+    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64 --compile
     # streamed: DataLoader workers decoding JPEGs (a folder made by make_jpeg_folder), and the step they feed
     python bench.py --dataset folder --data_path data/jpeg --no-in_memory --image_size 224 --encoder resnet18 --batch_size 32
 

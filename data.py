@@ -12,6 +12,7 @@ The photometric half of the augmentation (colour jitter, grayscale, blur) runs o
 """
 import math
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -407,16 +408,49 @@ def _torchvision_dataset(name, root, part):
 
 
 def _read_torchvision_dataset(name, root, part):
+    if name == "cifar10":
+        ds = _download(torchvision.datasets.CIFAR10, name, root, train=part != "test")
+        return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
+    splits = {"pretrain": ("unlabeled", "train"), "train": ("train",), "test": ("test",)}[part]
+    parts = [_download(torchvision.datasets.STL10, name, root, split=s) for s in splits]
+    return (torch.from_numpy(np.concatenate([p.data for p in parts])),
+            torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
+
+
+def _download(dataset, name, root, **kw):
+    """torchvision's `dataset` under root, downloaded and verified there when it is not."""
     try:
-        if name == "cifar10":
-            ds = torchvision.datasets.CIFAR10(root, train=part != "test", download=True)
-            return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)
-        splits = {"pretrain": ("unlabeled", "train"), "train": ("train",), "test": ("test",)}[part]
-        parts = [torchvision.datasets.STL10(root, split=s, download=True) for s in splits]
-        return (torch.from_numpy(np.concatenate([p.data for p in parts])),
-                torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
+        return dataset(root, download=True, **kw)
     except Exception as e:  # no network, a partial download, a corrupt archive: all end the same way
         raise UserError(f"{name} is not under --data_path {root} and could not be downloaded there ({e})") from None
+
+
+# cifar10-mini, the small and quick profiles' data: the first MINI_PER_BATCH images of each of CIFAR-10's five
+# training batches, in order (5,085 images), of which the last MINI_VAL are val/ and the others train/.
+MINI_PER_BATCH, MINI_VAL = 1017, 1000
+
+
+def build_cifar10_mini(cifar_root, out):
+    """Writes cifar10-mini at out (an ImageFolder tree: out/{train,val}/CLASS/INDEX.png, INDEX the image's
+    place in its split, five digits) from CIFAR-10's training batches under cifar_root, which torchvision
+    downloads there when they are absent. A tree already at out is kept. The tree is written aside and
+    renamed, so that an interrupted build leaves nothing half made at out. Returns out."""
+    from PIL import Image
+    if os.path.isdir(out):
+        return out
+    ds = _download(torchvision.datasets.CIFAR10, "cifar10", cifar_root, train=True)
+    per_batch = len(ds.data) // 5  # the five batches, concatenated in order: 10,000 images each
+    take = [b * per_batch + j for b in range(5) for j in range(MINI_PER_BATCH)]
+    n_train = len(take) - MINI_VAL
+    tmp = out + ".partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for k, i in enumerate(tqdm(take, desc=f"writing {out}", leave=False)):
+        split, index = ("train", k) if k < n_train else ("val", k - n_train)
+        folder = os.path.join(tmp, split, ds.classes[ds.targets[i]])
+        os.makedirs(folder, exist_ok=True)
+        Image.fromarray(ds.data[i]).save(os.path.join(folder, f"{index:05d}.png"))
+    os.rename(tmp, out)
+    return out
 
 
 DECODES_PER_WORKER = 1000  # a folder smaller than this many images per worker is decoded with fewer workers

@@ -2,7 +2,7 @@
 pretraining runs of aavae.py and evaluations of linear_eval.py, then the tables beside the paper's numbers.
 
     python experiments.py --profile paper --data_root /data --dry_run     # every command, with GPU-hours
-    python experiments.py --profile quick --data_path ../shared/data/cifar10-mini --output_dir R
+    python experiments.py --profile quick --data_path data/cifar10-mini --output_dir R
 
 Each run has its own directory under OUTPUT/runs, each evaluation under OUTPUT/evals. A step that finished
 is skipped (a marker file, or its result.json); an interrupted one is simply run again, and aavae.py (or
@@ -209,22 +209,32 @@ class Grid:
         self.cells.append(Cell(table, row, col, eval, **where))
 
 
-SMALL_ROWS = {"ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
-              "aaae, augmented target": ["--method", "aaae", "--target", "augmented"],
-              "vae": ["--method", "vae"], "aavae": ["--method", "aavae"]}
+# The small profile's rows: the controls (supervised training and SimCLR, the reference rows of the paper's
+# Tables 2 and 1, in the same pipeline), Table 1's autoencoders, and a second seed of the pair the paper's
+# question turns on. "random init" is a row too (an untrained encoder, evaluated only).
+SMALL_ROWS = {"supervised": ["--method", "supervised"], "simclr": ["--method", "simclr"],
+              "ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
+              "aaae-authors": ["--method", "aaae", "--target", "augmented"],
+              "vae": ["--method", "vae"], "aavae": ["--method", "aavae"],
+              "aaae-s1": ["--method", "aaae", "--seed", "1"], "aavae-s1": ["--method", "aavae", "--seed", "1"]}
+SMALL_ALL = ["random init", *SMALL_ROWS]  # --rows' names, in the table's order
+SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",
+                "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
+                "aavae-s1": "aavae, seed 1"}
+PAPER_SIMCLR = 94.00  # the SimCLR row of the paper's Table 1, CIFAR-10
 
 
 def build_small_grid(args):
-    """The small profile: Table 1's encoders at equal budget on one ImageFolder dataset, followed over
-    training by the run's own monitor, then a cached-feature linear probe and kNN on val/, and Fig. 5's
-    similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row.
+    """The small profile: Table 1's encoders and the two controls at equal budget on one ImageFolder dataset,
+    followed over training by the run's own monitor, then a cached-feature linear probe and kNN on val/, and
+    Fig. 5's similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row.
     --rows keeps some rows, --pretrain_args changes the recipe of every run, and --holdout replaces val/ by
     images of train/ (holdout_split), so that a recipe is chosen without looking at val/."""
     g = Grid(args)
     for row, extra in SMALL_ROWS.items():
         if row not in args.rows:
             continue
-        name = "folder-" + row.replace(", augmented target", "-authors")
+        name = f"folder-{row}"
         run = g.pretrain(name, "folder", extra + args.pretrain_args)
         g.cell("table1", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
         g.cell("table1", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
@@ -392,18 +402,25 @@ def done(step):
     return os.path.exists(os.path.join(step.dir, step.marker))
 
 
-def run_grid(g, args):
+def run_grid(g, args, argv=None):
+    """Runs the steps not yet done, in order; OUTPUT/run.json gets this invocation's record (record_run) at the
+    start and after every step, with each step's minutes, so that a part stopped midway is recorded too."""
     todo = [st for st in g.steps if not done(st)]
     print(f"{len(g.steps)} steps, {len(g.steps) - len(todo)} already done", flush=True)
-    t0 = time.time()
+    t0, timings = time.time(), []
+    record_run(args, argv, 0.0, timings, new=True)
     for k, st in enumerate(g.steps):
         if done(st):
             continue
         print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st.cmd)}", flush=True)
         os.makedirs(st.dir, exist_ok=True)
         log_path = os.path.join(st.dir, f"{st.kind}.log")
+        t = time.time()
         with open(log_path, "a") as log:
             code = execute(st.cmd, log, args.in_process)
+        timings.append({"step": os.path.relpath(st.dir, args.output_dir), "minutes": round((time.time() - t) / 60, 2),
+                        "exit": code})
+        record_run(args, argv, time.time() - t0, timings)
         if code != 0:
             sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {log_path}. Re-running the same command resumes here.")
         if st.kind == "pretrain":
@@ -427,7 +444,7 @@ def validation(run_dir, at=None):
     """A run's validation line: the one at (key, value), e.g. ("step", 4), or else the last one."""
     try:
         with open(os.path.join(run_dir, "log.jsonl")) as f:
-            vals = [r for r in map(json.loads, f) if "val_recon" in r]
+            vals = [r for r in map(json.loads, f) if "val_images" in r]
     except OSError:
         return {}
     if at:
@@ -539,20 +556,22 @@ def report(g, args):
     return tables
 
 
-def record_run(args, argv, seconds):
-    """OUTPUT/run.json: the command, the code it ran (commit, dirty flag, library versions), the machine and
-    how long the steps of this invocation took."""
+def record_run(args, argv, seconds, steps=(), new=False):
+    """OUTPUT/run.json: per invocation, the command, the code it ran (commit, dirty flag, library versions), the
+    machine (and whether its CPU computes bf16 natively), the minutes so far and each step's. new starts this
+    invocation's record; otherwise the last one is brought up to date."""
     import platform
 
     import utils
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, "run.json")
     runs = (read_json(path) or {}).get("invocations", [])
-    runs.append({"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
-                 "provenance": utils.provenance(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-                 f"{platform.processor() or platform.platform()}", "minutes": round(seconds / 60, 1)})
-    with open(path, "w") as f:
-        json.dump({"invocations": runs}, f, indent=1)
+    entry = {"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
+             "provenance": utils.provenance(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"{platform.processor() or platform.platform()}", "native_bf16": utils.native_bf16(),
+             "minutes": round(seconds / 60, 1), "steps": list(steps)}
+    runs = runs + [entry] if new or not runs else runs[:-1] + [entry]
+    utils.save_atomic_json({"invocations": runs}, path)
 
 
 def pixel_mse(nll, log_scale, pixels):
@@ -580,46 +599,102 @@ def curves(run_dir):
         if "loss" in r:
             log_scale = r.get("log_scale")  # present for the Gaussian likelihood, whose recon is -log p(x|z)
             e["losses"].append(r["loss"])
-            e["mse"].append(r["recon"] if log_scale is None else pixel_mse(r["recon"], log_scale, pixels))
-        elif "val_recon" in r:
+            if "recon" in r:  # the controls reconstruct nothing
+                e["mse"].append(r["recon"] if log_scale is None else pixel_mse(r["recon"], log_scale, pixels))
+        elif "val_images" in r:  # a validation line
             e.update({k: r.get(k) for k in MONITOR_KEYS})
-            e["val_recon_mse"] = r["val_recon"] if log_scale is None else pixel_mse(r["val_recon"], log_scale, pixels)
+            if "val_recon" in r:
+                e["val_recon_mse"] = r["val_recon"] if log_scale is None else pixel_mse(r["val_recon"], log_scale, pixels)
     mean = lambda v: sum(v) / len(v) if v else None
     return [{"epoch": e["epoch"], "loss": mean(e["losses"]), "recon_mse": mean(e["mse"]),
              "val_recon_mse": e.get("val_recon_mse"), **{k: e.get(k) for k in MONITOR_KEYS}} for _, e in sorted(out.items())]
 
 
+SMALL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae"), ("supervised", "simclr")]
+SMALL_SEEDS = {"aavae": "aavae-s1", "aaae": "aaae-s1"}
+
+
+def binomial_se(top1, n):
+    """The standard error (points) of an accuracy of top1 % over n test images, sqrt(p (100 - p) / n)."""
+    return math.sqrt(top1 * (100 - top1) / n)
+
+
+def paired_difference(a, b):
+    """(mean, standard error) in points of a - b, two encoders' per-image hits (result.json's "correct") on the
+    same test images: the paired error, smaller than the two rows' errors combined when the rows agree on
+    which images are easy."""
+    if not a or not b or len(a) != len(b):
+        return None, None
+    d = [x - y for x, y in zip(a, b)]
+    n, m = len(d), sum(d) / len(d)
+    return 100 * m, 100 * math.sqrt(sum((v - m) ** 2 for v in d) / (n - 1) / n)
+
+
+def fmt_se(value, se):
+    return "—" if value is None else f"{value:.2f} ± {se:.2f}" if se is not None else fmt(value)
+
+
 def report_small(g, args):
-    """The small profile's Table 1 (cached-feature linear probe ± its standard error, kNN, active units,
-    bits per dimension, beside the paper's CIFAR-10 column), Fig. 5's similarities, and the curves of the
-    run's monitor over training (curves.csv, and curves.png with matplotlib)."""
+    """The small profile's Table 1: cached-feature linear probe and kNN top-1 with their standard errors,
+    active units and bits per dimension, beside the paper's CIFAR-10 column; the paired differences the
+    paper's question turns on, on the same test images; the seed-to-seed spread; Fig. 5's similarities; and
+    the curves of the runs' monitor over training (curves.csv, and curves.png with matplotlib)."""
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     cell = lambda row, col: next((c for c in g.cells if c.table in ("table1", "fig5") and c.row == row and c.col == col), None)
+    paper_row = {"simclr": PAPER_SIMCLR, "aaae-authors": PAPER_TABLE1["aaae"]["cifar10"],  # the authors' AAAE model
+                 **{m: PAPER_TABLE1[m]["cifar10"] for m in ("ae", "vae", "aavae")}}
     lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units | held-out bpd | paper, CIFAR-10 linear |",
              "|---|---|---|---|---|---|"]
-    records, curve_rows = [], []
+    results, records, curve_rows = {}, [], []
     for row in args.rows:
         lin, knn = (read_json(os.path.join(cell(row, c).eval, "result.json")) or {} for c in ("linear", "knn"))
+        results[row] = {"linear": lin, "knn": knn}
         run = cell(row, "linear").run
         val = validation(run) if run else {}
-        top1, n = lin.get("top1"), lin.get("test_images")
-        se = math.sqrt(top1 * (100 - top1) / n) if top1 is not None and n else None
-        paper = PAPER_TABLE1.get(row, {}).get("cifar10")
-        if row == "aaae, augmented target":
-            paper = PAPER_TABLE1["aaae"]["cifar10"]  # the paper's AAAE row is this model (README)
-        elif row == "aaae":
-            paper = None
-        lines.append(f"| {row} | {fmt(top1)}" + (f" ± {se:.2f}" if se is not None else "") + f" | {fmt(knn.get('top1'))} | "
-                     f"{fmt(val.get('val_active_units'))} | {fmt(val.get('val_bpd'), 4)} | {fmt(paper)} |")
-        records.append({"row": row, "linear_top1": top1, "linear_se": se, "knn_top1": knn.get("top1"), "test_images": n,
-                        "active_units": val.get("val_active_units"), "val_bpd": val.get("val_bpd"), "paper_cifar10": paper})
+        rec = {"row": row, "test_images": lin.get("test_images"), "active_units": val.get("val_active_units"),
+               "val_bpd": val.get("val_bpd"), "paper_cifar10": paper_row.get(row)}
+        for name, r in (("linear", lin), ("knn", knn)):
+            top1, n = r.get("top1"), r.get("test_images")
+            rec[f"{name}_top1"], rec[f"{name}_se"] = top1, binomial_se(top1, n) if top1 is not None and n else None
+        lines.append(f"| {SMALL_LABELS.get(row, row)} | {fmt_se(rec['linear_top1'], rec['linear_se'])} | "
+                     f"{fmt_se(rec['knn_top1'], rec['knn_se'])} | {fmt(rec['active_units'])} | {fmt(rec['val_bpd'], 4)} | "
+                     f"{fmt(rec['paper_cifar10'])} |")
+        records.append(rec)
         curve_rows += [{"encoder": row, **r} for r in (curves(run) if run else [])]
-    fig5 = ["| method | same-image cosine | different-image cosine | gap |", "|---|---|---|---|"]
+
+    hits = lambda row, probe: results.get(row, {}).get(probe, {}).get("correct")
+    diffs = ["| difference | linear top-1 (points) | kNN top-1 (points) | the same with seed 1 (linear, kNN) |",
+             "|---|---|---|---|"]
+    pair_records = []
+    for a, b in SMALL_PAIRS:
+        if a not in results or b not in results:
+            continue
+        lin, knn = paired_difference(hits(a, "linear"), hits(b, "linear")), paired_difference(hits(a, "knn"), hits(b, "knn"))
+        a1, b1 = SMALL_SEEDS.get(a, a), SMALL_SEEDS.get(b, b)
+        seed1 = (paired_difference(hits(a1, "linear"), hits(b1, "linear")), paired_difference(hits(a1, "knn"), hits(b1, "knn"))) \
+            if (a1, b1) != (a, b) and a1 in results and b1 in results else None
+        diffs.append(f"| {a} - {b} | {fmt_se(*lin)} | {fmt_se(*knn)} | "
+                     + (f"{fmt_se(*seed1[0])}, {fmt_se(*seed1[1])}" if seed1 else "—") + " |")
+        pair_records.append({"a": a, "b": b, "linear": lin, "knn": knn, "seed1": seed1})
+    seeds = ["| encoder | linear, seed 0 | seed 1 | seed 1 - seed 0 | kNN, seed 0 | seed 1 | seed 1 - seed 0 |",
+             "|---|---|---|---|---|---|---|"]
+    for row, other in SMALL_SEEDS.items():
+        if row in results and other in results:
+            cells = []
+            for probe in ("linear", "knn"):
+                t0, t1 = results[row][probe].get("top1"), results[other][probe].get("top1")
+                cells += [fmt(t0), fmt(t1), fmt_se(*paired_difference(hits(other, probe), hits(row, probe)))]
+            seeds.append(f"| {row} | " + " | ".join(cells) + " |")
+
+    fig5 = ["| method | same-image cosine, every held-out image | different images | same image, 8 images x 4 views | "
+            "different images | gap (8 images) |", "|---|---|---|---|---|---|"]
     for m in (m for m in ("vae", "aavae") if m in args.rows):
         r = read_json(os.path.join(cell(m, "similarity").eval, "result.json")) or {}
+        val = validation(cell(m, "linear").run)
         gap = r["sim_same"] - r["sim_diff"] if r.get("sim_same") is not None else None
-        fig5.append(f"| {m} | {fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
+        fig5.append(f"| {m} | {fmt(val.get('val_sim_same'), 3)} | {fmt(val.get('val_sim_diff'), 3)} | "
+                    f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"
@@ -628,15 +703,19 @@ def report_small(g, args):
     with open(os.path.join(out, "table1.md"), "w") as f:
         f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
                 "± is the standard error of the accuracy over the test images, sqrt(p (100 - p) / n).\n\n"
+                "# Paired differences on the same test images\n\n" + "\n".join(diffs) + "\n\n"
+                "± is the standard error of the mean per-image difference of the two encoders' hits (1 right, 0 wrong).\n\n"
+                "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
                 "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump(records, f, indent=1)
+        json.dump({"rows": records, "paired_differences": pair_records}, f, indent=1)
     if curve_rows:
+        fields = list(dict.fromkeys(k for r in curve_rows for k in r))
         with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(curve_rows[0]))
+            w = csv.DictWriter(f, fieldnames=fields)
             w.writeheader()
             w.writerows(curve_rows)
-    plot_curves(curve_rows, os.path.join(out, "curves.png"))
+        plot_curves(curve_rows, os.path.join(out, "curves.png"))
     print(f"wrote {out}/table1.md, results.json, curves.csv" + (" and curves.png" if os.path.exists(os.path.join(out, "curves.png")) else ""))
 
 
@@ -705,8 +784,12 @@ def main(argv=None):
                    help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
                         "Table 1's encoders at equal budget on a small folder, with curves, on a CPU in under 2 hours")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
-    p.add_argument("--data_root", default="data", help="paper: a folder holding cifar10/, stl10/ and imagenet/")
-    p.add_argument("--data_path", default=None, help="quick, small: any ImageFolder tree with train/ and val/")
+    p.add_argument("--data_root", default="data",
+                   help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
+                        "where cifar10-mini is made from cifar10/ (CIFAR-10, downloaded there if absent)")
+    p.add_argument("--data_path", default=None,
+                   help="quick, small: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: 5,085 "
+                        "images of CIFAR-10's training batches, 4,085 in train/ and 1,000 held out in val/)")
     p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
     p.add_argument("--subset_dir", default=None,
                    help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
@@ -716,27 +799,36 @@ def main(argv=None):
     p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
     p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
     p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
-    p.add_argument("--small_epochs", type=int, default=10, help="small: pretraining epochs per run")
-    p.add_argument("--rows", default=None, help="small: the Table 1 rows to run, comma-separated (default all: "
-                   + ", ".join(SMALL_ROWS) + ", random init)")
+    p.add_argument("--small_epochs", type=int, default=30, help="small: pretraining epochs per run")
+    p.add_argument("--rows", default=None, help="small: the rows to run, comma-separated (default all: "
+                   + ",".join(SMALL_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
                    help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0'")
     p.add_argument("--holdout", type=int, default=0,
                    help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
                         "to choose a recipe without looking at val/")
     args = p.parse_args(argv)
-    if args.profile in ("quick", "small") and not args.data_path:
-        p.error(f"--profile {args.profile} needs --data_path (an ImageFolder tree with train/ and val/)")
+    mini = args.profile in ("quick", "small") and not args.data_path
+    if mini:  # cifar10-mini, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
+        args.data_path = os.path.join(args.data_root, "cifar10-mini")
     small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
     if args.profile != "small" and small_only:
         p.error(f"{', '.join(small_only)}: only with --profile small")
-    every_row = list(SMALL_ROWS) + ["random init"]
-    rows = every_row if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
-    if not rows or set(rows) - set(every_row):
-        p.error(f"--rows {args.rows!r}: choose among {', '.join(every_row)}")
-    args.rows = [r for r in every_row if r in rows]
+    rows = SMALL_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not rows or set(rows) - set(SMALL_ALL):
+        p.error(f"--rows {args.rows!r}: choose among {', '.join(SMALL_ALL)}")
+    args.rows = [r for r in SMALL_ALL if r in rows]
     args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
+    if mini and not (args.dry_run or args.report_only or os.path.isdir(args.data_path)):
+        print(f"making {args.data_path} from CIFAR-10's training batches in {os.path.join(args.data_root, 'cifar10')}",
+              flush=True)
+        import data
+        import utils
+        try:
+            data.build_cifar10_mini(os.path.join(args.data_root, "cifar10"), args.data_path)
+        except utils.UserError as e:
+            sys.exit(f"run_all: {e}")
     if args.holdout:
         args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
                                        create=not args.dry_run)
@@ -749,9 +841,7 @@ def main(argv=None):
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:
-        t0 = time.time()
-        run_grid(g, args)
-        record_run(args, argv, time.time() - t0)
+        run_grid(g, args, argv)
     (report_small if args.profile == "small" else report)(g, args)
     if not have_matplotlib():  # the tables are written either way; the figures wait for it
         print(f"matplotlib is not installed, so {'curves.png' if args.profile == 'small' else 'figures.png'} was not "

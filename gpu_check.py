@@ -1,13 +1,13 @@
 """The one command to run on a CUDA machine: the GPU tests and the GPU benchmark (the CPU suite there on request).
 
-    python gpu_check.py --prepare            # here, once: data/gpu-check/ from ../shared/data/cifar10-mini
+    python gpu_check.py --prepare            # once, anywhere: data/gpu-check/ from data/cifar10-mini
     python gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 8 minutes on one H200)
     python gpu_check.py OUT bench stream     # some parts only; each part prints its time
     python gpu_check.py OUT --smoke          # any machine, seconds: every default part on tiny settings
 
-On this project's lent accelerator (the device tool), with the data travelling inside the checkout:
-
-    run(command='PYTHONUNBUFFERED=1 python3 gpu_check.py "$OUT"', carry=["data/gpu-check"], timeout_s=540)
+A GPU machine need not reach the internet: copy data/gpu-check/ with the checkout, then run the second line
+there. (data/cifar10-mini is made by `bash run_all.sh --profile small`, or data.build_cifar10_mini.) No GPU
+figures have been measured yet.
 
 --prepare writes data/gpu-check/ (git-ignored, 28 MB): cifar/, 2,000 of cifar10-mini's 32-px PNGs, and
 jpeg/, 1,000 of them upscaled to 500 x 375 and saved as JPEG, decoded as costly as ImageNet's.
@@ -70,7 +70,7 @@ class Tee(io.TextIOBase):
 
 
 def prepare(source, out=DATA, count=2000, jpegs=1000):
-    """data/gpu-check/{cifar,jpeg}: real files inside the checkout, since ../shared does not travel."""
+    """data/gpu-check/{cifar,jpeg}: real files inside the checkout, to be copied with it to a GPU machine."""
     from PIL import Image
     cifar = os.path.join(out, "cifar")
     for split in ("train", "val"):
@@ -187,7 +187,7 @@ def get_args_parser():
     p.add_argument("out", nargs="?", help="folder for the (at most 8) result files")
     p.add_argument("parts", nargs="*", help=f"of {', '.join(PARTS)} (default: {' '.join(DEFAULT)})")
     p.add_argument("--prepare", action="store_true", help="write data/gpu-check/ from --source, then stop")
-    p.add_argument("--source", default=os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"),
+    p.add_argument("--source", default=os.path.join(ROOT, "data", "cifar10-mini"),
                    help="with --prepare: the ImageFolder tree (train/, val/) whose images data/gpu-check/ is made of")
     p.add_argument("--smoke", action="store_true", help="every part on tiny settings, on any machine (the test suite's)")
     p.add_argument("--budget", type=float, default=450, help="seconds: a part that would start too late is skipped")
@@ -215,7 +215,7 @@ def main(argv=None):
         make_folder(os.path.join(scratch, "cifar"), classes=2, train=8, val=2)
         make_folder(os.path.join(scratch, "jpeg"), classes=2, train=8, val=2)
     elif not os.path.isdir(DATA):
-        p.error(f"{DATA} is missing: run python gpu_check.py --prepare first (and carry data/gpu-check)")
+        p.error(f"{DATA} is missing: run python gpu_check.py --prepare first, and copy data/gpu-check with the checkout")
     os.makedirs(args.out, exist_ok=True)
     t_start, summary = time.monotonic(), {"parts": {}, "env": environment()}
     with open(os.path.join(args.out, "env.json"), "w") as f:

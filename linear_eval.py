@@ -6,7 +6,7 @@ fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
     # the baseline every table needs: an untrained encoder of the same architecture
     python linear_eval.py --random_init --encoder resnet50 --dataset cifar10 --data_path data
     # a fast linear probe on features computed once, without augmentation (result.json: "features": "cached")
-    python linear_eval.py --checkpoint CKPT --cached_features --dataset folder --data_path ../shared/data/cifar10-mini
+    python linear_eval.py --checkpoint CKPT --cached_features --dataset folder --data_path data/cifar10-mini
     # weighted kNN on normalised features (seconds), fine-tuning on 1 % of the labels, Fig. 5
     python linear_eval.py --checkpoint CKPT --mode knn ...
     python linear_eval.py --checkpoint CKPT --mode finetune --label_fraction 0.01 --dataset imagenet ...
@@ -379,6 +379,12 @@ def linear(args, train, test, spec, encoder, info, rank, world, amp):
     return {**result, "encoder_unchanged": True, "lr": args.lr}
 
 
+def hits(scores, labels):
+    """result.json's "correct" (as a uint8 tensor): 1 where an image's top-1 class is its label, 0 elsewhere, for every test image
+    in the split's order, so that two encoders scored on the same images can be compared image by image."""
+    return (scores.argmax(1) == labels.to(scores.device)).to(torch.uint8)
+
+
 def cached_features(encoder, split, spec, args, info, rank, world, amp, **kw):
     """The frozen encoder's pooled features of a split, once, with the evaluation preprocessing (probe.pooled_features,
     whose options kw takes)."""
@@ -402,9 +408,11 @@ def linear_cached(args, train, test, spec, encoder, info, rank, world, amp):
     head = probe.fit_linear_head(train_f, train.labels, num_classes(train), args.epochs, args.batch_size, args.lr,
                                  args.weight_decay, args.nesterov, args.schedule, args.seed)
     with torch.no_grad():
-        top1, top5 = probe.accuracy(head(test_f), test.labels)
+        scores = head(test_f)
+    top1, top5 = probe.accuracy(scores, test.labels)
     return {"top1": top1, "top5": top5, "test_images": len(test), "lr": args.lr,
-            "feature_seconds": extracted, "head_seconds": time.perf_counter() - t0 - extracted}
+            "feature_seconds": extracted, "head_seconds": time.perf_counter() - t0 - extracted,
+            "correct": hits(scores, test.labels).tolist()}
 
 
 def knn(args, train, test, spec, encoder, info, rank, world, amp):
@@ -416,7 +424,10 @@ def knn(args, train, test, spec, encoder, info, rank, world, amp):
     start, stop = utils.block(len(test), rank, world)
     votes = probe.knn_scores(bank, train.labels, queries, num_classes(train), args.knn_k, args.knn_t)
     top1, top5 = probe.percent(all_reduce(probe.correct(votes, test.labels[start:stop])))
-    return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t}
+    every = torch.zeros(utils.padded(len(test), world), dtype=torch.uint8, device=votes.device)
+    every[start:stop] = hits(votes, test.labels[start:stop])
+    correct = utils.gather_blocks(every, rank, world)[:len(test)].tolist()
+    return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t, "correct": correct}
 
 
 def label_subset(train, args):
@@ -546,7 +557,8 @@ def evaluate(args):
               **result, "provenance": utils.provenance()}
     if is_main():
         utils.save_atomic_json(result, result_path)
-        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if k != "provenance"))
+        print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
+                          if k not in ("provenance", "correct")))
     return result
 
 

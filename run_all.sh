@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every table and figure of the paper, from one command (the grid lives in experiments.py):
 #   bash run_all.sh --profile paper --data_root /data [--nproc 4] [--dry_run]
-#   bash run_all.sh --profile quick --data_path ../shared/data/cifar10-mini --output_dir R   # ~20 min on 2 CPU cores
+#   bash run_all.sh --profile quick --data_path data/cifar10-mini --output_dir R   # ~20 min on 2 CPU cores
 # Re-running the same command skips what finished and resumes what was interrupted.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -29,15 +29,16 @@ def test_a_bf16_step_of_every_method_is_finite_and_never_waits_for_the_host(fold
     assert args.amp, "bf16 autocast is the default on CUDA"
     train, _, spec = data.load_data(args, CUDA)
     model, optimizer, adversary = aavae.build_model(args, spec, CUDA)
-    stream = data.TrainBatches(train, 8, 0, 1, views=1 if aavae.METHODS[method].augmented else 0, workers=1)(0, ("crops", 0, 0))
+    stream = data.TrainBatches(train, 8, 0, 1, views=aavae.METHODS[method].views, workers=1)(0, ("crops", 0, 0))
     amp = utils.autocast(args, CUDA)
+    step = aavae.control_step if aavae.METHODS[method].control else aavae.train_step
     # a first step outside the check: the epoch's indices move to the device, Adam makes its state, cuDNN times
-    aavae.train_step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, 0, 0), args, amp, adversary)
+    step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, 0, 0), args, amp, adversary)
     torch.cuda.set_sync_debug_mode("error")  # a blocking copy or a read of a device value now raises
     try:
-        for step in range(1, 3):
-            loss, parts = aavae.train_step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, step, 0),
-                                           args, amp, adversary)
+        for k in range(1, 3):
+            loss, parts = step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, k, 0), args, amp,
+                               adversary)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert math.isfinite(loss.item()) and all(math.isfinite(v.item()) for v in parts.values())

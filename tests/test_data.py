@@ -1,14 +1,16 @@
 """The splits of Appendix A.1, with the torchvision datasets faked (no download here)."""
 import argparse
+import json
 import os
 
 import pytest
 import torch
+import torchvision
 
 import aavae
 import data
 import utils
-from conftest import make_folder
+from conftest import MINI, make_folder
 
 
 def fake_cifar10(name, root, part):
@@ -104,3 +106,75 @@ def test_a_dataset_that_cannot_be_downloaded_is_named_in_one_sentence(tmp_path, 
     with pytest.raises(utils.UserError, match=r"cifar10 is not under --data_path .* and could not be downloaded there "
                                               r"\(Temporary failure in name resolution\)"):
         data._torchvision_dataset("cifar10", str(tmp_path), "train")
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def write_cifar10_batches(root, images, labels, per_batch):
+    """CIFAR-10's python training batches (data_batch_1 ... 5, batches.meta) under root, per_batch images each
+    from images (N, 32, 32, 3) uint8 in order: a truncated CIFAR-10, in the format torchvision reads."""
+    import pickle
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    for b in range(5):
+        part = slice(b * per_batch, (b + 1) * per_batch)
+        rows = images[part].transpose(0, 3, 1, 2).reshape(per_batch, -1)  # CIFAR's rows: R plane, G, B
+        with open(os.path.join(folder, f"data_batch_{b + 1}"), "wb") as f:
+            pickle.dump({"data": rows, "labels": [int(y) for y in labels[part]]}, f)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": CIFAR10_CLASSES}, f)
+
+
+def read_tree(root):
+    """{(split, class, file name): pixels} of an ImageFolder tree of PNGs."""
+    import numpy as np
+    from PIL import Image
+    return {(s, c, name): np.asarray(Image.open(os.path.join(root, s, c, name)).convert("RGB"))
+            for s in ("train", "val") for c in sorted(os.listdir(os.path.join(root, s)))
+            for name in sorted(os.listdir(os.path.join(root, s, c)))}
+
+
+@pytest.mark.skipif(not os.path.isdir(MINI), reason="needs ../shared/data/cifar10-mini (real CIFAR-10 images)")
+def test_cifar10_mini_is_rebuilt_from_cifar10s_training_batches_image_for_image(tmp_path, monkeypatch):
+    import numpy as np
+    mini = read_tree(MINI)
+    # the 5,085 images in CIFAR-10's order: train/ then val/, each by its index within the split
+    order = sorted(mini, key=lambda k: (k[0] == "val", int(os.path.splitext(k[2])[0])))
+    assert [int(os.path.splitext(k[2])[0]) for k in order] == list(range(4085)) + list(range(1000))
+    images = np.stack([mini[k] for k in order])
+    labels = [CIFAR10_CLASSES.index(k[1]) for k in order]
+    write_cifar10_batches(tmp_path / "cifar10", images, labels, per_batch=data.MINI_PER_BATCH)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)  # no checksum, no download
+    built = data.build_cifar10_mini(str(tmp_path / "cifar10"), str(tmp_path / "mini"))
+    again = read_tree(built)
+    assert again.keys() == mini.keys()  # every file in the same split and class, under the same name
+    assert all(np.array_equal(again[k], mini[k]) for k in mini)  # and the same pixels
+    assert not (tmp_path / "mini.partial").exists()
+
+
+def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(tmp_path, monkeypatch):
+    import numpy as np
+
+    import experiments
+    monkeypatch.setattr(data, "MINI_PER_BATCH", 6)  # a CIFAR-10 of 5 x 8 images, of which cifar10-mini keeps 5 x 6
+    monkeypatch.setattr(data, "MINI_VAL", 10)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    write_cifar10_batches(tmp_path / "cifar10", images, np.arange(40) % 10, per_batch=8)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    (tmp_path / "cifar10-mini.partial" / "train").mkdir(parents=True)  # what an interrupted build leaves
+    out = tmp_path / "S"
+    experiments.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
+                      "--rows", "random init"])
+    tree = read_tree(tmp_path / "cifar10-mini")
+    assert sorted(k[2] for k in tree if k[0] == "val") == [f"{i:05d}.png" for i in range(10)]
+    assert sorted(k[2] for k in tree if k[0] == "train") == [f"{i:05d}.png" for i in range(20)]
+    # the first six of each batch of eight, in order: the last ten of those are val/
+    kept = [b * 8 + j for b in range(5) for j in range(6)]
+    for k, i in enumerate(kept):
+        split, index = ("train", k) if k < 20 else ("val", k - 20)
+        assert np.array_equal(tree[(split, CIFAR10_CLASSES[i % 10], f"{index:05d}.png")], images[i])
+    result = json.loads((out / "evals" / "linear-random" / "result.json").read_text())
+    assert result["test_images"] == 10 and len(result["correct"]) == 10
+    assert "cifar10-mini" in (out / "table1.md").read_text()

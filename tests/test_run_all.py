@@ -113,21 +113,37 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
     assert steps and steps.group(1) == steps.group(2)
 
 
-def test_the_small_profile_writes_table1_with_both_aaae_rows_and_the_monitor_curves(tmp_path):
+def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired_differences_and_curves(tmp_path):
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
-    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1"])
-    table = rows((out / "table1.md").read_text())
-    assert [r[0] for r in table[:6]] == ["ae", "aaae", "aaae, augmented target", "vae", "aavae", "random init"]
-    for r in table[:6]:
-        float(r[1].split(" ± ")[0]), float(r[2])  # cached linear and kNN top-1 measured for every encoder
-    assert table[2][5] == "50.62" and table[1][5] == "—"  # the paper's AAAE row is the authors' model
+    run = ["random init", "supervised", "simclr", "aaae", "aaae-authors", "aavae"]
+    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1",
+                      "--rows", ",".join(run)])
+    text = (out / "table1.md").read_text()
+    table = rows(text)[:6]
+    assert [r[0] for r in table] == ["random init", "supervised (control)", "SimCLR (control)", "aaae",
+                                     "aaae, augmented target (the authors')", "aavae"]
+    for r in table:  # cached linear and kNN top-1 measured for every encoder, each with its standard error
+        float(r[1].split(" ± ")[1]), float(r[2].split(" ± ")[1])
+    assert table[4][5] == "50.62" and table[3][5] == "—"  # the paper's AAAE row is the authors' model
+    assert table[2][5] == "94.00" and table[5][5] == "87.14"
+    paired = {r[0]: r for r in rows(text.split("# Paired differences")[1].split("# Seed")[0])}
+    assert set(paired) == {"aavae - aaae", "simclr - aavae", "supervised - simclr"}  # no VAE was run
+    for r in paired.values():
+        float(r[1].split(" ± ")[1]), float(r[2].split(" ± ")[1])
     with open(out / "curves.csv") as f:
         curves = list(csv.DictReader(f))
-    assert {c["encoder"] for c in curves} == set(experiments.SMALL_ROWS)
-    assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] and c["recon_mse"] for c in curves) and {c["epoch"] for c in curves} == {"1"}
+    assert {c["encoder"] for c in curves} == set(run) - {"random init"} and {c["epoch"] for c in curves} == {"1"}
+    assert all(c["val_linear_top1"] and c["val_knn_top1"] and c["loss"] for c in curves)
+    assert {c["encoder"] for c in curves if c["recon_mse"]} == {"aaae", "aaae-authors", "aavae"}  # the controls decode nothing
     record = json.loads((out / "run.json").read_text())["invocations"][0]
     assert record["command"].startswith("bash run_all.sh --profile small") and "git_commit" in record["provenance"]
+
+
+def test_paired_differences_are_the_mean_and_standard_error_of_per_image_differences():
+    mean, se = experiments.paired_difference([1, 1, 0, 1, 0], [0, 1, 0, 0, 1])  # differences 1, 0, 0, 1, -1
+    assert mean == pytest.approx(20.0) and se == pytest.approx(100 * (0.7 / 5) ** 0.5)
+    assert experiments.paired_difference([1, 0], [1]) == (None, None)  # not scored on the same images
 
 
 def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_reading_val(tmp_path):

@@ -1,0 +1,142 @@
+"""The controls, SimCLR and supervised training: the reference rows trained in the autoencoders' pipeline."""
+import contextlib
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import aavae
+import data
+from conftest import read_log, tiny_args
+from test_distributed import free_port
+from test_train import run_error, tensors_of
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contrastive_worker.py")
+
+
+def nt_xent_by_hand(z1, z2, t):
+    """Chen et al. 2020, Eq. 1, one anchor at a time in plain Python: views 0..n-1 are the first views, n..2n-1
+    the second, and the positive of view i is the other view of its image."""
+    views = [[float(v) for v in row] for row in torch.cat([z1, z2])]
+    n2 = len(views)
+    cos = lambda a, b: sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+    total = 0.0
+    for i in range(n2):
+        positive = (i + n2 // 2) % n2
+        denominator = sum(math.exp(cos(views[i], views[k]) / t) for k in range(n2) if k != i)
+        total += -math.log(math.exp(cos(views[i], views[positive]) / t) / denominator)
+    return total / n2
+
+
+def test_nt_xent_equals_a_plain_loop_over_the_anchors():
+    g = torch.Generator().manual_seed(0)
+    for n, t in ((5, 0.5), (3, 0.1), (8, 1.0)):
+        z1, z2 = torch.randn(2, n, 7, generator=g)
+        assert aavae.nt_xent_loss(z1, z2, t).item() == pytest.approx(nt_xent_by_hand(z1, z2, t), rel=1e-5)
+
+
+def test_the_positive_of_a_view_is_the_other_view_of_its_image():
+    z1 = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
+    matched = aavae.nt_xent_loss(z1, z1 + 0.01 * torch.randn_like(z1), 0.5)
+    shifted = aavae.nt_xent_loss(z1, z1.roll(1, 0), 0.5)  # every second view belongs to another image
+    assert matched < shifted - 1
+
+
+def constant_colour_split(n=16):
+    """n images, each one flat colour of its own: every crop of image k is image k's colour."""
+    colours = torch.randperm(256, generator=torch.Generator().manual_seed(0))[:3 * n].view(n, 3, 1, 1)
+    images = colours.expand(n, 3, 16, 16).to(torch.uint8).contiguous()
+    spec = data.AugmentSpec(size=16, jitter=0.5, blur=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    return data.Split(images, torch.arange(n) % 2, spec, torch.device("cpu"), seed=0), spec
+
+
+def test_simclrs_step_feeds_the_encoder_two_views_of_each_image(folder, tmp_path, monkeypatch):
+    args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "simclr")))
+    split, spec = constant_colour_split()
+    model, optimizer, _ = aavae.build_model(args, spec, torch.device("cpu"))
+    seen = []
+    model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
+    monkeypatch.setattr(aavae, "photometric", lambda x, spec, g: x)  # the crops alone: each keeps its image's colour
+    batch = next(data.TrainBatches(split, 8, 0, 1, views=aavae.METHODS["simclr"].views, workers=0)(0, ("crops", 0, 0)))
+    aavae.control_step(model, optimizer, batch, spec, torch.Generator().manual_seed(0), args, contextlib.nullcontext)
+    first, second = seen[0].chunk(2)
+    assert len(first) == 8 and torch.allclose(first, second)  # row k of both halves: two views of image k
+    assert not torch.allclose(first, first.roll(1, 0))  # and the images differ
+
+
+def test_two_processes_compute_the_loss_and_gradients_of_one_process_on_the_global_batch(folder, tmp_path):
+    out = tmp_path / "loss"
+    run = tiny_args(folder, tmp_path / "run", "--method", "simclr", "--max_steps", "3")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+                        WORKER, str(out), *run], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    z1, z2 = (z.clone().requires_grad_() for z in torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(0)))
+    loss = aavae.nt_xent_loss(z1, z2, 0.5)
+    loss.backward()
+    ranks = [torch.load(out / f"loss{k}.pt", weights_only=True) for k in range(2)]
+    # each rank's loss is the mean over its anchors; the mean of the two is the global batch's loss
+    assert ((ranks[0]["loss"] + ranks[1]["loss"]) / 2).item() == pytest.approx(loss.item(), rel=1e-6)
+    # each rank's gradients reach its own rows from both ranks' losses: DDP's average, / 2, is the global gradient
+    for k, grad in ((1, z1.grad), (2, z2.grad)):
+        assert torch.allclose(torch.cat([ranks[0][f"grad{k}"], ranks[1][f"grad{k}"]]) / 2, grad, atol=1e-6)
+    # and the run trained under torchrun, monitored as the autoencoders are
+    assert "2 process(es)" in r.stdout + r.stderr
+    log = read_log(tmp_path / "run")
+    assert [row["step"] for row in log if "loss" in row] == [1, 2, 3]
+    assert any("val_knn_top1" in row and "val_sim_same" in row for row in log)
+
+
+@pytest.mark.parametrize("method", ["simclr", "supervised"])
+def test_a_resumed_control_is_bit_identical_to_an_uninterrupted_one(folder, tmp_path, method):
+    aavae.main(tiny_args(folder, tmp_path / "straight", "--method", method, "--max_steps", "4"))
+    aavae.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "2"))
+    aavae.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "4"))
+    a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "resumed" / "checkpoint.pt")
+    assert a.keys() == b.keys() and not any(k.startswith("model.decoder") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [row["step"] for row in read_log(tmp_path / "resumed") if "loss" in row] == [1, 2, 3, 4]
+
+
+def fast(folder, out, method, steps):
+    return tiny_args(folder, out, "--method", method, "--max_steps", str(steps), "--base_batch", "8", "--lr", "2e-3",
+                     "--warmup_epochs", "0", "--val_every", "1", "--log_every", "3")
+
+
+def test_a_short_simclr_run_lowers_its_loss_and_pulls_the_views_of_an_image_together(folder, tmp_path):
+    aavae.main(fast(folder, tmp_path, "simclr", 9))
+    log = read_log(tmp_path)
+    losses = [row["loss"] for row in log if "loss" in row]
+    val = [row for row in log if "val_sim_same" in row]
+    assert losses[-1] < losses[0]
+    assert val[-1]["val_sim_same"] > val[-1]["val_sim_diff"]
+    assert val[-1]["val_sim_same"] - val[-1]["val_sim_diff"] > val[0]["val_sim_same"] - val[0]["val_sim_diff"]
+
+
+def test_supervised_training_fits_the_labels_of_the_augmented_views(folder, tmp_path):
+    aavae.main(fast(folder, tmp_path, "supervised", 9))
+    log = [row for row in read_log(tmp_path) if "loss" in row]
+    assert log[-1]["loss"] < 0.7 * log[0]["loss"]  # cross-entropy of the 24 images' labels, memorised
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    assert state["classifier.weight"].shape == (2, 512)  # one output per class of the folder
+
+
+def test_flags_that_a_control_cannot_use_are_refused(folder, tmp_path, capsys):
+    for extra, said in ((["--method", "simclr", "--decoder", "decoder18"], "is a control without a decoder"),
+                        (["--method", "supervised", "--target", "augmented"], "is a control without a decoder"),
+                        (["--method", "aavae", "--temperature", "0.1"], "--temperature is for --method simclr"),
+                        (["--method", "simclr", "--temperature", "0"], "--temperature must be positive")):
+        assert said in run_error(tiny_args(folder, tmp_path, *extra), capsys)
+    assert "needs labels" in run_error(["--dataset", "stl10", "--method", "supervised", "--output_dir", str(tmp_path)], capsys)
+
+
+def test_a_simclr_step_costs_two_views_of_the_encoder(folder, tmp_path):
+    parse = lambda m: aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", m)))
+    spec = data.dataset_spec(parse("simclr"))
+    simclr, supervised = (aavae.step_flops(parse(m), spec) for m in ("simclr", "supervised"))
+    assert simclr == pytest.approx(2 * supervised, rel=0.01)  # the heads are a rounding error beside the encoder
+    assert supervised < aavae.step_flops(parse("aaae"), spec)  # no decoder
