@@ -642,8 +642,8 @@ def report_small(g, args):
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
     cell = lambda row, col: next((c for c in g.cells if c.table in ("table1", "fig5") and c.row == row and c.col == col), None)
-    paper_row = {"simclr": PAPER_SIMCLR, "aaae-authors": PAPER_TABLE1["aaae"]["cifar10"],  # the authors' AAAE model
-                 **{m: PAPER_TABLE1[m]["cifar10"] for m in ("ae", "vae", "aavae")}}
+    table1_row = {name: row for row, name in TABLE1_NAMES.items()}  # aaae-authors: the paper's AAAE is that model
+    paper_row = lambda row: PAPER_SIMCLR if row == "simclr" else paper_table1(table1_row.get(row, row), "cifar10")
     lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units | held-out bpd | paper, CIFAR-10 linear |",
              "|---|---|---|---|---|---|"]
     results, records, curve_rows = {}, [], []
@@ -653,7 +653,7 @@ def report_small(g, args):
         run = cell(row, "linear").run
         val = validation(run) if run else {}
         rec = {"row": row, "test_images": lin.get("test_images"), "active_units": val.get("val_active_units"),
-               "val_bpd": val.get("val_bpd"), "paper_cifar10": paper_row.get(row)}
+               "val_bpd": val.get("val_bpd"), "paper_cifar10": paper_row(row)}
         for name, r in (("linear", lin), ("knn", knn)):
             top1, n = r.get("top1"), r.get("test_images")
             rec[f"{name}_top1"], rec[f"{name}_se"] = top1, binomial_se(top1, n) if top1 is not None and n else None
