@@ -5,7 +5,9 @@ Autoencoders" (arXiv 2107.12329). A VAE's encoder sees an augmented view x+ ~ A(
 reconstruct the original x, and the KL term of the ELBO is dropped: Eq. 3 of the paper's Section 3.2.
 The three baselines of Table 1 (AE, AAAE, VAE), the ablations of Figs. 2-4, and two other latent
 regularisers (IWAE, Burda et al. 2016; the adversarial autoencoder, Makhzani et al. 2016; each plain and
-augmentation-augmented) are the same file with --method and its flags.
+augmentation-augmented) are the same file with --method and its flags. So are two controls that are not
+autoencoders, SimCLR and supervised training: reference rows trained in the same pipeline, in a section of
+their own after the augmentation.
 
     # one process (GPU if present, else CPU)
     python aavae.py --dataset cifar10 --data_path data --output_dir runs/cifar10-aavae
@@ -17,9 +19,9 @@ augmentation-augmented) are the same file with --method and its flags.
     python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
 
 The file reads in the paper's order: arguments; the model (Appendix A.1, "Architecture"); the objective,
-one function per equation, with the training step right after it; the augmentation; the diagnostics; the
-schedule, checkpoints and the loop. Data and the geometric half of the augmentation live in data.py,
-plumbing in utils.py.
+one function per equation, with the training step right after it; the augmentation; the controls; the
+diagnostics; the schedule, checkpoints and the loop. Data and the geometric half of the augmentation live in
+data.py, plumbing in utils.py.
 
 Re-running the same command resumes from OUTPUT_DIR/checkpoint.pt. Every random draw of a run (data order,
 crop boxes, colour jitter, reparameterisation noise) is a pure function of (stream, seed, epoch or step,
