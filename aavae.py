@@ -726,7 +726,8 @@ def control_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
     its label. The augmentation is the autoencoders' (photometric on the cropped views)."""
     method = METHODS[args.method]
     _, *views, labels = batch
-    x_aug = torch.cat([normalize(photometric(v, spec, g), spec) for v in views]).contiguous(memory_format=torch.channels_last)
+    x_aug = torch.cat([normalize(photometric(v, spec, g), spec) for v in views])
+    x_aug = x_aug.contiguous(memory_format=torch.channels_last)
     with amp():
         out = model(x_aug).float()
     if method.objective == "contrastive":
@@ -793,7 +794,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
         sums["sim_same"] += cos.diagonal().sum()
         sums["sim_diff"] += cos.sum() - cos.diagonal().sum()
         sums["pairs"] += n * (n - 1)
-        if first is None and model.decoder is not None:  # the picture: reconstructions from the view's and the original's latent mean
+        if first is None and model.decoder is not None:  # the picture: decoded from the view's and the original's mu
             with amp():
                 first = (x[:8], v1[:8], model.decoder(model.encode(v1[:8])[0]), model.decoder(mu[:8]))
     s = dict(zip(names, all_reduce(torch.stack(list(sums.values()))).tolist()))

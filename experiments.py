@@ -664,16 +664,16 @@ def report_small(g, args):
         curve_rows += [{"encoder": row, **r} for r in (curves(run) if run else [])]
 
     hits = lambda row, probe: results.get(row, {}).get(probe, {}).get("correct")
+    both = lambda a, b: tuple(paired_difference(hits(a, p), hits(b, p)) for p in ("linear", "knn"))
     diffs = ["| difference | linear top-1 (points) | kNN top-1 (points) | the same with seed 1 (linear, kNN) |",
              "|---|---|---|---|"]
     pair_records = []
     for a, b in SMALL_PAIRS:
         if a not in results or b not in results:
             continue
-        lin, knn = paired_difference(hits(a, "linear"), hits(b, "linear")), paired_difference(hits(a, "knn"), hits(b, "knn"))
+        lin, knn = both(a, b)
         a1, b1 = SMALL_SEEDS.get(a, a), SMALL_SEEDS.get(b, b)
-        seed1 = (paired_difference(hits(a1, "linear"), hits(b1, "linear")), paired_difference(hits(a1, "knn"), hits(b1, "knn"))) \
-            if (a1, b1) != (a, b) and a1 in results and b1 in results else None
+        seed1 = both(a1, b1) if (a1, b1) != (a, b) and a1 in results and b1 in results else None
         diffs.append(f"| {a} - {b} | {fmt_se(*lin)} | {fmt_se(*knn)} | "
                      + (f"{fmt_se(*seed1[0])}, {fmt_se(*seed1[1])}" if seed1 else "—") + " |")
         pair_records.append({"a": a, "b": b, "linear": lin, "knn": knn, "seed1": seed1})
@@ -704,7 +704,8 @@ def report_small(g, args):
         f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
                 "± is the standard error of the accuracy over the test images, sqrt(p (100 - p) / n).\n\n"
                 "# Paired differences on the same test images\n\n" + "\n".join(diffs) + "\n\n"
-                "± is the standard error of the mean per-image difference of the two encoders' hits (1 right, 0 wrong).\n\n"
+                "± is the standard error of the mean per-image difference of the two encoders' hits "
+                "(1 right, 0 wrong).\n\n"
                 "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
                 "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
