@@ -665,7 +665,8 @@ def report_small(g, args):
 
     hits = lambda row, probe: results.get(row, {}).get(probe, {}).get("correct")
     both = lambda a, b: tuple(paired_difference(hits(a, p), hits(b, p)) for p in ("linear", "knn"))
-    diffs = ["| difference | linear top-1 (points) | kNN top-1 (points) | the same with AAVAE and AAAE of seed 1 (linear, kNN) |",
+    diffs = ["| difference | linear top-1 (points) | kNN top-1 (points) | "
+             "the same with AAVAE and AAAE of seed 1 (linear, kNN) |",
              "|---|---|---|---|"]
     pair_records = []
     for a, b in SMALL_PAIRS:
