@@ -187,6 +187,10 @@ class SavePolicy:
     each step's combined flags one step later: by then the device has finished the step before, so the poll
     never makes the host wait for the step in flight, and every rank still acts after the same step. Used as
     a context manager, it restores the previous signal handlers on exit.
+
+    A launcher may block the signals until the loop can answer them (launch.py blocks SIGUSR1, and its workers
+    inherit the mask): a notice that arrived during start-up is then pending, and is delivered when __enter__
+    unblocks it, so the run saves after its first steps instead of dying of the signal at start-up.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -197,9 +201,11 @@ class SavePolicy:
 
     def __enter__(self):
         self.previous = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS}
+        self.mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)  # after the handlers: a pending one lands
         return self
 
     def __exit__(self, *exc):
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.mask)
         for s, handler in self.previous.items():
             signal.signal(s, handler)
 
