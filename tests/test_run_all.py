@@ -1,6 +1,7 @@
 """run_all.sh / experiments.py: every cell of the paper's grid, and the quick profile end to end."""
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -162,7 +163,7 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
     assert len(pretrain) == 1 and "--lr 1e-3 --epochs 1" in shlex.join(pretrain[0])
     assert all(str(out / "holdout-data") in st.cmd for st in g.steps)
     table = (out / "table1.md").read_text()
-    assert [r[0] for r in rows(table)[:2]] == ["aavae", "method"] and "held out of train/" in table  # then Fig. 5's header
+    assert [r[0] for r in rows(table)[:2]] == ["aavae", "difference"] and "held out of train/" in table  # then the next table
     result = json.loads((out / "evals" / "linear-folder-aavae" / "result.json").read_text())
     assert result["test_images"] == 10
     with open(out / "curves.csv") as f:
@@ -177,9 +178,10 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
 def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_path, capsys, monkeypatch):
     data = make_folder(tmp_path / "data", classes=2, train=4, val=1, size=8)
     argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(tmp_path / "R"), "--report_only"]
-    experiments.main(argv)
-    assert "matplotlib" not in capsys.readouterr().out and (tmp_path / "R" / "figures.png").exists()
-    (tmp_path / "R" / "figures.png").unlink()
+    if importlib.util.find_spec("matplotlib"):  # the set-up's environment has none; a user's may
+        experiments.main(argv)
+        assert "matplotlib" not in capsys.readouterr().out and (tmp_path / "R" / "figures.png").exists()
+        (tmp_path / "R" / "figures.png").unlink()
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without it imports
     experiments.main(argv)
     out = capsys.readouterr().out
