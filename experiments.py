@@ -680,13 +680,19 @@ def report_small(g, args):
         pair_records.append({"a": a, "b": b, "linear": lin, "knn": knn, "seed1": seed1})
     seeds = ["| encoder | linear, seed 0 | seed 1 | seed 1 - seed 0 | kNN, seed 0 | seed 1 | seed 1 - seed 0 |",
              "|---|---|---|---|---|---|---|"]
+    seed_records = []
     for row, other in SMALL_SEEDS.items():
         if row in results and other in results:
-            cells = []
+            cells, rec = [], {"row": row, "seed1_row": other}
             for probe in ("linear", "knn"):
                 t0, t1 = results[row][probe].get("top1"), results[other][probe].get("top1")
-                cells += [fmt(t0), fmt(t1), fmt_se(*paired_difference(hits(other, probe), hits(row, probe)))]
+                diff = paired_difference(hits(other, probe), hits(row, probe))
+                cells += [fmt(t0), fmt(t1), fmt_se(*diff)]
+                rec[probe] = {"seed0": t0, "seed1": t1, "seed1_minus_seed0": diff}
             seeds.append(f"| {row} | " + " | ".join(cells) + " |")
+            seed_records.append(rec)
+    if not seed_records:
+        seeds = ["No seed-1 run among these rows (`aavae-s1`, `aaae-s1`)."]
 
     fig5 = ["| method | same-image cosine, every held-out image | different images | same image, 8 images x 4 views | "
             "different images | gap (8 images) |", "|---|---|---|---|---|---|"]
@@ -710,7 +716,7 @@ def report_small(g, args):
                 "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
                 "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"rows": records, "paired_differences": pair_records}, f, indent=1)
+        json.dump({"rows": records, "paired_differences": pair_records, "seed_to_seed": seed_records}, f, indent=1)
     if curve_rows:
         fields = list(dict.fromkeys(k for r in curve_rows for k in r))
         with open(os.path.join(out, "curves.csv"), "w", newline="") as f:

@@ -139,6 +139,25 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
     assert {c["encoder"] for c in curves if c["recon_mse"]} == {"aaae", "aaae-authors", "aavae"}  # the controls decode nothing
     record = json.loads((out / "run.json").read_text())["invocations"][0]
     assert record["command"].startswith("bash run_all.sh --profile small") and "git_commit" in record["provenance"]
+    assert "No seed-1 run" in text and json.loads((out / "results.json").read_text())["seed_to_seed"] == []
+
+    # seed-1 rows made of the other method's files: AAVAE's "seed 1" is AAAE's run and AAAE's is AAVAE's, so
+    # each seed-to-seed difference is a paired difference of the two methods, with its sign known
+    for row, other in (("aavae", "aaae"), ("aaae", "aavae")):
+        shutil.copytree(out / "runs" / f"folder-{other}", out / "runs" / f"folder-{row}-s1")
+        for probe in ("linear", "knn"):
+            shutil.copytree(out / "evals" / f"{probe}-folder-{other}", out / "evals" / f"{probe}-folder-{row}-s1")
+    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--report_only",
+                      "--small_epochs", "1", "--rows", ",".join(run + ["aaae-s1", "aavae-s1"])])
+    text = (out / "table1.md").read_text()
+    paired = {r[0]: r for r in rows(text.split("# Paired differences")[1].split("# Seed")[0])}
+    seeds = {r[0]: r for r in rows(text.split("# Seed to seed")[1].split("# Fig. 5")[0])}
+    lin, knn = paired["aavae - aaae"][1], paired["aavae - aaae"][2]
+    negate = lambda cell: f"{-float(cell.split(' ± ')[0]) + 0.0:.2f} ± {cell.split(' ± ')[1]}"  # + 0.0: no -0.00
+    assert paired["aavae - aaae"][3] == f"{negate(lin)}, {negate(knn)}"  # seed 1's AAVAE - AAAE is AAAE - AAVAE
+    assert seeds["aavae"][3] == negate(lin) and seeds["aavae"][6] == negate(knn)
+    assert seeds["aaae"][3] == lin and seeds["aaae"][6] == knn
+    assert seeds["aavae"][1] == seeds["aaae"][2] and seeds["aavae"][2] == seeds["aaae"][1]
 
 
 def test_paired_differences_are_the_mean_and_standard_error_of_per_image_differences():
