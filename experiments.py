@@ -742,11 +742,14 @@ def plot_curves(rows, path):
               ("val_latent_snr", "latent signal / noise, sum Var(mu) / sum E[sigma^2]")]
     panels = [p for p in panels if any(r.get(p[0]) is not None for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
+    methods = list(dict.fromkeys(e.removesuffix("-s1") for e in encoders))  # a second seed: its method's colour, dashed
     for ax, (key, title) in zip(axes, panels):
-        for k, encoder in enumerate(dict.fromkeys(r["encoder"] for r in rows)):
+        for encoder in encoders:
             pts = [(r["epoch"], r[key]) for r in rows if r["encoder"] == encoder and r.get(key) is not None]
-            if pts:  # one colour per encoder in every panel
-                ax.plot(*zip(*pts), "o-", label=encoder, markersize=3, color=f"C{k}")
+            if pts:  # one colour per method in every panel
+                ax.plot(*zip(*pts), "o--" if encoder.endswith("-s1") else "o-", label=encoder, markersize=3,
+                        color=f"C{methods.index(encoder.removesuffix('-s1')) % 10}")
         if key == "val_latent_snr":
             ax.set_yscale("log")
         ax.set_xlabel("epoch")
