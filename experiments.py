@@ -73,7 +73,8 @@ def profile_settings(args):
                                         "--val_size", "0", "--val_samples", "4", "--log_every", "10", "--workers", "2"]},
                 "length": lambda d, frac=1.0: ["--epochs", str(round(args.small_epochs * frac))],
                 "probe": ["--cached_features", "--batch_size", "256", "--workers", "2"],
-                "knn": ["--batch_size", "256", "--workers", "2"]}
+                "knn": ["--batch_size", "256", "--workers", "2"], "finetune": [],
+                "cluster": ["--batch_size", "256", "--workers", "2"]}
     if args.profile == "paper":
         root = args.data_root
         return {
@@ -185,7 +186,7 @@ class Grid:
         out = os.path.join(self.args.output_dir, "evals", name)
         source = ["--checkpoint", os.path.join(run, "checkpoint.pt")] if run else ["--random_init"]
         per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s.get("finetune"),
-                    "similarity": ["--workers", "2"]}[mode]
+                    "similarity": ["--workers", "2"], "cluster": self.s.get("cluster", self.s["knn"])}[mode]
         cmd = self.launcher("linear_eval.py") + source + [
             "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
             *overridden(per_mode, extra), "--output_dir", out]
@@ -222,6 +223,14 @@ SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control
                 "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
                 "aavae-s1": "aavae, seed 1"}
 PAPER_SIMCLR = 94.00  # the SimCLR row of the paper's Table 1, CIFAR-10
+# Table 2 at the small budget and the clusters: for these rows (not the seed-1 pair), fine-tuning and the cached probe
+# on the same labelled images of train/ (the lists in OUTPUT/label-subsets, one seeded draw per class for every row),
+# and k-means on the frozen features. Fine-tuning keeps Table 2's learning rates (linear_eval.FINETUNE_LR) at a
+# batch of at most 128 (the subset's size below that); its epochs were chosen on images held out of train/.
+LABEL_ROWS = ["random init", "supervised", "simclr", "ae", "aaae", "aaae-authors", "vae", "aavae"]
+LABEL_FRACTIONS = {0.01: "1percent", 0.1: "10percent"}
+SMALL_FINETUNE = ["--batch_size", "128", "--workers", "2"]
+SMALL_FINETUNE_EPOCHS = {0.01: 100, 0.1: 100}
 
 
 def build_small_grid(args):
@@ -240,10 +249,48 @@ def build_small_grid(args):
         g.cell("table1", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
         if row in ("vae", "aavae"):
             g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
+        if args.label_evals and row in LABEL_ROWS:
+            label_evals(g, args, row, name, run)
     if "random init" in args.rows:
         g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
         g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
+        if args.label_evals:
+            label_evals(g, args, "random init", "random", None, ["--encoder", "resnet18"])
     return g
+
+
+def label_evals(g, args, row, name, run, extra=()):
+    """Table 2 at the small budget and the clusters for one row: at each label fraction, fine-tuning and the
+    cached probe trained on the same labelled images (the lists label_subsets writes), scored on all of
+    the test split; and k-means on the frozen features (k = classes)."""
+    import linear_eval
+    for frac, pct in LABEL_FRACTIONS.items():
+        subset = ["--subset_file", os.path.join(args.output_dir, "label-subsets", f"{pct}.txt")]
+        lr, head_lr = linear_eval.FINETUNE_LR[frac]
+        tune = SMALL_FINETUNE + ["--epochs", str(SMALL_FINETUNE_EPOCHS[frac]), "--lr", str(lr), "--head_lr", str(head_lr)]
+        g.cell("table2", row, f"finetune {pct}", g.evaluate(f"finetune-{pct}-{name}", "folder", "finetune", run,
+                                                            [*extra, *tune, *subset]))
+        g.cell("table2", row, f"linear {pct}", g.evaluate(f"linear-{pct}-{name}", "folder", "linear", run, [*extra, *subset]))
+    g.cell("cluster", row, "kmeans", g.evaluate(f"cluster-{name}", "folder", "cluster", run, extra))
+
+
+def label_subsets(data_path, out, seed=0):
+    """Writes out/1percent.txt and out/10percent.txt: a seeded per-class draw of train/'s images
+    (linear_eval.per_class_subset), one CLASS/FILE a line, for --subset_file. Lists already there are kept:
+    a copied results folder reuses its own."""
+    import torch
+    import torchvision
+    import linear_eval
+    samples = torchvision.datasets.ImageFolder(os.path.join(data_path, "train")).samples
+    names = ["/".join(p.replace(os.sep, "/").split("/")[-2:]) for p, _ in samples]
+    os.makedirs(out, exist_ok=True)
+    for frac, pct in LABEL_FRACTIONS.items():
+        path = os.path.join(out, f"{pct}.txt")
+        if not os.path.exists(path):
+            keep = linear_eval.per_class_subset(torch.tensor([y for _, y in samples]), frac, seed)
+            with open(path + ".tmp", "w") as f:
+                f.writelines(names[i] + "\n" for i in keep.tolist())
+            os.replace(path + ".tmp", path)
 
 
 def holdout_split(source, n, out, create=True, seed=0):
@@ -630,8 +677,89 @@ def paired_difference(a, b):
     return 100 * m, 100 * math.sqrt(sum((v - m) ** 2 for v in d) / (n - 1) / n)
 
 
-def fmt_se(value, se):
-    return "—" if value is None else f"{value:.2f} ± {se:.2f}" if se is not None else fmt(value)
+def fmt_se(value, se, digits=2):
+    return "—" if value is None else f"{value:.{digits}f} ± {se:.{digits}f}" if se is not None else fmt(value, digits)
+
+
+def bootstrap_nmi(a, b=None, draws=1000, seed=0):
+    """NMI of a result.json's test clusters and labels, and its bootstrap standard error over the test images
+    (draws seeded resamples); with b, the same for NMI(a) - NMI(b) on the same resamples (paired)."""
+    import numpy as np
+    from clustering import nmi
+    if not a or (b is not None and not b) or (b is not None and b["test_labels"] != a["test_labels"]):
+        return None, None
+    labels = np.asarray(a["test_labels"])
+    parts = [np.asarray(r["test_clusters"]) for r in ([a] if b is None else [a, b])]
+    stat = lambda idx: nmi(parts[0][idx], labels[idx]) - (nmi(parts[1][idx], labels[idx]) if b is not None else 0)
+    rng = np.random.default_rng(seed)
+    every = np.arange(len(labels))
+    values = [stat(rng.integers(0, len(labels), len(labels))) for _ in range(draws)]
+    return stat(every), float(np.std(values, ddof=1))
+
+
+TABLE2_COLUMNS = [f"{mode} {pct}" for pct in LABEL_FRACTIONS.values() for mode in ("finetune", "linear")]
+LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae")]
+
+
+def report_labels(g, args):
+    """Table 2 at the small budget (fine-tuned and probed on 1 % and 10 % of the labels) and the clusters
+    (majority, Hungarian, NMI), each with its standard error, and the paired differences of LABEL_PAIRS:
+    markdown lines, and the records for results.json."""
+    rows = [r for r in args.rows if r in LABEL_ROWS] if args.label_evals else []
+    evals = {(c.row, c.col): read_json(os.path.join(c.eval, "result.json")) or {} for c in g.cells
+             if c.table in ("table2", "cluster")}
+    if not rows:
+        return [], {}
+    t2 = ["| encoder | " + " | ".join(f"{m}, {p.replace('percent', ' %')}" for p, m in
+                                       ((c.split()[1], "fine-tuned" if c.startswith("finetune") else "probe")
+                                        for c in TABLE2_COLUMNS)) + " |", "|---" * (1 + len(TABLE2_COLUMNS)) + "|"]
+    cl = ["| encoder | majority label top-1 | Hungarian top-1 | NMI | clusters |", "|---|---|---|---|---|"]
+    rec2, recc = [], []
+    for row in rows:
+        cells, rec = [], {"row": row}
+        for col in TABLE2_COLUMNS:
+            r = evals.get((row, col), {})
+            top1, n = r.get("top1"), r.get("test_images")
+            se = binomial_se(top1, n) if top1 is not None and n else None
+            cells.append(fmt_se(top1, se))
+            rec[col] = {"top1": top1, "se": se, "train_images": r.get("train_images")}
+        t2.append(f"| {SMALL_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
+        rec2.append(rec)
+        r = evals.get((row, "kmeans"), {})
+        n = r.get("test_images")
+        acc = {k: (r.get(f"{k}_top1"), binomial_se(r[f"{k}_top1"], n) if r.get(f"{k}_top1") is not None else None)
+               for k in ("majority", "hungarian")}
+        nmi = bootstrap_nmi(r)
+        cl.append(f"| {SMALL_LABELS.get(row, row)} | {fmt_se(*acc['majority'])} | {fmt_se(*acc['hungarian'])} | "
+                  f"{fmt_se(*nmi, digits=3)} | {fmt(r.get('clusters'))} |")
+        recc.append({"row": row, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"], "nmi": nmi,
+                     "clusters": r.get("clusters")})
+    pairs = ["| difference | " + " | ".join(t2[0].split(" | ")[1:]).rstrip(" |") + " | clusters, majority | Hungarian | NMI |",
+             "|---" * (4 + len(TABLE2_COLUMNS)) + "|"]
+    pair_recs = []
+    for a, b in LABEL_PAIRS:
+        if a not in rows or b not in rows:
+            continue
+        hit = lambda row, col, key="correct": evals.get((row, col), {}).get(key)
+        d = {col: paired_difference(hit(a, col), hit(b, col)) for col in TABLE2_COLUMNS}
+        d["majority"] = paired_difference(hit(a, "kmeans"), hit(b, "kmeans"))
+        d["hungarian"] = paired_difference(hit(a, "kmeans", "hungarian_correct"), hit(b, "kmeans", "hungarian_correct"))
+        d["nmi"] = bootstrap_nmi(evals.get((a, "kmeans")), evals.get((b, "kmeans")))
+        pairs.append(f"| {a} - {b} | " + " | ".join(fmt_se(*d[c]) for c in TABLE2_COLUMNS + ["majority", "hungarian"])
+                     + f" | {fmt_se(*d['nmi'], digits=3)} |")
+        pair_recs.append({"a": a, "b": b, **d})
+    subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") for pct in LABEL_FRACTIONS.values()}
+    lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
+             f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
+             "label-subsets/; every row scored on all of the test images. Fine-tuning: the backbone at Table 2's lr "
+             "beside the head's; probe: the cached-feature linear head on the same images.", "", *t2, "",
+             "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
+             "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
+             "and the best one-to-one matching of clusters to classes on train/, both scored on the test images through "
+             "the nearest centroid; NMI of the test images' clusters and labels (± from 1,000 bootstrap resamples of the "
+             "test images).", "", *cl, "",
+             "# Paired differences, Table 2 and clusters", "", *pairs, ""]
+    return lines, {"table2": rec2, "clusters": recc, "label_paired_differences": pair_recs}
 
 
 def report_small(g, args):
@@ -702,6 +830,7 @@ def report_small(g, args):
         gap = r["sim_same"] - r["sim_diff"] if r.get("sim_same") is not None else None
         fig5.append(f"| {m} | {fmt(val.get('val_sim_same'), 3)} | {fmt(val.get('val_sim_diff'), 3)} | "
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
+    label_lines, label_records = report_labels(g, args)
     label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"
@@ -715,8 +844,10 @@ def report_small(g, args):
                 "(1 right, 0 wrong).\n\n"
                 "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
                 "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
+        f.write("".join("\n" + line for line in label_lines))
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"rows": records, "paired_differences": pair_records, "seed_to_seed": seed_records}, f, indent=1)
+        json.dump({"rows": records, "paired_differences": pair_records, "seed_to_seed": seed_records, **label_records},
+                  f, indent=1)
     if curve_rows:
         fields = list(dict.fromkeys(k for r in curve_rows for k in r))
         with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
@@ -811,6 +942,10 @@ def main(argv=None):
     p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
     p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
     p.add_argument("--small_epochs", type=int, default=30, help="small: pretraining epochs per run")
+    p.add_argument("--label_evals", action=argparse.BooleanOptionalAction, default=True,
+                   help="small: Table 2 at the small budget (fine-tuning and the probe on 1 %% and 10 %% of train/'s "
+                        "labels) and k-means clusters, for the rows of Table 1 and the controls (their checkpoints are "
+                        "needed: --no-label_evals for a folder whose runs are done but not kept)")
     p.add_argument("--rows", default=None, help="small: the rows to run, comma-separated (default all: "
                    + ",".join(SMALL_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
@@ -852,6 +987,8 @@ def main(argv=None):
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:
+        if args.profile == "small" and args.label_evals and set(args.rows) & set(LABEL_ROWS):
+            label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
         run_grid(g, args, argv)
     (report_small if args.profile == "small" else report)(g, args)
     if not have_matplotlib():  # the tables are written either way; the figures wait for it

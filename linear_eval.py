@@ -1,5 +1,6 @@
 """Evaluations of a pretrained AAVAE encoder (Appendix A.1-A.4 of the paper): the linear probe, kNN, semi-supervised
-fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
+fine-tuning (Table 2) and the latent similarity matrices of Fig. 5; and a score that needs no labels to fit,
+k-means on the frozen features read against the labels (not in the paper).
 
     # linear probe, SimCLR protocol: frozen encoder in eval(), one linear layer on the pooled features
     python linear_eval.py --checkpoint runs/cifar10-aavae/checkpoint.pt --dataset cifar10 --data_path data
@@ -11,6 +12,9 @@ fine-tuning (Table 2) and the latent similarity matrices of Fig. 5.
     python linear_eval.py --checkpoint CKPT --mode knn ...
     python linear_eval.py --checkpoint CKPT --mode finetune --label_fraction 0.01 --dataset imagenet ...
     python linear_eval.py --checkpoint CKPT --mode similarity ...
+    # the probe on the same labelled images only; k-means clusters (K = classes by default) read three ways
+    python linear_eval.py --checkpoint CKPT --cached_features --label_fraction 0.01 ...
+    python linear_eval.py --checkpoint CKPT --mode cluster ...
     # several GPUs: only the linear head is wrapped in DDP (the whole model for finetune)
     torchrun --nproc_per_node=4 linear_eval.py --checkpoint CKPT --dataset imagenet --data_path /data/imagenet
 
@@ -35,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 import aavae
+import clustering
 import data
 import probe
 import utils
@@ -69,7 +74,7 @@ def get_args_parser():
     g.add_argument("--train_limit", type=int, default=None,
                    help="train the probe / fill the kNN bank with this many (seeded) training images; the test split is always whole")
     g = p.add_argument_group("protocol")
-    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity"])
+    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity", "cluster"])
     g.add_argument("--cached_features", action="store_true",
                    help="linear: encode both splits once without augmentation and train the head (after a "
                         "BatchNorm without affine parameters) on those features: seconds instead of hours, and a "
@@ -86,12 +91,19 @@ def get_args_parser():
     g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
                    help="Nesterov momentum 0.9; default on for linear (SimCLR protocol), off for finetune (the paper's "
                         "plain momentum 0.9); --no-nesterov for the Places205 probe")
-    g.add_argument("--label_fraction", type=float, default=None, help="finetune: 0.01 or 0.1 of the labels, per class")
-    g.add_argument("--subset_file", default=None, help="finetune: a file listing the training images to use, one name a line")
+    g.add_argument("--label_fraction", type=float, default=None,
+                   help="finetune (and linear, to probe on the same labelled images): 0.01 or 0.1 of the labels, "
+                        "a seeded draw per class")
+    g.add_argument("--subset_file", default=None,
+                   help="finetune, linear: a file listing the labelled training images to use, one a line: a file "
+                        "name (SimCLR's ImageNet lists) or CLASS/FILE")
     g.add_argument("--knn_k", type=int, default=200)
     g.add_argument("--knn_t", type=float, default=0.1, help="temperature of the kNN vote weights exp(cos / t)")
     g.add_argument("--num_images", type=int, default=8, help="similarity: test images")
     g.add_argument("--views", type=int, default=4, help="similarity: augmented views per image")
+    g.add_argument("--clusters", type=int, default=None, help="cluster: k of k-means (default: the number of classes)")
+    g.add_argument("--restarts", type=int, default=10, help="cluster: seeded k-means++ starts, the lowest inertia kept")
+    g.add_argument("--kmeans_iters", type=int, default=300, help="cluster: most Lloyd iterations per start")
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default=None,
                    help="default runs/eval-ENCODER-PROTOCOL-DATA, e.g. runs/eval-cifar10-aavae-linear-cifar10 for "
@@ -117,14 +129,18 @@ def validate(args):
             raise UserError(f"--label_fraction must lie in (0, 1], got {args.label_fraction}")
         backbone, head = FINETUNE_LR.get(args.label_fraction, FINETUNE_LR[0.1])
         args.lr, args.head_lr = args.lr or backbone, args.head_lr or head
-    elif args.label_fraction is not None or args.subset_file is not None:
-        raise UserError("--label_fraction and --subset_file belong to --mode finetune")
+    elif (args.label_fraction is not None or args.subset_file is not None) and args.mode != "linear":
+        raise UserError("--label_fraction and --subset_file belong to --mode finetune and linear")
+    elif args.label_fraction is not None and not 0 < args.label_fraction <= 1:
+        raise UserError(f"--label_fraction must lie in (0, 1], got {args.label_fraction}")
+    if args.mode != "cluster" and args.clusters is not None:
+        raise UserError("--clusters belongs to --mode cluster")
     args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
     args.nesterov = args.mode != "finetune" if args.nesterov is None else args.nesterov
     args.amp = utils.native_bf16() if args.amp is None else args.amp
     args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # a float: the authors' int(b / 256) was 0 below 256
-    for name in ("batch_size", "epochs", "knn_k", "num_images"):
-        if getattr(args, name) <= 0:
+    for name in ("batch_size", "epochs", "knn_k", "num_images", "restarts", "kmeans_iters", "clusters"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.cached_features and args.mode != "linear":
         raise UserError("--cached_features is a form of --mode linear")
@@ -143,8 +159,8 @@ def default_output_dir(args):
     path = os.path.normpath(args.checkpoint or "")
     encoder = (f"random-{args.encoder}" if args.random_init  # a checkpoint named without a folder: its own name
                else os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0])
-    protocol = args.mode + ("-cached" if args.cached_features else "")
-    if args.mode == "finetune":
+    protocol = args.mode + ("-cached" if args.cached_features else "") + (f"-k{args.clusters}" if args.clusters else "")
+    if args.label_fraction is not None or args.subset_file is not None:
         protocol += f"-{args.label_fraction:g}" if args.subset_file is None else \
             "-" + os.path.splitext(os.path.basename(args.subset_file))[0]
     data = os.path.basename(os.path.normpath(args.data_path)) if args.dataset == "folder" else args.dataset
@@ -255,15 +271,20 @@ class Head(nn.Linear):
 @torch.no_grad()
 def score(predict, test, spec, args, rank, world, desc="test"):
     """Top-1 and top-5 accuracy (%) of predict(x) -> (N, classes) over the whole test split, each image once
-    (each rank scores its block, utils.block)."""
+    (each rank scores its block, utils.block), and every test image's top-1 hit ("correct", hits)."""
     counts = torch.zeros(3, dtype=torch.float64, device=test.device)
-    idx = torch.arange(*utils.block(len(test), rank, world))
+    start, stop = utils.block(len(test), rank, world)
+    every = torch.zeros(utils.padded(len(test), world), dtype=torch.uint8, device=test.device)
     b = max(1, args.batch_size // world)
-    for x01, y in tqdm(test.batches(idx, b, 0, ("score", args.seed, rank), args.workers), desc=desc, leave=False,
-                       total=math.ceil(len(idx) / b), disable=not is_main() or None):
-        counts += probe.correct(predict(normalize(x01, spec)), y)
+    for x01, y in tqdm(test.batches(torch.arange(start, stop), b, 0, ("score", args.seed, rank), args.workers), desc=desc,
+                       leave=False, total=math.ceil((stop - start) / b), disable=not is_main() or None):
+        scores = predict(normalize(x01, spec))
+        counts += probe.correct(scores, y)
+        every[start:start + len(y)] = hits(scores, y)
+        start += len(y)
     top1, top5 = probe.percent(all_reduce(counts))
-    return {"top1": top1, "top5": top5, "test_images": int(counts[2].item())}
+    return {"top1": top1, "top5": top5, "test_images": int(counts[2].item()),
+            "correct": utils.gather_blocks(every, rank, world)[:len(test)].tolist()}
 
 
 def num_classes(split):
@@ -431,8 +452,8 @@ def knn(args, train, test, spec, encoder, info, rank, world, amp):
 
 
 def label_subset(train, args):
-    """Indices of the labelled training images kept for fine-tuning: a --subset_file's names, or a seeded
-    per-class fraction (at least one image per class)."""
+    """Indices of the labelled training images kept for fine-tuning (or a probe on the same images): a
+    --subset_file's names, or a seeded per-class fraction (per_class_subset)."""
     if args.subset_file:
         try:
             with open(args.subset_file) as f:
@@ -441,27 +462,42 @@ def label_subset(train, args):
             raise UserError(f"cannot read --subset_file {args.subset_file}: {e.strerror}") from None
         if train.paths is None:
             raise UserError("--subset_file names image files: it needs --dataset imagenet or folder")
-        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names]
+        # a line names a file (SimCLR's ImageNet lists) or CLASS/FILE (unique in any ImageFolder tree)
+        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names
+                or "/".join(path.replace(os.sep, "/").split("/")[-2:]) in names]
         if not keep:
             raise UserError(f"no training image is named in --subset_file {args.subset_file}")
         return torch.tensor(keep)
-    labels = train.labels
-    g = torch.Generator().manual_seed(args.seed)
+    return per_class_subset(train.labels, args.label_fraction, args.seed)
+
+
+def per_class_subset(labels, fraction, seed):
+    """A seeded draw of round(fraction x members) images of each class (at least one), as sorted indices."""
+    g = torch.Generator().manual_seed(seed)
     keep = []
     for c in labels.unique():
         members = (labels == c).nonzero()[:, 0]
-        take = max(1, round(args.label_fraction * len(members)))
+        take = max(1, round(fraction * len(members)))
         keep.append(members[torch.randperm(len(members), generator=g)[:take]])
     return torch.cat(keep).sort().values
 
 
-def finetune(args, train, test, spec, encoder, info, rank, world, amp):
-    """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on a labelled subset."""
+def labelled_only(train, args, world):
+    """The training split cut to the labelled subset of --label_fraction or --subset_file (unchanged without
+    either), with the global batch capped at the subset's size: 1 % of a small dataset is one batch."""
+    if args.label_fraction is None and args.subset_file is None:
+        return train
     keep = label_subset(train, args)
-    subset = train.subset(keep)
-    if len(keep) < args.batch_size:  # 1 % of a small dataset: one batch holds the whole subset
+    if len(keep) < args.batch_size:
         args.batch_size = max(world, len(keep) // world * world)
         print0(f"the labelled subset has {len(keep)} images: batch capped at {args.batch_size}")
+    return train.subset(keep)
+
+
+def finetune(args, train, test, spec, encoder, info, rank, world, amp):
+    """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on the labelled subset
+    that `train` was cut to (labelled_only)."""
+    subset = train
     before = [p.detach().clone() for p in encoder.parameters()]
     head = Head(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
     model = nn.Sequential(encoder, head)
@@ -475,8 +511,34 @@ def finetune(args, train, test, spec, encoder, info, rank, world, amp):
     model.eval()  # fit() left rank 0's BatchNorm statistics on every rank: each test shard is scored with them
     with amp():
         result = score(lambda x: model(x).float(), test, spec, args, rank, world)
-    return {**result, "train_images": len(keep), "label_fraction": args.label_fraction,
+    return {**result, "train_images": len(subset), "label_fraction": args.label_fraction,
             "backbone_lr": args.lr, "head_lr": args.head_lr, "backbone_tensors_changed": moved}
+
+
+@torch.no_grad()
+def cluster(args, train, test, spec, encoder, info, rank, world, amp):
+    """k-means (clustering.kmeans: k-means++ starts, the lowest inertia of --restarts kept) on the frozen
+    encoder's L2-normalised pooled features of the training split, with no labels; then the clusters read
+    against the labels (clustering.scores): each cluster's majority training label, the best one-to-one
+    matching of clusters to classes (k = classes), both scored on the test split through each test image's
+    nearest centroid, and the NMI of the test images' clusters and labels. Every rank holds all features and
+    computes the same clusters, as the cached probe trains the same head."""
+    train_f = cached_features(encoder, train, spec, args, info, rank, world, amp, normalize=True)
+    test_f = cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True)
+    classes = num_classes(train)
+    k = args.clusters or classes
+    if k > len(train):
+        raise UserError(f"--clusters {k} exceeds the {len(train)} training images")
+    t0 = time.perf_counter()
+    km = clustering.kmeans(train_f, k, args.restarts, args.seed, args.kmeans_iters)
+    test_assign = clustering.nearest(test_f, km.centroids)[0]
+    read = clustering.scores(km.assign, train.labels, test_assign, test.labels, k, classes)
+    sizes = torch.bincount(km.assign, minlength=k)
+    return {"top1": read["majority_top1"], "test_images": len(test), "clusters": k, "classes": classes,
+            "features": "pooled, L2-normalised", "inertia": km.inertia, "restarts": args.restarts,
+            "best_restart": km.restart, "iterations": km.iterations, "kmeans_seconds": time.perf_counter() - t0,
+            "cluster_sizes": sizes.tolist(), **{k_: v for k_, v in read.items() if k_ != "majority_correct"},
+            "correct": read["majority_correct"], "test_clusters": test_assign.tolist(), "test_labels": test.labels.tolist()}
 
 
 def colour(m):
@@ -531,6 +593,7 @@ def evaluate(args):
         raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
     torch.manual_seed(args.seed)
     train, test, spec, encoder, projection, info = build(args, device)
+    train = labelled_only(train, args, world)
     os.makedirs(args.output_dir, exist_ok=True)
     # A fresh probe starts with an empty log; an interrupted one resumes from its checkpoint (see fit).
     if is_main() and (args.overwrite or not os.path.exists(os.path.join(args.output_dir, PROBE_CHECKPOINT))):
@@ -544,7 +607,8 @@ def evaluate(args):
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
            f"{args.batch_size // world}; " + (f"lr {args.lr:g} ({args.schedule}, weight decay {args.weight_decay:g}); "
                                               f"{args.epochs} epochs; " if trains else "") + f"device {device}")
-    modes = {"linear": linear_cached if args.cached_features else linear, "knn": knn, "finetune": finetune}
+    modes = {"linear": linear_cached if args.cached_features else linear, "knn": knn, "finetune": finetune,
+             "cluster": cluster}
     with utils.algorithms(deterministic=False):
         if args.mode == "similarity":
             result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
@@ -554,11 +618,14 @@ def evaluate(args):
               "dataset": args.dataset, "epochs": args.epochs if trains else None, "batch_size": args.batch_size,
               **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
               **({"features": "cached" if args.cached_features else "augmented views"} if args.mode == "linear" else {}),
+              **({"train_images": len(train), "label_fraction": args.label_fraction, "subset_file": args.subset_file}
+                 if args.mode == "linear" and (args.label_fraction or args.subset_file) else {}),
               **result, "provenance": utils.provenance()}
     if is_main():
         utils.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
-                          if k not in ("provenance", "correct")))
+                          if k not in ("provenance", "cluster_sizes", "test_clusters", "test_labels")
+                          and not k.endswith("correct")))
     return result
 
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import aavae
+import linear_eval
 import utils
 from conftest import ROOT, read_log, tiny_args
 from test_distributed import assert_same_weights_on_every_rank, torchrun
@@ -129,7 +130,8 @@ def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_sco
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            os.path.join(ROOT, "tests", "probe_worker.py"),
            *args("ft", "--mode", "finetune", "--label_fraction", "1", "--epochs", "1", "--batch_size", "8"), "--then",
-           *args("knn", "--mode", "knn", "--knn_k", "5", "--batch_size", "6")]
+           *args("knn", "--mode", "knn", "--knn_k", "5", "--batch_size", "6"), "--then",
+           *args("kmeans", "--mode", "cluster", "--restarts", "2", "--batch_size", "6")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     stats = [torch.load(tmp_path / "ft" / f"bn{k}.pt", weights_only=True) for k in range(2)]
@@ -139,6 +141,11 @@ def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_sco
         assert torch.equal(v, stats[1][k]) and torch.equal(v, saved[k]), k
     result = json.loads((tmp_path / "knn" / "result.json").read_text())
     assert result["test_images"] == 14 and result["top1"] >= 90  # 14 test images, 7 a rank: each once
+    ft = json.loads((tmp_path / "ft" / "result.json").read_text())  # every image's hit, gathered in the split's order
+    assert len(ft["correct"]) == 14 and 100 * sum(ft["correct"]) / 14 == pytest.approx(ft["top1"])
+    single = linear_eval.main(args("kmeans1", "--mode", "cluster", "--restarts", "2", "--batch_size", "6"))
+    both = json.loads((tmp_path / "kmeans" / "result.json").read_text())
+    assert both["test_clusters"] == single["test_clusters"] and both["correct"] == single["correct"]
 
 
 def test_one_rank_per_node_downloads_while_the_others_wait_longer_than_the_groups_timeout(tmp_path):

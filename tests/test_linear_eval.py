@@ -225,7 +225,8 @@ def test_wrong_architecture_corrupt_and_missing_checkpoints_are_refused(pretrain
     assert "not the --encoder resnet50" in run("--checkpoint", str(pretrained / "encoder.pth"), "--encoder", "resnet50")
     assert "does not fit a resnet18 encoder with the stl stem" in run("--checkpoint", str(pretrained / "encoder.pth"), "--stem", "stl")
     assert "either --checkpoint" in run()
-    assert "--label_fraction and --subset_file belong to --mode finetune" in run("--random_init", "--encoder", "resnet18", "--label_fraction", "0.1")
+    assert "--label_fraction and --subset_file belong to --mode finetune" in run("--random_init", "--encoder", "resnet18",
+                                                                              "--mode", "knn", "--label_fraction", "0.1")
 
 
 def test_the_probe_head_and_its_scores_are_float32_under_bf16_autocast(tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
     out = tmp_path / "S"
     run = ["random init", "supervised", "simclr", "aaae", "aaae-authors", "aavae"]
     experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1",
-                      "--rows", ",".join(run)])
+                      "--no-label_evals", "--rows", ",".join(run)])
     text = (out / "table1.md").read_text()
     table = rows(text)[:6]
     assert [r[0] for r in table] == ["random init", "supervised (control)", "SimCLR (control)", "aaae",
@@ -148,7 +148,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
         for probe in ("linear", "knn"):
             shutil.copytree(out / "evals" / f"{probe}-folder-{other}", out / "evals" / f"{probe}-folder-{row}-s1")
     experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--report_only",
-                      "--small_epochs", "1", "--rows", ",".join(run + ["aaae-s1", "aavae-s1"])])
+                      "--small_epochs", "1", "--no-label_evals", "--rows", ",".join(run + ["aaae-s1", "aavae-s1"])])
     text = (out / "table1.md").read_text()
     paired = {r[0]: r for r in rows(text.split("# Paired differences")[1].split("# Seed")[0])}
     seeds = {r[0]: r for r in rows(text.split("# Seed to seed")[1].split("# Fig. 5")[0])}
@@ -158,6 +158,40 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
     assert seeds["aavae"][3] == negate(lin) and seeds["aavae"][6] == negate(knn)
     assert seeds["aaae"][3] == lin and seeds["aaae"][6] == knn
     assert seeds["aavae"][1] == seeds["aaae"][2] and seeds["aavae"][2] == seeds["aaae"][1]
+
+
+def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_labelled_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
+    out = tmp_path / "S"
+    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+                          "--small_epochs", "1", "--rows", "vae,aavae"])
+    lists = {pct: (out / "label-subsets" / f"{pct}.txt").read_text().split() for pct in ("1percent", "10percent")}
+    assert len(lists["1percent"]) == 2 and len(lists["10percent"]) == 14  # one and seven of each class's 70
+    assert {name.split("/")[0] for name in lists["1percent"]} == {"class0", "class1"}
+    assert all(os.path.exists(os.path.join(data, "train", name)) for pct in lists for name in lists[pct])
+    for row in ("vae", "aavae"):
+        for pct, n in (("1percent", 2), ("10percent", 14)):
+            for mode in ("finetune", "linear"):
+                r = json.loads((out / "evals" / f"{mode}-{pct}-folder-{row}" / "result.json").read_text())
+                assert r["train_images"] == n and r["test_images"] == 10, (mode, pct)
+        finetune = next(st.cmd for st in g.steps if st.dir.endswith(f"finetune-1percent-folder-{row}"))
+        assert shlex.join(finetune).count("--lr 0.02 --head_lr 0.5") == 1  # Table 2's 1 % learning rates
+        cluster = json.loads((out / "evals" / f"cluster-folder-{row}" / "result.json").read_text())
+        assert cluster["clusters"] == 2 and len(cluster["correct"]) == 10
+    text = (out / "table1.md").read_text()
+    table2 = rows(text.split("# Table 2 at the small budget")[1].split("# Cluster accuracy")[0])
+    assert [r[0] for r in table2] == ["vae", "aavae"] and all(" ± " in c for r in table2 for c in r[1:])
+    clusters = rows(text.split("# Cluster accuracy")[1].split("# Paired differences, Table 2")[0])
+    assert [r[0] for r in clusters] == ["vae", "aavae"] and all(" ± " in c for r in clusters for c in r[1:4])
+    pairs = rows(text.split("# Paired differences, Table 2")[1])
+    assert [r[0] for r in pairs] == ["aavae - vae"] and all(" ± " in c for c in pairs[0][1:])
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in saved["table2"]] == ["vae", "aavae"] and saved["clusters"][1]["nmi"][0] is not None
+    before = (out / "label-subsets" / "1percent.txt").read_text()
+    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+                      "--small_epochs", "1", "--rows", "vae,aavae"])  # done: the lists are kept, nothing runs again
+    assert (out / "label-subsets" / "1percent.txt").read_text() == before
 
 
 def test_paired_differences_are_the_mean_and_standard_error_of_per_image_differences():
@@ -171,7 +205,8 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
     shutil.rmtree(tmp_path / "data" / "val")  # --holdout must not need it
     out = tmp_path / "H"
     g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
-                          "--small_epochs", "1", "--holdout", "10", "--rows", "aavae", "--pretrain_args", "--lr 1e-3"])
+                          "--small_epochs", "1", "--holdout", "10", "--rows", "aavae", "--pretrain_args", "--lr 1e-3",
+                          "--no-label_evals"])
     held = json.loads((out / "holdout-data" / "holdout.json").read_text())["val"]
     assert sorted(map(len, held.values())) == [3, 3, 4]  # 10 of 150, per class in proportion
     for c, names in held.items():
