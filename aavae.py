@@ -16,7 +16,7 @@ their own after the augmentation.
     # any ImageFolder tree with train/ and val/
     python aavae.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 32
     # throughput of the data path and the training step (bench.py takes the same flags)
-    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
+    python tools/bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
 
 The file reads in the paper's order: arguments; the model (Appendix A.1, "Architecture"); the objective,
 one function per equation, with the training step right after it; the augmentation; the controls; the

@@ -16,6 +16,7 @@ from PIL import Image  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # bench, gpu_check, launch
 MINI = os.path.join(ROOT, "..", "shared", "data", "cifar10-mini")  # real images, absent in a user's clone
 
 # Two pytest workers (pytest -n 2) share the two cores: one thread each; a single process takes both.

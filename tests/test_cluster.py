@@ -165,7 +165,7 @@ STREAMS = {"order": 2, "folder_crops": 3, "crops": 3, "step": 3, "val_subset": 0
 
 def test_the_code_draws_only_from_the_named_streams():
     used = set()
-    for name in ("aavae.py", "data.py", "probe.py", "linear_eval.py", "bench.py"):
+    for name in ("aavae.py", "data.py", "probe.py", "linear_eval.py", "tools/bench.py"):
         with open(os.path.join(ROOT, name)) as f:
             text = f.read()
         used |= set(re.findall(r'generator\([^,()]+, "(\w+)"', text))

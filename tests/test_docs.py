@@ -57,6 +57,8 @@ def documented_commands():
                     if t and t != "...":
                         argv.append(t)
                 found.append((f"{os.path.relpath(page, ROOT)}:{n}", os.path.basename(tokens[at]), argv))
+                # the script where the page says it is (tools/ for the occasional ones), run from the repository
+                assert os.path.isfile(os.path.join(ROOT, tokens[at])), f"{found[-1][0]}: no {tokens[at]}"
     return found
 
 

@@ -262,7 +262,7 @@ def test_launch_keeps_a_notice_that_comes_before_the_workers_start(folder, tmp_p
     # SIGUSR1 to launch.py as soon as it blocks it, seconds before torchrun starts its worker: the worker gets it
     # when it starts, holds it until the training loop unblocks it, saves after its first steps and exits with 3,
     # and launch.py with 3. torchrun itself dies of SIGUSR1.
-    cmd = [sys.executable, "launch.py", "--standalone", "--nproc_per_node=1", "aavae.py",
+    cmd = [sys.executable, "tools/launch.py", "--standalone", "--nproc_per_node=1", "aavae.py",
            *tiny_args(folder, tmp_path, "--max_steps", "30")]
     p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)

@@ -2,7 +2,7 @@
 status that tells a preempted run from a failed one, and a scheduler's SIGUSR1 kept for the workers until they can
 act on it. One per node, under SLURM (docs/cluster.md), which gives it --nnodes and --node_rank:
 
-    srun python launch.py --nproc_per_node=4 --master_addr=FIRST_NODE --master_port=PORT aavae.py --dataset imagenet ...
+    srun python tools/launch.py --nproc_per_node=4 --master_addr=FIRST_NODE --master_port=PORT aavae.py --dataset imagenet ...
 
 torchrun exits with status 1 whatever ended its workers: a crash, bad input, or a run that saved its checkpoint at
 SIGTERM and exited with status 3. And SIGUSR1 kills torchrun itself. This exits with
@@ -31,6 +31,7 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 from utils import EXIT_PREEMPTED, UserError, run_cli  # noqa: E402
 
 

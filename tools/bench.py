@@ -3,11 +3,11 @@ and device. It takes aavae.py's flags:
 
     # in memory: the batched augmentation and the step, beside the authors' design (torchvision per-image
     # transforms in DataLoader workers, plus an extra no-grad encoder pass on the original every step)
-    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
+    python tools/bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64
     # --compile: the compiled step beside the eager one
-    python bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64 --compile
+    python tools/bench.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 64 --compile
     # streamed: DataLoader workers decoding JPEGs (a folder made by make_jpeg_folder), and the step they feed
-    python bench.py --dataset folder --data_path data/jpeg --no-in_memory --image_size 224 --encoder resnet18 --batch_size 32
+    python tools/bench.py --dataset folder --data_path data/jpeg --no-in_memory --image_size 224 --encoder resnet18 --batch_size 32
 
 --max_steps is the number of timed steps (default 10 on a CPU, 50 on CUDA, each after 3 warm-up steps).
 The last line printed is one JSON object (see run); gpu_check.py collects them as JSON lines.
@@ -23,9 +23,10 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-import aavae
-import data
-import utils
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+import aavae  # noqa: E402
+import data  # noqa: E402
+import utils  # noqa: E402
 
 
 class ReferenceViews(torch.utils.data.Dataset):

@@ -1,9 +1,9 @@
 """The one command to run on a CUDA machine: the GPU tests and the GPU benchmark (the CPU suite there on request).
 
-    python gpu_check.py --prepare            # once, anywhere: data/gpu-check/ from data/cifar10-mini
-    python gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 8 minutes on one H200)
-    python gpu_check.py OUT bench stream     # some parts only; each part prints its time
-    python gpu_check.py OUT --smoke          # any machine, seconds: every default part on tiny settings
+    python tools/gpu_check.py --prepare            # once, anywhere: data/gpu-check/ from data/cifar10-mini
+    python tools/gpu_check.py OUT                  # on the GPU machine: the default parts (estimated 8 minutes on one H200)
+    python tools/gpu_check.py OUT bench stream     # some parts only; each part prints its time
+    python tools/gpu_check.py OUT --smoke          # any machine, seconds: every default part on tiny settings
 
 A GPU machine need not reach the internet: copy data/gpu-check/ with the checkout, then run the second line
 there. (data/cifar10-mini is made by `bash run_all.sh --profile small`, or data.build_cifar10_mini.) No GPU
@@ -43,9 +43,10 @@ import time
 
 import torch
 
-import bench
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
+sys.path.insert(0, ROOT)
+import bench  # noqa: E402 (beside this file)
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(ROOT, "data", "gpu-check")
 PARTS = {"tests": 150, "bench": 90, "stream": 60, "compile": 180, "cpu_suite": 600}  # rough seconds, for --budget
 DEFAULT = ["tests", "bench", "stream", "compile"]
@@ -215,7 +216,7 @@ def main(argv=None):
         make_folder(os.path.join(scratch, "cifar"), classes=2, train=8, val=2)
         make_folder(os.path.join(scratch, "jpeg"), classes=2, train=8, val=2)
     elif not os.path.isdir(DATA):
-        p.error(f"{DATA} is missing: run python gpu_check.py --prepare first, and copy data/gpu-check with the checkout")
+        p.error(f"{DATA} is missing: run python tools/gpu_check.py --prepare first, and copy data/gpu-check with the checkout")
     os.makedirs(args.out, exist_ok=True)
     t_start, summary = time.monotonic(), {"parts": {}, "env": environment()}
     with open(os.path.join(args.out, "env.json"), "w") as f:
