@@ -1,104 +1,28 @@
-"""Data for aavae.py and linear_eval.py: the splits of the paper's Appendix A.1 ("Datasets"), and the
-geometric half of the augmentation (random resized crop and flip), which runs where the images are.
+"""Data for aavae.py and linear_eval.py: the splits of the paper's Appendix A.1 ("Datasets"), loaded and
+batched where the images are.
 
 Two paths give the same batches: [x, *views, labels], floats in [0, 1], where x is the original (the
-decoder's target, with the evaluation preprocessing only) and each view has been cropped and flipped.
-The photometric half of the augmentation (colour jitter, grayscale, blur) runs on the device in aavae.py.
+decoder's target, with the evaluation preprocessing only) and each view has been cropped and flipped by the
+augmentation's geometric half, which aavae.py defines (AugmentSpec.crop_boxes and crop: a Split is given
+the AugmentSpec of its run). The photometric half (colour jitter, grayscale, blur) runs on the training
+device in aavae.py.
  - memory: uint8 images held on the device (CIFAR-10, STL-10, folders under 8 GiB); crops done there, in
    whole-batch tensor operations, with a seeded permutation per epoch.
  - stream: an ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders). A
    training run is one pass of one DataLoader over all its epochs: its workers start once, and the next
    epoch's batches are decoded while the last ones of this epoch train.
 """
-import math
 import os
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchvision
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
 from utils import (UserError, block, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, padded,
                    rank_world)
-
-
-@dataclass
-class AugmentSpec:
-    size: int
-    jitter: float  # strength s of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)
-    blur: bool
-    mean: tuple
-    std: tuple
-    scale: tuple = (0.08, 1.0)
-    ratio: tuple = (3 / 4, 4 / 3)
-
-    @property
-    def blur_kernel(self):  # int(0.1 * size), rounded up to odd
-        k = int(0.1 * self.size)
-        return k + 1 - k % 2
-
-    def stats(self, device):
-        """mean and std as (1, 3, 1, 1) tensors on device, made once: a copy from the host every step
-        would make the host wait for the device."""
-        cache = self.__dict__.setdefault("_stats", {})
-        if device not in cache:
-            cache[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std))
-        return cache[device]
-
-
-def sample_crop_boxes(n, height, width, scale, ratio, g):
-    """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
-
-    Ten attempts at an area drawn from `scale` and a log-uniform aspect ratio; the first that fits is kept,
-    and an image with none falls back to the largest centred crop whose ratio lies within `ratio`.
-    """
-    dev = g.device
-    area = height * width * torch.empty(n, 10, device=dev).uniform_(*scale, generator=g)
-    log_r = torch.empty(n, 10, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-    w = torch.round(torch.sqrt(area * torch.exp(log_r)))
-    h = torch.round(torch.sqrt(area / torch.exp(log_r)))
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = fits.float().argmax(1, keepdim=True)
-    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
-    u = torch.rand(n, 2, device=dev, generator=g)
-    i = torch.floor(u[:, 0] * (height - h + 1))
-    j = torch.floor(u[:, 1] * (width - w + 1))
-    # Fallback, as torchvision: whole image, trimmed to the nearest allowed aspect ratio, centred.
-    in_ratio = width / height
-    fw, fh = (width, round(width / min(ratio))) if in_ratio < min(ratio) else \
-             (round(height * max(ratio)), height) if in_ratio > max(ratio) else (width, height)
-    ok = fits.any(1)
-    i = torch.where(ok, i, torch.full_like(i, (height - fh) // 2))
-    j = torch.where(ok, j, torch.full_like(j, (width - fw) // 2))
-    h = torch.where(ok, h, torch.full_like(h, fh))
-    w = torch.where(ok, w, torch.full_like(w, fw))
-    return torch.stack([i, j, h, w], 1).long()
-
-
-def resized_crop(x, boxes, size, flip=None):
-    """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
-
-    Sampling positions are those of torchvision's resize (align_corners=False), clamped to the crop as
-    torchvision's crop-then-resize clamps them, so the result equals F.resized_crop(..., antialias=False)
-    followed by hflip. Crops here are never larger than the output, so antialiasing has nothing to do.
-    x: (N, C, H, W) float; boxes: (N, 4); flip: (N,) bool. Returns (N, C, size, size).
-    """
-    n, _, height, width = x.shape
-    i, j, h, w = boxes.to(x.dtype).unbind(1)
-    t = (torch.arange(size, device=x.device, dtype=x.dtype) + 0.5) / size  # (size,)
-    ys = torch.minimum(i[:, None] + torch.clamp(t * h[:, None] - 0.5, min=0), (i + h - 1)[:, None])
-    xs = torch.minimum(j[:, None] + torch.clamp(t * w[:, None] - 0.5, min=0), (j + w - 1)[:, None])
-    if flip is not None:
-        xs = torch.where(flip[:, None], xs.flip(1), xs)
-    # grid_sample wants coordinates in [-1, 1] with the align_corners=False convention.
-    gx = (2 * xs + 1) / width - 1
-    gy = (2 * ys + 1) / height - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 STATS = {  # per-dataset normalisation (mean, std)
@@ -157,12 +81,6 @@ def num_classes(args):
     return sum(e.is_dir() for e in os.scandir(root)) if os.path.isdir(root) else 0
 
 
-def dataset_spec(args):
-    """The AugmentSpec of resolved args: image size, jitter strength, blur and the dataset's normalisation."""
-    mean, std = STATS.get(args.dataset, STATS["imagenet"])
-    return AugmentSpec(size=args.image_size, jitter=args.jitter_strength, blur=args.blur, mean=mean, std=std)
-
-
 def _require_tree(args):
     if not os.path.isdir(args.data_path):
         raise UserError(f"--data_path {args.data_path} does not exist; --dataset {args.dataset} expects "
@@ -204,8 +122,8 @@ class ViewFolder(torch.utils.data.Dataset):
     yields an error string instead of raising inside the worker, so the main process can name it.
     """
 
-    def __init__(self, samples, size, resize, seed):
-        self.samples, self.size, self.resize, self.seed = samples, size, resize, seed
+    def __init__(self, samples, spec, resize, seed):
+        self.samples, self.spec, self.size, self.resize, self.seed = samples, spec, spec.size, resize, seed
 
     def __len__(self):
         return len(self.samples)
@@ -221,7 +139,7 @@ class ViewFolder(torch.utils.data.Dataset):
         orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
         g = generator("cpu", "folder_crops", self.seed, epoch, index)
         out = [orig]
-        for box, flip in zip(sample_crop_boxes(views, img.height, img.width, (0.08, 1.0), (3 / 4, 4 / 3), g),
+        for box, flip in zip(self.spec.crop_boxes(views, img.height, img.width, g),
                              torch.rand(views, generator=g) < 0.5):
             i, j, h, w = box.tolist()
             v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
@@ -229,7 +147,7 @@ class ViewFolder(torch.utils.data.Dataset):
         return tuple(out) + (label, "")
 
     def subset(self, keep):
-        return ViewFolder([self.samples[i] for i in keep], self.size, self.resize, self.seed)
+        return ViewFolder([self.samples[i] for i in keep], self.spec, self.resize, self.seed)
 
 
 def _check_batch(batch):
@@ -273,9 +191,9 @@ class Split:
         raw = raw.float() / 255
         out = [x]
         for _ in range(views):
-            boxes = sample_crop_boxes(len(idx), raw.shape[2], raw.shape[3], self.spec.scale, self.spec.ratio, g)
+            boxes = self.spec.crop_boxes(len(idx), raw.shape[2], raw.shape[3], g)
             flip = torch.rand(len(idx), device=g.device, generator=g) < 0.5
-            out.append(resized_crop(raw, boxes, self.spec.size, flip))
+            out.append(self.spec.crop(raw, boxes, flip))
         return out
 
     def epoch_order(self, epoch):
@@ -355,9 +273,9 @@ def _held_out(n, held):
     return perm[:n - held].sort().values, perm[n - held:].sort().values
 
 
-def load_data(args, device, probe=False):
-    """Returns (train Split, second Split, AugmentSpec) for args resolved by resolve_data; stops with one
-    sentence if the data is not there.
+def load_data(args, device, spec, probe=False):
+    """Returns (train Split, second Split) for args resolved by resolve_data, whose views are cropped by
+    spec (aavae.AugmentSpec; aavae.load_data makes it); stops with one sentence if the data is not there.
 
     Pretraining (Appendix A.1): the second split is the 5,000 held-out images (CIFAR-10: of the 50,000
     training images; STL-10: of the 100,000 unlabelled ones; ImageNet: of its training split); a folder's
@@ -365,7 +283,7 @@ def load_data(args, device, probe=False):
     test images; STL-10 4,500 of the labelled train split / the 8,000 test images; ImageNet train / val;
     folder train / val.
     """
-    root, spec = args.data_path, dataset_spec(args)
+    root = args.data_path
     if args.dataset in ("cifar10", "stl10"):
         original = None if args.dataset == "cifar10" else stl10_original
         on = device if args.in_memory else torch.device("cpu")
@@ -373,12 +291,12 @@ def load_data(args, device, probe=False):
         if probe:
             images, labels = _torchvision_dataset(args.dataset, root, "train")
             keep = _held_out(50000, 5000)[0] if args.dataset == "cifar10" else _held_out(5000, 500)[0]
-            return split(images[keep], labels[keep]), split(*_torchvision_dataset(args.dataset, root, "test")), spec
+            return split(images[keep], labels[keep]), split(*_torchvision_dataset(args.dataset, root, "test"))
         images, labels = _torchvision_dataset(args.dataset, root, "pretrain")
         # STL-10: the held-out images come from the first 100,000 ('unlabeled'); the labelled 5,000 all train.
         keep, held = _held_out(50000 if args.dataset == "cifar10" else 100000, 5000)
         keep = torch.cat([keep, torch.arange(100000, len(images))]) if args.dataset == "stl10" else keep
-        return split(images[keep], labels[keep]), split(images[held], labels[held]), spec
+        return split(images[keep], labels[keep]), split(images[held], labels[held])
     train_set = _find_folder(_require_tree(args), "train")
     size = args.image_size
     if args.dataset == "imagenet" and not probe:
@@ -392,11 +310,11 @@ def load_data(args, device, probe=False):
     resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
     splits = []
     for samples, name in ((train_samples, "train"), (val_samples, "held-out")):
-        ds = ViewFolder(samples, size, resize, seed=args.seed)
+        ds = ViewFolder(samples, spec, resize, seed=args.seed)
         paths, labels = [p for p, _ in samples], torch.tensor([y for _, y in samples], dtype=torch.long)
         source = _decode_all(ds, args.workers, name, device) if args.in_memory else ds
         splits.append(Split(source, labels, spec, device, args.seed, paths))
-    return splits[0], splits[1], spec
+    return splits[0], splits[1]
 
 
 def _torchvision_dataset(name, root, part):

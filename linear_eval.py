@@ -220,7 +220,7 @@ def build(args, device):
     data_args = argparse.Namespace(**{k: getattr(args, k) for k in ("dataset", "data_path", "image_size", "in_memory",
                                                                      "workers", "seed")},
                                    stem=info["stem"] or "auto", jitter_strength=None, blur=None)
-    train, test, spec = data.load_data(data.resolve_data(data_args), device, probe=True)
+    train, test, spec = aavae.load_data(data.resolve_data(data_args), device, probe=True)
     if args.train_limit and args.train_limit < len(train):
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train_limit].sort().values)
     info["stem"] = data_args.stem
@@ -256,7 +256,7 @@ def train_view(batch, stem, size, g):
     padded = F.pad(x01, (4, 4, 4, 4), mode="reflect")
     ij = torch.randint(0, padded.shape[-1] - size + 1, (n, 2), device=x01.device, generator=g)
     boxes = torch.cat([ij, torch.full_like(ij, size)], 1)
-    return data.resized_crop(padded, boxes, size, torch.rand(n, device=x01.device, generator=g) < 0.5), y
+    return aavae.resized_crop(padded, boxes, size, torch.rand(n, device=x01.device, generator=g) < 0.5), y
 
 
 class Head(nn.Linear):

@@ -60,8 +60,8 @@ def train_step(*a, **k):
 real_load_data, real_new_group, groups = data.load_data, aavae.dist.new_group, []
 
 
-def load_data(args, device, probe=False):
-    data_out = real_load_data(args, device, probe)
+def load_data(args, device, spec, probe=False):
+    data_out = real_load_data(args, device, spec, probe)
     os.makedirs(out, exist_ok=True)  # the shared directory's name, also for a rank with a private one
     torch.save(data_out[0].images, os.path.join(out, f"images{rank}.pt"))
     return data_out

@@ -42,7 +42,7 @@ def test_grayscale_equals_torchvision():
 def test_blur_equals_torchvisions_gaussian_blur_per_image_sigma(size):
     x = images(4, size)
     sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
-    k = data.AugmentSpec(size, 1.0, True, (0,) * 3, (1,) * 3).blur_kernel
+    k = aavae.AugmentSpec(size, 1.0, True, (0,) * 3, (1,) * 3).blur_kernel
     assert k % 2 == 1 and k == (9 if size == 96 else 3)
     ref = torch.stack([VF.gaussian_blur(img, [k, k], [float(s), float(s)]) for img, s in zip(x, sigma)])
     torch.testing.assert_close(aavae.gaussian_blur(x, sigma, k), ref, atol=1e-5, rtol=0)
@@ -52,7 +52,7 @@ def test_resized_crop_with_flip_equals_torchvisions_crop_resize_flip():
     x = images(5)
     boxes = torch.tensor([[0, 0, 32, 32], [3, 5, 10, 20], [20, 1, 12, 9], [0, 31, 1, 1], [7, 7, 17, 25]])
     flip = torch.tensor([False, True, False, True, True])
-    ours = data.resized_crop(x, boxes, 32, flip)
+    ours = aavae.resized_crop(x, boxes, 32, flip)
     for n, (i, j, h, w) in enumerate(boxes.tolist()):
         ref = VF.resized_crop(x[n], i, j, h, w, [32, 32], antialias=False)
         ref = VF.hflip(ref) if flip[n] else ref
@@ -69,7 +69,7 @@ def ks_statistic(a, b):
 @pytest.mark.parametrize("height, width", [(32, 32), (96, 96), (60, 200)])
 def test_crop_box_distribution_matches_torchvision_random_resized_crop(height, width):
     n = 4000
-    ours = data.sample_crop_boxes(n, height, width, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
+    ours = aavae.sample_crop_boxes(n, height, width, (0.08, 1.0), (3 / 4, 4 / 3), torch.Generator().manual_seed(1))
     torch.manual_seed(2)
     img = torch.zeros(1, height, width)
     theirs = torch.tensor([T.RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)])
@@ -84,10 +84,10 @@ def test_crop_box_distribution_matches_torchvision_random_resized_crop(height, w
 
 
 def test_parameters_are_drawn_per_image_not_per_batch():
-    spec = data.AugmentSpec(32, 0.5, True, (0,) * 3, (1,) * 3)
+    spec = aavae.AugmentSpec(32, 0.5, True, (0,) * 3, (1,) * 3)
     one = images(1).expand(16, -1, -1, -1).contiguous()
     g = torch.Generator().manual_seed(0)
-    boxes = data.sample_crop_boxes(16, 32, 32, spec.scale, spec.ratio, g)
+    boxes = aavae.sample_crop_boxes(16, 32, 32, spec.scale, spec.ratio, g)
     assert len({tuple(b) for b in boxes.tolist()}) > 12
     out = aavae.photometric(one, spec, g)
     distinct = {round(v, 5) for v in out.mean((1, 2, 3)).tolist()}
@@ -95,7 +95,7 @@ def test_parameters_are_drawn_per_image_not_per_batch():
 
 
 def test_photometric_is_a_pure_function_of_the_generator():
-    spec = data.AugmentSpec(96, 1.0, True, (0,) * 3, (1,) * 3)
+    spec = aavae.AugmentSpec(96, 1.0, True, (0,) * 3, (1,) * 3)
     x = images(4, 96)
     a = aavae.photometric(x, spec, torch.Generator().manual_seed(5))
     b = aavae.photometric(x, spec, torch.Generator().manual_seed(5))
@@ -105,7 +105,7 @@ def test_photometric_is_a_pure_function_of_the_generator():
 
 @pytest.mark.parametrize("size, jitter, blur", [(32, 0.5, False), (96, 1.0, True)])
 def test_the_fused_jitter_equals_torchvisions_ops_applied_image_by_image_in_each_images_order(size, jitter, blur):
-    spec = data.AugmentSpec(size, jitter, blur, (0,) * 3, (1,) * 3)
+    spec = aavae.AugmentSpec(size, jitter, blur, (0,) * 3, (1,) * 3)
     x = images(24, size, seed=3)
     p = aavae.draw_photometric(24, spec, torch.Generator().manual_seed(4))
     ours = aavae.apply_photometric(x, p, spec)
@@ -123,3 +123,14 @@ def test_the_fused_jitter_equals_torchvisions_ops_applied_image_by_image_in_each
         torch.testing.assert_close(ours[n], img, atol=1e-4, rtol=0, msg=f"image {n}")
     untouched = ~p["jitter"] & ~p["gray"] & (~p["blur"] if blur else True)
     assert untouched.any() and torch.equal(ours[untouched], x[untouched])  # a skipped op is an exact no-op
+
+
+@pytest.mark.parametrize("size, jitter, blur", [(32, 0.5, False), (96, 1.0, True)])
+def test_the_fused_photometric_half_equals_its_plain_definition(size, jitter, blur):
+    # apply_photometric is the optimisation of apply_photometric_reference: the same draws, the same views
+    spec = aavae.AugmentSpec(size, jitter, blur, (0,) * 3, (1,) * 3)
+    x = images(24, size, seed=5)
+    p = aavae.draw_photometric(24, spec, torch.Generator().manual_seed(6))
+    fused, plain = aavae.apply_photometric(x, p, spec), aavae.apply_photometric_reference(x, p, spec)
+    torch.testing.assert_close(fused, plain, atol=1e-5, rtol=0)
+    assert p["jitter"].any() and p["gray"].any() and (p["blur"].any() if blur else True)

@@ -49,7 +49,7 @@ def constant_colour_split(n=16):
     """n images, each one flat colour of its own: every crop of image k is image k's colour."""
     colours = torch.randperm(256, generator=torch.Generator().manual_seed(0))[:3 * n].view(n, 3, 1, 1)
     images = colours.expand(n, 3, 16, 16).to(torch.uint8).contiguous()
-    spec = data.AugmentSpec(size=16, jitter=0.5, blur=False, mean=(0.5,) * 3, std=(0.25,) * 3)
+    spec = aavae.AugmentSpec(size=16, jitter=0.5, blur=False, mean=(0.5,) * 3, std=(0.25,) * 3)
     return data.Split(images, torch.arange(n) % 2, spec, torch.device("cpu"), seed=0), spec
 
 
@@ -121,7 +121,7 @@ def fresh_view_loss(model, batch, spec):
 def test_a_short_simclr_run_lowers_its_loss_and_pulls_the_views_of_an_image_together(folder, tmp_path):
     # SimCLR's steps on 8 images, then fresh views of the same images: each now closer to its own other view
     args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "simclr")))
-    train, _, spec = data.load_data(args, torch.device("cpu"))
+    train, _, spec = aavae.load_data(args, torch.device("cpu"))
     eight = train.subset(torch.arange(8))
     model, optimizer, _ = aavae.build_model(args, spec, torch.device("cpu"))
     for group in optimizer.param_groups:
@@ -154,7 +154,7 @@ def test_flags_that_a_control_cannot_use_are_refused(folder, tmp_path, capsys):
 
 def test_a_simclr_step_costs_two_views_of_the_encoder(folder, tmp_path):
     parse = lambda m: aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", m)))
-    spec = data.dataset_spec(parse("simclr"))
+    spec = aavae.augment_spec(parse("simclr"))
     simclr, supervised = (aavae.step_flops(parse(m), spec) for m in ("simclr", "supervised"))
     assert simclr == pytest.approx(2 * supervised, rel=0.01)  # the heads are a rounding error beside the encoder
     assert supervised < aavae.step_flops(parse("aaae"), spec)  # no decoder

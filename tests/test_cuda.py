@@ -27,7 +27,7 @@ def cuda_args(folder, out, *extra):
 def test_a_bf16_step_of_every_method_is_finite_and_never_waits_for_the_host(folder, tmp_path, method, memory):
     args = aavae.resolve_amp(cuda_args(folder, tmp_path, "--method", method, memory))
     assert args.amp, "bf16 autocast is the default on CUDA"
-    train, _, spec = data.load_data(args, CUDA)
+    train, _, spec = aavae.load_data(args, CUDA)
     model, optimizer, adversary = aavae.build_model(args, spec, CUDA)
     stream = data.TrainBatches(train, 8, 0, 1, views=aavae.METHODS[method].views, workers=1)(0, ("crops", 0, 0))
     amp = utils.autocast(args, CUDA)
@@ -55,7 +55,7 @@ def test_aavae_trains_on_the_gpu_with_falling_loss_and_logs_its_mfu(folder, tmp_
 
 
 def test_photometric_ops_on_the_gpu_equal_the_cpu_for_the_same_draws():
-    spec = data.AugmentSpec(96, 1.0, True, (0.5,) * 3, (0.25,) * 3)
+    spec = aavae.AugmentSpec(96, 1.0, True, (0.5,) * 3, (0.25,) * 3)
     x = torch.rand(64, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     p = aavae.draw_photometric(64, spec, torch.Generator().manual_seed(1))
     on_gpu = aavae.apply_photometric(x.to(CUDA), {k: v.to(CUDA) for k, v in p.items()}, spec)
@@ -65,10 +65,10 @@ def test_photometric_ops_on_the_gpu_equal_the_cpu_for_the_same_draws():
 def test_in_memory_crops_on_the_gpu_equal_the_cpu_crops_for_the_same_boxes():
     x = torch.rand(32, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(2)
-    boxes = data.sample_crop_boxes(32, 64, 64, (0.08, 1.0), (3 / 4, 4 / 3), g)
+    boxes = aavae.sample_crop_boxes(32, 64, 64, (0.08, 1.0), (3 / 4, 4 / 3), g)
     flip = torch.rand(32, generator=g) < 0.5
-    on_gpu = data.resized_crop(x.to(CUDA), boxes.to(CUDA), 32, flip.to(CUDA))
-    torch.testing.assert_close(on_gpu.cpu(), data.resized_crop(x, boxes, 32, flip), atol=1e-5, rtol=0)
+    on_gpu = aavae.resized_crop(x.to(CUDA), boxes.to(CUDA), 32, flip.to(CUDA))
+    torch.testing.assert_close(on_gpu.cpu(), aavae.resized_crop(x, boxes, 32, flip), atol=1e-5, rtol=0)
 
 
 def test_a_compiled_run_trains_and_resumes(folder, tmp_path, capsys):

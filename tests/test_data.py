@@ -22,13 +22,13 @@ def fake_cifar10(name, root, part):
 def test_cifar10_splits_follow_the_paper(monkeypatch):
     monkeypatch.setattr(data, "_torchvision_dataset", fake_cifar10)
     args = aavae.validate(aavae.get_args_parser().parse_args(["--dataset", "cifar10", "--in_memory"]))
-    train, held, spec = data.load_data(args, torch.device("cpu"))
+    train, held, spec = aavae.load_data(args, torch.device("cpu"))
     assert (len(train), len(held), spec.size, args.stem, spec.jitter, spec.blur) == (45000, 5000, 32, "cifar", 0.5, False)
     assert not set(train.labels.tolist()) & set(held.labels.tolist())
     # the seeded hold-out is the one torch.utils.data.random_split draws with seed 42
     ref = torch.utils.data.random_split(range(50000), [45000, 5000], generator=torch.Generator().manual_seed(42))
     assert set(held.labels.tolist()) == set(ref[1].indices)
-    probe_train, test, _ = data.load_data(args, torch.device("cpu"), probe=True)
+    probe_train, test, _ = aavae.load_data(args, torch.device("cpu"), probe=True)
     assert torch.equal(probe_train.labels, train.labels) and len(test) == 10000 and test.labels.min() == 10 ** 6
 
 
@@ -44,7 +44,7 @@ def test_stem_and_augmentation_follow_the_image_size_for_folders(tmp_path):
         root = make_folder(tmp_path / str(size), classes=1, train=1, val=1, size=size)
         args = argparse.Namespace(dataset="folder", data_path=root, stem="auto", image_size=None, jitter_strength=None,
                                   blur=None, in_memory=None)
-        spec = data.dataset_spec(data.resolve_data(args))
+        spec = aavae.augment_spec(data.resolve_data(args))
         assert spec.size == args.image_size == size and args.in_memory
         assert (args.stem, spec.blur, spec.jitter) == (stem, blur, 0.5 if size == 32 else 1.0)
 
@@ -52,7 +52,7 @@ def test_stem_and_augmentation_follow_the_image_size_for_folders(tmp_path):
 def test_a_streamed_training_run_starts_its_workers_once_for_all_its_epochs(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "data", classes=2, train=4, val=1)
     args = aavae.validate(aavae.get_args_parser().parse_args(["--dataset", "folder", "--data_path", root, "--no-in_memory"]))
-    train, _, _ = data.load_data(args, torch.device("cpu"))
+    train, _, _ = aavae.load_data(args, torch.device("cpu"))
     log, real = tmp_path / "pids", data._read_rgb
 
     def read(path):  # runs in the worker processes, which fork with it
@@ -84,7 +84,7 @@ def test_a_small_folder_is_decoded_without_worker_processes(tmp_path, monkeypatc
     seen, real = [], torch.utils.data.DataLoader
     monkeypatch.setattr(data.torch.utils.data, "DataLoader", lambda *a, **k: seen.append(k["num_workers"]) or real(*a, **k))
     args = aavae.validate(aavae.get_args_parser().parse_args(["--dataset", "folder", "--data_path", root, "--workers", "4"]))
-    train, held, _ = data.load_data(args, torch.device("cpu"))
+    train, held, _ = aavae.load_data(args, torch.device("cpu"))
     assert seen == [0, 0] and train.images.shape == (8, 3, 16, 16)  # 8 and 2 images: under DECODES_PER_WORKER
 
 

@@ -69,7 +69,7 @@ def test_two_nodes_train_with_identical_weights_disjoint_samples_and_one_log(fol
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
     # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
     args = aavae.validate(aavae.get_args_parser().parse_args(argv))
-    alone = data.load_data(args, torch.device("cpu"))[0].images
+    alone = aavae.load_data(args, torch.device("cpu"))[0].images
     assert all(torch.equal(torch.load(out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
     # the ranks agree on saving and stopping through the training group: no side group of another backend
     assert all(json.loads((out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))

@@ -140,11 +140,11 @@ def test_step_flops_are_the_papers_model_costs():
     for size, stem, gflop in ((32, "cifar", 10.8), (96, "stl", 24.4), (224, "imagenet", 38.0)):
         args = aavae.validate(aavae.get_args_parser().parse_args([]))
         args.stem = stem
-        spec = data.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
+        spec = aavae.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
         assert aavae.step_flops(args, spec) / 1e9 == pytest.approx(gflop, rel=0.01)
     # IWAE decodes k samples; the AAE's generator phase runs the encoder again
     r18 = lambda *a: aavae.validate(aavae.get_args_parser().parse_args(["--encoder", "resnet18", "--stem", "cifar", *a]))
-    spec = data.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
+    spec = aavae.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
     base = aavae.step_flops(r18(), spec)
     iwae = [aavae.step_flops(r18("--method", "iwae", "--iw_samples", str(k)), spec) for k in (1, 2, 3)]
     assert iwae[0] == pytest.approx(base, rel=1e-3) and iwae[2] - iwae[0] == pytest.approx(2 * (iwae[1] - iwae[0]))

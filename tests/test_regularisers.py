@@ -94,7 +94,7 @@ def aae_update(folder, tmp_path, weight, optimizer="adam"):
     same initial weights, batch and random draws."""
     args = aavae.validate(aavae.get_args_parser().parse_args(
         tiny_args(folder, tmp_path, "--method", "aa_aae", "--adv_weight", str(weight))))
-    train, _, spec = data.load_data(args, torch.device("cpu"))
+    train, _, spec = aavae.load_data(args, torch.device("cpu"))
     model, adam, adversary = aavae.build_model(args, spec, torch.device("cpu"))
     opt = adam if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=1.0)
     batch = next(data.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))

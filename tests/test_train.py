@@ -82,7 +82,7 @@ def test_decoder_target_in_the_training_loop_is_the_stored_original(folder, tmp_
     aavae.main(tiny_args(folder, tmp_path, "--method", "aavae", "--max_steps", "2"))
     assert len(seen) == 2
     args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path)))
-    train, _, spec = data.load_data(args, torch.device("cpu"))
+    train, _, spec = aavae.load_data(args, torch.device("cpu"))
     originals = aavae.normalize(train.images.float() / 255, spec).flatten(1)
     for x, x_aug in seen:
         dist_x = torch.cdist(x.flatten(1), originals).min(1).values

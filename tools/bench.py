@@ -92,7 +92,7 @@ def run(args, argv=None):
     _, _, device = utils.setup_distributed()
     aavae.resolve_amp(args)
     amp = utils.autocast(args, device)
-    train_split, _, spec = data.load_data(args, device)
+    train_split, _, spec = aavae.load_data(args, device)
     memory = train_split.images is not None
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
