@@ -278,14 +278,16 @@ def label_subsets(data_path, out, seed=0):
     """Writes out/1percent.txt and out/10percent.txt: a seeded per-class draw of train/'s images
     (linear_eval.per_class_subset), one CLASS/FILE a line, for --subset_file. Lists already there are kept:
     a copied results folder reuses its own."""
+    paths = {frac: os.path.join(out, f"{pct}.txt") for frac, pct in LABEL_FRACTIONS.items()}
+    if all(map(os.path.exists, paths.values())):
+        return
     import torch
     import torchvision
     import linear_eval
     samples = torchvision.datasets.ImageFolder(os.path.join(data_path, "train")).samples
     names = ["/".join(p.replace(os.sep, "/").split("/")[-2:]) for p, _ in samples]
     os.makedirs(out, exist_ok=True)
-    for frac, pct in LABEL_FRACTIONS.items():
-        path = os.path.join(out, f"{pct}.txt")
+    for frac, path in paths.items():
         if not os.path.exists(path):
             keep = linear_eval.per_class_subset(torch.tensor([y for _, y in samples]), frac, seed)
             with open(path + ".tmp", "w") as f:
@@ -437,6 +439,20 @@ def execute(cmd, log, in_process=False):
         except SystemExit as e:
             return e.code or 0
     return 0
+
+
+def make_mini(args):
+    """DATA_ROOT/cifar10-mini, made from CIFAR-10's training batches (downloaded first if absent) unless it is there."""
+    if os.path.isdir(args.data_path):
+        return
+    print(f"making {args.data_path} from CIFAR-10's training batches in {os.path.join(args.data_root, 'cifar10')}",
+          flush=True)
+    import data
+    import utils
+    try:
+        data.build_cifar10_mini(os.path.join(args.data_root, "cifar10"), args.data_path)
+    except utils.UserError as e:
+        sys.exit(f"run_all: {e}")
 
 
 def runnable(cmd):
@@ -751,15 +767,34 @@ def report_labels(g, args):
     subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") for pct in LABEL_FRACTIONS.values()}
     lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
              f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
-             "label-subsets/; every row scored on all of the test images. Fine-tuning: the backbone at Table 2's lr "
+             f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuning: the backbone at Table 2's lr "
              "beside the head's; probe: the cached-feature linear head on the same images.", "", *t2, "",
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
              "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
-             "and the best one-to-one matching of clusters to classes on train/, both scored on the test images through "
-             "the nearest centroid; NMI of the test images' clusters and labels (± from 1,000 bootstrap resamples of the "
-             "test images).", "", *cl, "",
+             f"and the best one-to-one matching of clusters to classes on train/, both scored on {scored(args)} through "
+             f"the nearest centroid; NMI of their clusters and labels (± from 1,000 bootstrap resamples of {scored(args)}).",
+             "", *cl, "",
              "# Paired differences, Table 2 and clusters", "", *pairs, ""]
     return lines, {"table2": rec2, "clusters": recc, "label_paired_differences": pair_recs}
+
+
+FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def units_of(run):
+    """What a row's active units count: the autoencoders' latent z (its mean), SimCLR's projection, or the
+    supervised encoder's pooled features h, whichever the run's encode() returns, with its size."""
+    a = read_json(os.path.join(run, "args.json")) if run else None
+    if not a:
+        return None
+    if a["method"] == "supervised":
+        return f"{FEATURES[a['encoder']]} pooled h"
+    return f"{a['latent_dim']} {'projection' if a['method'] == 'simclr' else 'z'}"
+
+
+def scored(args):
+    """What the small profile's tables score on: val/, or with --holdout the images held out of train/."""
+    return "the val/ images" if not args.holdout else f"the {args.holdout} images held out of train/"
 
 
 def report_small(g, args):
@@ -772,7 +807,8 @@ def report_small(g, args):
     cell = lambda row, col: next((c for c in g.cells if c.table in ("table1", "fig5") and c.row == row and c.col == col), None)
     table1_row = {name: row for row, name in TABLE1_NAMES.items()}  # aaae-authors: the paper's AAAE is that model
     paper_row = lambda row: PAPER_SIMCLR if row == "simclr" else paper_table1(table1_row.get(row, row), "cifar10")
-    lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units | held-out bpd | paper, CIFAR-10 linear |",
+    lines = ["| encoder | linear top-1 (cached features) | kNN top-1 | active units (of the code measured) | "
+             "bits per dim | paper, CIFAR-10 linear |",
              "|---|---|---|---|---|---|"]
     results, records, curve_rows = {}, [], []
     for row in args.rows:
@@ -781,12 +817,14 @@ def report_small(g, args):
         run = cell(row, "linear").run
         val = validation(run) if run else {}
         rec = {"row": row, "test_images": lin.get("test_images"), "active_units": val.get("val_active_units"),
-               "val_bpd": val.get("val_bpd"), "paper_cifar10": paper_row(row)}
+               "active_units_of": units_of(run), "val_bpd": val.get("val_bpd"), "paper_cifar10": paper_row(row)}
         for name, r in (("linear", lin), ("knn", knn)):
             top1, n = r.get("top1"), r.get("test_images")
             rec[f"{name}_top1"], rec[f"{name}_se"] = top1, binomial_se(top1, n) if top1 is not None and n else None
         lines.append(f"| {SMALL_LABELS.get(row, row)} | {fmt_se(rec['linear_top1'], rec['linear_se'])} | "
-                     f"{fmt_se(rec['knn_top1'], rec['knn_se'])} | {fmt(rec['active_units'])} | {fmt(rec['val_bpd'], 4)} | "
+                     f"{fmt_se(rec['knn_top1'], rec['knn_se'])} | "
+                     + (f"{rec['active_units']} of {rec['active_units_of']}" if rec["active_units"] is not None else "—")
+                     + f" | {fmt(rec['val_bpd'], 4)} | "
                      f"{fmt(rec['paper_cifar10'])} |")
         records.append(rec)
         curve_rows += [{"encoder": row, **r} for r in (curves(run) if run else [])]
@@ -822,7 +860,7 @@ def report_small(g, args):
     if not seed_records:
         seeds = ["No seed-1 run among these rows (`aavae-s1`, `aaae-s1`)."]
 
-    fig5 = ["| method | same-image cosine, every held-out image | different images | same image, 8 images x 4 views | "
+    fig5 = [f"| method | same-image cosine, all of {scored(args)} | different images | same image, 8 images x 4 views | "
             "different images | gap (8 images) |", "|---|---|---|---|---|---|"]
     for m in (m for m in ("vae", "aavae") if m in args.rows):
         r = read_json(os.path.join(cell(m, "similarity").eval, "result.json")) or {}
@@ -838,8 +876,9 @@ def report_small(g, args):
         label += f", pretraining with {shlex.join(args.pretrain_args)}"
     with open(os.path.join(out, "table1.md"), "w") as f:
         f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
-                "± is the standard error of the accuracy over the test images, sqrt(p (100 - p) / n).\n\n"
-                "# Paired differences on the same test images\n\n" + "\n".join(diffs) + "\n\n"
+                f"± is the standard error of the accuracy over {scored(args)}, sqrt(p (100 - p) / n); bits per dim "
+                f"on {scored(args)} too.\n\n"
+                f"# Paired differences on the same images ({scored(args)})\n\n" + "\n".join(diffs) + "\n\n"
                 "± is the standard error of the mean per-image difference of the two encoders' hits "
                 "(1 right, 0 wrong).\n\n"
                 "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
@@ -924,14 +963,15 @@ def main(argv=None):
     p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="paper", choices=["paper", "quick", "small"],
                    help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
-                        "Table 1's encoders at equal budget on a small folder, with curves, on a CPU in under 2 hours")
+                        "Table 1's encoders and two controls at equal budget on a small folder, with curves: about 4 hours of "
+                        "pretraining on 2 CPU cores with native bf16, in parts with --rows")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data",
                    help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
                         "where cifar10-mini is made from cifar10/ (CIFAR-10, downloaded there if absent)")
     p.add_argument("--data_path", default=None,
-                   help="quick, small: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: 5,085 "
-                        "images of CIFAR-10's training batches, 4,085 in train/ and 1,000 held out in val/)")
+                   help="quick, small: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: 4,085 "
+                        "images in train/ and 1,000 in val/, all from CIFAR-10's training batches)")
     p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
     p.add_argument("--subset_dir", default=None,
                    help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
@@ -966,19 +1006,14 @@ def main(argv=None):
     args.rows = [r for r in SMALL_ALL if r in rows]
     args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
-    if mini and not (args.dry_run or args.report_only or os.path.isdir(args.data_path)):
-        print(f"making {args.data_path} from CIFAR-10's training batches in {os.path.join(args.data_root, 'cifar10')}",
-              flush=True)
-        import data
-        import utils
-        try:
-            data.build_cifar10_mini(os.path.join(args.data_root, "cifar10"), args.data_path)
-        except utils.UserError as e:
-            sys.exit(f"run_all: {e}")
+    if mini and args.holdout and not (args.dry_run or args.report_only):  # the hold-out split is made of its files
+        make_mini(args)
     if args.holdout:
         args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
                                        create=not args.dry_run)
     g = build_grid(args)
+    if mini and not args.dry_run and not args.report_only and not all(map(done, g.steps)):
+        make_mini(args)  # only when a step will read it: a copied results folder with every step done needs none
     if args.dry_run:
         total = 0.0
         for st in g.steps:
@@ -987,7 +1022,7 @@ def main(argv=None):
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:
-        if args.profile == "small" and args.label_evals and set(args.rows) & set(LABEL_ROWS):
+        if args.profile == "small" and args.label_evals and set(args.rows) & set(LABEL_ROWS) and not all(map(done, g.steps)):
             label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
         run_grid(g, args, argv)
     (report_small if args.profile == "small" else report)(g, args)

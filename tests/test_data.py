@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torchvision
 import aavae
 import data
 import utils
-from conftest import MINI, make_folder
+from conftest import MINI, NO_MINI, make_folder
 
 
 def fake_cifar10(name, root, part):
@@ -135,7 +136,7 @@ def read_tree(root):
             for name in sorted(os.listdir(os.path.join(root, s, c)))}
 
 
-@pytest.mark.skipif(not os.path.isdir(MINI), reason="needs ../shared/data/cifar10-mini (real CIFAR-10 images)")
+@pytest.mark.skipif(not os.path.isdir(MINI), reason=NO_MINI)
 def test_cifar10_mini_is_rebuilt_from_cifar10s_training_batches_image_for_image(tmp_path, monkeypatch):
     import numpy as np
     mini = read_tree(MINI)
@@ -166,7 +167,7 @@ def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(t
     (tmp_path / "cifar10-mini.partial" / "train").mkdir(parents=True)  # what an interrupted build leaves
     out = tmp_path / "S"
     experiments.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
-                      "--rows", "random init"])
+                      "--rows", "random init", "--no-label_evals"])
     tree = read_tree(tmp_path / "cifar10-mini")
     assert sorted(k[2] for k in tree if k[0] == "val") == [f"{i:05d}.png" for i in range(10)]
     assert sorted(k[2] for k in tree if k[0] == "train") == [f"{i:05d}.png" for i in range(20)]
@@ -178,3 +179,10 @@ def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(t
     result = json.loads((out / "evals" / "linear-random" / "result.json").read_text())
     assert result["test_images"] == 10 and len(result["correct"]) == 10
     assert "cifar10-mini" in (out / "table1.md").read_text()
+    # a folder whose steps are all done is reported again without the data: nothing is made, nothing downloaded
+    shutil.rmtree(tmp_path / "cifar10-mini"), shutil.rmtree(tmp_path / "cifar10")
+    (out / "table1.md").unlink()
+    experiments.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
+                      "--rows", "random init", "--no-label_evals"])
+    assert not (tmp_path / "cifar10-mini").exists() and not (tmp_path / "cifar10").exists()
+    assert (out / "table1.md").exists()

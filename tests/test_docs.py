@@ -186,9 +186,8 @@ def test_a_renamed_flag_would_fail_the_suite(trees, tmp_path, monkeypatch):
         validate(script, renamed, trees)
 
 
-def test_the_readme_reads_in_one_screen_and_links_every_page():
+def test_the_readme_links_every_page():
     readme = open(os.path.join(ROOT, "README.md")).read()
-    assert len(readme.encode()) < 12 * 1024, len(readme.encode())
     for page in PAGES[1:]:
         assert f"docs/{os.path.basename(page)}" in readme, page
 

@@ -8,7 +8,7 @@ import torch
 
 import linear_eval
 import probe
-from conftest import MINI
+from conftest import MINI, NO_MINI
 from test_linear_eval import probe_args
 
 
@@ -65,7 +65,7 @@ def test_knn_over_bank_blocks_equals_knn_over_the_whole_bank(monkeypatch):
     torch.testing.assert_close(probe.knn_scores(bank, labels, queries, 5, k=50), whole)
 
 
-@pytest.mark.skipif(not os.path.isdir(MINI), reason="../shared/data/cifar10-mini is not here")
+@pytest.mark.skipif(not os.path.isdir(MINI), reason=NO_MINI)
 def test_on_real_images_the_cached_probe_matches_logistic_regression_on_the_same_features(tmp_path, monkeypatch):
     seen, real_build, real_features = {}, linear_eval.build, linear_eval.cached_features
     monkeypatch.setattr(linear_eval, "build", lambda *a: seen.setdefault("splits", real_build(*a)))

@@ -3,6 +3,7 @@ import argparse
 import csv
 import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -101,7 +102,8 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
         assert table, name
         for row in table:
             for c in columns:
-                float(row[c])  # a measured number, not a dash
+                assert re.fullmatch(r"-?\d+(\.\d+)?", row[c]), (name, row)  # a measured number, not a dash
+                assert math.isfinite(float(row[c])), (name, row)
     assert [r[0] for r in rows((out / "table1.md").read_text())] == [*experiments.TABLE1_ROWS, "random init"]
     assert list(experiments.TABLE1_ROWS) == ["ae", "aaae", "aaae, augmented target", "vae", "aavae"]
     fixed = [r for r in rows((out / "fig2.md").read_text()) if r[0] == "fixed"]
@@ -125,13 +127,17 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
     assert [r[0] for r in table] == ["random init", "supervised (control)", "SimCLR (control)", "aaae",
                                      "aaae, augmented target (the authors')", "aavae"]
     for r in table:  # cached linear and kNN top-1 measured for every encoder, each with its standard error
-        float(r[1].split(" ± ")[1]), float(r[2].split(" ± ")[1])
+        for cell in r[1:3]:
+            top1, se = map(float, cell.split(" ± "))
+            assert 0 <= top1 <= 100 and se == pytest.approx(math.sqrt(top1 * (100 - top1) / 10), abs=0.01), r
     assert table[4][5] == "50.62" and table[3][5] == "—"  # the paper's AAAE row is the authors' model
     assert table[2][5] == "94.00" and table[5][5] == "87.14"
     paired = {r[0]: r for r in rows(text.split("# Paired differences")[1].split("# Seed")[0])}
     assert set(paired) == {"aavae - aaae", "simclr - aavae", "supervised - simclr"}  # no VAE was run
-    for r in paired.values():
-        float(r[1].split(" ± ")[1]), float(r[2].split(" ± ")[1])
+    for r in paired.values():  # a difference of two accuracies on 10 images, with its standard error
+        for cell in r[1:3]:
+            diff, se = map(float, cell.split(" ± "))
+            assert -100 <= diff <= 100 and 0 <= se <= 50 and round(diff * 10 / 100) == diff * 10 / 100, r
     with open(out / "curves.csv") as f:
         curves = list(csv.DictReader(f))
     assert {c["encoder"] for c in curves} == set(run) - {"random init"} and {c["epoch"] for c in curves} == {"1"}

@@ -12,7 +12,7 @@ from PIL import Image
 import aavae
 import data
 from utils import native_bf16
-from conftest import MINI, SIZE, read_log, tiny_args
+from conftest import MINI, NO_MINI, SIZE, read_log, tiny_args
 
 
 def tensors_of(path):
@@ -153,7 +153,7 @@ def test_loss_falls_over_a_short_aavae_run(folder, tmp_path):
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses
 
 
-@pytest.mark.skipif(not os.path.isdir(MINI), reason="../shared/data/cifar10-mini is not here")
+@pytest.mark.skipif(not os.path.isdir(MINI), reason=NO_MINI)
 def test_real_cifar10_images_train(tmp_path):
     aavae.main(tiny_args(MINI, tmp_path, "--max_steps", "2", "--workers", "2", "--monitor_images", "100"))
     assert json.loads((tmp_path / "args.json").read_text())["stem"] == "cifar"

@@ -1,0 +1,247 @@
+"""Numbers that cannot drift: every figure README.md and the results READMEs quote, checked against the
+results.json, run.json and args.json it came from. A table row is rebuilt from the JSON; a figure with a
+standard error in the prose must be one of the JSON's; ranges, orderings and minutes are recomputed."""
+import json
+import math
+import os
+import re
+
+import pytest
+
+import experiments
+from conftest import ROOT
+
+RESULTS = os.path.join(ROOT, "results")
+AUTOENCODERS = ["ae", "aaae", "aaae-authors", "vae", "aavae", "aaae-s1", "aavae-s1"]
+CONTROLS = ["supervised", "simclr"]
+
+
+def text(*path):
+    with open(os.path.join(ROOT, *path)) as f:
+        return f.read()
+
+
+def data(*path):
+    return json.loads(text(*path))
+
+
+def prose(markdown):
+    """The lines of a page that are neither table rows nor code: what a reader takes as claims."""
+    return " ".join(line.strip() for line in markdown.splitlines() if not line.startswith(("|", "    ")))
+
+
+def table_after(markdown, header):
+    """The rows (lists of cells) of the markdown table whose header line starts with `header`."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# results/small-cpu-30: Table 1 at 30 epochs, quoted in README.md and in the folder's README
+
+
+SMALL30 = ("results", "small-cpu-30")
+PAGES30 = [("README.md",), (*SMALL30, "README.md"), (*SMALL30, "table1.md")]
+
+
+@pytest.fixture(scope="module")
+def r30():
+    r = data(*SMALL30, "results.json")
+    r["top1"] = {row["row"]: row["linear_top1"] for row in r["rows"]}
+    r["knn"] = {row["row"]: row["knn_top1"] for row in r["rows"]}
+    return r
+
+
+def expected_table1(rows):
+    """Table 1's rows as report_small writes them, from results.json alone."""
+    out = []
+    for r in rows:
+        units = f"{r['active_units']} of {r['active_units_of']}" if r["active_units"] is not None else "—"
+        out.append([experiments.SMALL_LABELS.get(r["row"], r["row"]), experiments.fmt_se(r["linear_top1"], r["linear_se"]),
+                    experiments.fmt_se(r["knn_top1"], r["knn_se"]), units, experiments.fmt(r["val_bpd"], 4),
+                    experiments.fmt(r["paper_cifar10"])])
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES30, ids=lambda p: "/".join(p))
+def test_table1_at_30_epochs_is_its_results_json_wherever_it_is_quoted(page, r30):
+    assert table_after(text(*page), "| encoder | linear top-1") == expected_table1(r30["rows"])
+
+
+def quoted_pairs(markdown):
+    """Every 'a ± b' of a page's prose, as the strings it prints."""
+    return re.findall(r"([+-]?\d+\.\d+) ± (\d+\.\d+)", prose(markdown))
+
+
+def json_pairs(r):
+    """Every (value, standard error) results.json holds: row accuracies, paired differences, seed spreads."""
+    pairs = [(row[f"{p}_top1"], row[f"{p}_se"]) for row in r["rows"] for p in ("linear", "knn")]
+    for d in r["paired_differences"]:
+        pairs += [tuple(d["linear"]), tuple(d["knn"])] + [tuple(s) for s in (d["seed1"] or [])]
+    for s in r["seed_to_seed"]:
+        pairs += [tuple(s[p]["seed1_minus_seed0"]) for p in ("linear", "knn")]
+    return pairs
+
+
+def matches(value, se, pairs):
+    """Whether 'value ± se', as printed (its own number of decimals), rounds one of pairs."""
+    digits = len(value.split(".")[1])
+    return any(round(v, digits) == float(value) and round(s, len(se.split(".")[1])) == float(se) for v, s in pairs)
+
+
+@pytest.mark.parametrize("page", PAGES30[:2], ids=lambda p: "/".join(p))
+def test_every_figure_with_a_standard_error_in_the_prose_is_in_results_json(page, r30):
+    pairs = json_pairs(r30)
+    quoted = quoted_pairs(text(*page))
+    assert len(quoted) >= 10
+    wrong = [f"{v} ± {s}" for v, s in quoted if not matches(v, s, pairs)]
+    assert not wrong, f"{'/'.join(page)} quotes {wrong}, which results.json does not hold"
+
+
+def span(values, digits=1):
+    values = list(values)
+    return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
+@pytest.mark.parametrize("page", PAGES30[:2], ids=lambda p: "/".join(p))
+def test_the_ranges_the_prose_quotes_are_the_rows(page, r30):
+    words = prose(text(*page))
+    ranges = re.findall(r"autoencoders (?:reach )?(\d+\.\d-\d+\.\d)", words)
+    assert ranges and ranges[0] == span(r30["top1"][r] for r in AUTOENCODERS), ranges
+    lowest = sorted(r30["top1"][r] for r in ("ae", "vae", "aaae-authors"))
+    top = sorted(r30["top1"][r] for r in ("aavae", "aaae", "aavae-s1", "aaae-s1"))
+    # AE, VAE and the authors' AAAE below AAVAE and AAAE of either seed: the two spans, in that order
+    assert re.search(re.escape(span(lowest)) + r"\D{0,60}" + re.escape(span(top)), words)
+    if page == ("README.md",):
+        knn = [r30["knn"][r] for r in AUTOENCODERS + ["simclr"] if r != "simclr"]
+        assert f"they reach {span(knn)} against its {r30['knn']['random init']:.1f}" in words
+
+
+def paired(r, a, b, probe="linear", seed1=False):
+    d = next(d for d in r["paired_differences"] if (d["a"], d["b"]) == (a, b))
+    return d["seed1"][0 if probe == "linear" else 1] if seed1 else d[probe]
+
+
+def test_the_orderings_and_differences_the_prose_asserts_hold(r30):
+    top1 = r30["top1"]
+    readme, folder = prose(text("README.md")), prose(text(*SMALL30, "README.md"))
+    # "AAVAE stands between the VAE and SimCLR", both seeds
+    assert "between the VAE and SimCLR" in readme and "between the VAE and SimCLR" in folder
+    assert top1["vae"] < min(top1["aavae"], top1["aavae-s1"]) <= max(top1["aavae"], top1["aavae-s1"]) < top1["simclr"]
+    # "nearer the VAE": closer to the VAE than to SimCLR, with either seed
+    assert all(top1[a] - top1["vae"] < top1["simclr"] - top1[a] for a in ("aavae", "aavae-s1"))
+    # "AAVAE and AAAE are level": each seed's paired difference within two standard errors
+    for seed1 in (False, True):
+        diff, se = paired(r30, "aavae", "aaae", seed1=seed1)
+        assert abs(diff) < 2 * se
+    # "the authors' AAAE ... is the lowest of the autoencoders", "2.6 below the AAAE that reconstructs the original"
+    assert min(AUTOENCODERS, key=top1.get) == "aaae-authors"
+    assert f"{top1['aaae'] - top1['aaae-authors']:.1f} below the AAAE" in readme
+    # an ordering the prose once asserted and the rows no longer hold must not come back
+    for words in (readme, folder):
+        if "The VAE stays last on the probe" in words:
+            assert min(AUTOENCODERS, key=top1.get) == "vae", "the VAE is not last on the probe"
+    # the verdict's spans: SimCLR and supervised training above AAVAE, over its two seeds
+    simclr = [paired(r30, "simclr", "aavae")[0], paired(r30, "simclr", "aavae", seed1=True)[0]]
+    supervised = [top1["supervised"] - top1[a] for a in ("aavae", "aavae-s1")]
+    assert f"SimCLR trained the same way is {span(simclr)} points above AAVAE" in readme
+    assert f"supervised training of the same encoder {span(supervised)}" in readme
+    # "on the scale from the random encoder to supervised training SimCLR covers 54 % and AAVAE 26-34 %"
+    scale = lambda row: 100 * (top1[row] - top1["random init"]) / (top1["supervised"] - top1["random init"])
+    assert f"SimCLR covers {scale('simclr'):.0f} %" in readme
+    assert f"AAVAE {min(int(scale(a)) for a in ('aavae', 'aavae-s1'))}-{max(round(scale(a)) for a in ('aavae', 'aavae-s1'))} %" in readme
+
+
+def last_validation(row):
+    with open(os.path.join(RESULTS, "small-cpu-30", "runs", f"folder-{row}", "log.jsonl")) as f:
+        return [json.loads(line) for line in f if "val_images" in line][-1]
+
+
+def test_fig5s_reading_is_the_runs_last_validation():
+    val = {row: last_validation(row) for row in AUTOENCODERS + CONTROLS}
+    readme = prose(text("README.md"))
+    assert f"cosine {val['aavae']['val_sim_same']:.3f} in AAVAE against {val['vae']['val_sim_same']:.3f} in the VAE" in readme
+    # what does not hold: the VAE is not collapsed; its different-image cosine is the lowest of every row
+    assert min(val, key=lambda r: val[r]["val_sim_diff"]) == "vae"
+    assert f"lowest different-image cosine of every row ({val['vae']['val_sim_diff']:.3f})" in readme
+    assert val["vae"]["val_active_units"] == 128 and "all 128 units active" in readme
+    assert f"signal over noise {val['aavae']['val_latent_snr']:.1f}" in readme
+
+
+def pretraining_minutes():
+    """Each run's pretraining minutes in run.json, summed over the invocations that ran it."""
+    minutes = {}
+    for inv in data(*SMALL30, "run.json")["invocations"]:
+        for step in inv.get("steps", []):
+            if step["step"].startswith("runs/"):
+                row = step["step"][len("runs/folder-"):]
+                minutes[row] = minutes.get(row, 0) + step["minutes"]
+    return minutes
+
+
+def test_the_minutes_and_the_machine_the_pages_quote_are_run_json(r30):
+    minutes = pretraining_minutes()
+    alone = ["simclr", "vae", "aaae-s1", "aavae-s1", "ae", "aaae-authors"]
+    folder = text(*SMALL30, "README.md")
+    assert ", ".join(f"{minutes[r]:.1f}" for r in alone) in folder
+    assert f"{span(minutes[r] for r in alone)} min of pretraining per row" in prose(text("README.md"))
+    assert f"{minutes['supervised']:.1f} over the three invocations" in folder
+    invocations = data(*SMALL30, "run.json")["invocations"]
+    assert "native_bf16" not in invocations[0] and all(inv["native_bf16"] for inv in invocations[1:])
+    assert "in every entry of `run.json` but the first" in prose(folder)
+    assert f"has {invocations[0]['minutes']} for the whole part" in folder
+    first = {data(*SMALL30, "runs", f"folder-{r}", "args.json")["provenance"]["git_commit"][:7] for r in ("aavae", "aaae")}
+    assert first == {"bee1688"} and invocations[0]["provenance"]["git_commit"].startswith("e16b7f7")
+
+
+def test_the_budgets_ratio_to_the_papers_is_computed_from_the_runs():
+    args = data(*SMALL30, "runs", "folder-aavae", "args.json")
+    steps = max(json.loads(line)["step"] for line in open(os.path.join(RESULTS, "small-cpu-30", "runs", "folder-aavae", "log.jsonl")))
+    assert steps == args["epochs"] * (4085 // args["batch_size"])
+    seen, paper = steps * args["batch_size"], 3200 * experiments.IMAGES["cifar10"]
+    readme = prose(text("README.md"))
+    assert f"each row saw {seen:,} images, 1/{round(paper / seen, -1):,.0f} of the {paper // 10**6} million" in readme
+
+
+# ----------------------------------------------------------------------------------------------------
+# results/small-cpu (10 epochs) and results/small-cpu-holdout
+
+
+def test_table1_at_10_epochs_is_its_results_json():
+    rows = data("results", "small-cpu", "results.json")
+    quoted = table_after(text("results", "small-cpu", "README.md"), "| encoder | linear top-1")
+    assert len(quoted) == len(rows)
+    for cells, r in zip(quoted, rows):
+        label = experiments.SMALL_LABELS.get(r["row"], r["row"])
+        assert cells[0] in (label, r["row"]) and cells[1] == experiments.fmt_se(r["linear_top1"], r["linear_se"])
+        assert cells[2] == experiments.fmt(r["knn_top1"]) and cells[3] == experiments.fmt(r["active_units"])
+        assert cells[4] == experiments.fmt(r["val_bpd"], 4) and cells[5] == experiments.fmt(r["paper_cifar10"])
+
+
+def test_the_30_epoch_pages_quote_the_10_epoch_rows_as_they_are():
+    ten = {r["row"]: r["linear_top1"] for r in data("results", "small-cpu", "results.json")}
+    thirty = {r["row"]: r["linear_top1"] for r in data(*SMALL30, "results.json")["rows"]}
+    folder = prose(text(*SMALL30, "README.md"))
+    for row, name in (("aavae", "AAVAE"), ("aaae", "AAAE"), ("vae", "VAE"), ("ae", "AE")):
+        assert f"{name} {ten[row]:.1f} -> {thirty[row]:.1f}" in folder, row
+    assert f"the authors' AAAE {ten['aaae, augmented target']:.1f} -> {thirty['aaae-authors']:.1f}" in folder
+    gains = [thirty[r] - ten[r] for r in ("ae", "aaae", "vae", "aavae")] + [thirty["aaae-authors"] - ten["aaae, augmented target"]]
+    assert f"every autoencoder gained {span(gains)} points" in prose(text("README.md"))
+
+
+@pytest.mark.parametrize("config, rows", [("base", ["aaae", "aavae", "random init"]), ("lr1e-3", ["aaae", "aavae"]),
+                                          ("logscale-3", ["aavae"]), ("batch64", ["aaae", "aavae"])])
+def test_the_holdout_studys_table_is_its_results_json(config, rows):
+    quoted = text("results", "small-cpu-holdout", "README.md")
+    table = table_after(quoted, "| configuration | encoder | final probe")
+    measured = {r["row"]: r for r in data("results", "small-cpu-holdout", config, "results.json")}
+    for row in rows:
+        r = measured[row]
+        probe = f"{r['linear_top1']:.1f} ± {r['linear_se']:.1f}"
+        assert any(c[1] == row and c[2].startswith(probe) and c[3] == f"{r['knn_top1']:.1f}" for c in table), (config, row)
