@@ -6,6 +6,7 @@ AAAE figures sit beside the authors' model alone. A renamed flag or a reworded m
 import argparse
 import contextlib
 import glob
+import importlib
 import inspect
 import io
 import os
@@ -303,3 +304,24 @@ def test_the_gpu_checks_time_is_one_figure_from_its_parts_estimates():
     for part in gpu_check.PARTS:  # each part's estimate, once, in the page's list and in the script's
         assert f"`{part}` ({gpu_check.PARTS[part]} s" in testing, part
         assert re.search(rf"^  {part} +\({gpu_check.PARTS[part]} s\)", gpu_check.__doc__, re.M), part
+
+
+def test_the_paper_map_covers_the_paper_and_names_only_functions_and_flags_that_exist():
+    page = open(os.path.join(ROOT, "docs", "paper-map.md")).read()
+    for item in ["Eq. 1", "Eq. 2", "Eq. 3", "Table 1", "Table 2", "Table 3", "Fig. 1", "Fig. 2", "Fig. 3", "Fig. 4a",
+                 "Fig. 4b", "Fig. 4c", "Fig. 4d", "Fig. 5", "Architecture", "Datasets", "Augmentation pipeline",
+                 "Optimisation", "Linear probe", "Semi-supervised", "Transfer", "Pretraining duration", "Compute"]:
+        assert re.search(rf"^\| {re.escape(item)}", page, re.M), item  # a row of its own
+    refs = re.findall(r"`(\w+)\.py:([\w.]+)`", page)
+    assert len(refs) > 40
+    for module, name in refs:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            assert hasattr(obj, part), f"docs/paper-map.md names {module}.py:{name}, which does not exist"
+            obj = getattr(obj, part)
+    known = {s for parser in (aavae.get_args_parser(), linear_eval.get_args_parser(), parser_of(experiments.main))
+             for a in parser._actions for s in a.option_strings}
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", page))
+    assert len(flags) > 30 and not flags - known, sorted(flags - known)
+    for folder in re.findall(r"\]\(\.\./(results/[\w-]+)/README\.md\)", page):
+        assert os.path.isfile(os.path.join(ROOT, folder, "results.json")) or os.path.isdir(os.path.join(ROOT, folder)), folder
