@@ -1,4 +1,4 @@
-"""Plumbing shared by aavae.py, data.py, linear_eval.py and bench.py: bad-input errors, the torchrun process
+"""Plumbing shared by aavae.py, data.py, linear_eval.py and tools/: bad-input errors, the torchrun process
 group, preemption signals, seeded randomness, autocast, provenance, and files written atomically and read
 with weights_only=True. Nothing here is specific to the method, which lives in aavae.py.
 """
