@@ -182,7 +182,7 @@ def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_
                 r = json.loads((out / "evals" / f"{mode}-{pct}-folder-{row}" / "result.json").read_text())
                 assert r["train_images"] == n and r["test_images"] == 10, (mode, pct)
         finetune = next(st.cmd for st in g.steps if st.dir.endswith(f"finetune-1percent-folder-{row}"))
-        assert shlex.join(finetune).count("--lr 0.02 --head_lr 0.5") == 1  # Table 2's 1 % learning rates
+        assert shlex.join(finetune).count("--lr 0.002 --head_lr 0.5") == 1  # Table 2's 1 % head lr, a tenth of its backbone's
         cluster = json.loads((out / "evals" / f"cluster-folder-{row}" / "result.json").read_text())
         assert cluster["clusters"] == 2 and len(cluster["correct"]) == 10
     text = (out / "table1.md").read_text()
