@@ -718,7 +718,7 @@ def bootstrap_nmi(a, b=None, draws=1000, seed=0):
 
 
 TABLE2_COLUMNS = [f"{mode} {pct}" for pct in LABEL_FRACTIONS.values() for mode in ("finetune", "linear")]
-LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae")]
+LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae"), ("aavae", "random init")]
 
 
 def report_labels(g, args):
@@ -771,8 +771,10 @@ def report_labels(g, args):
     subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") for pct in LABEL_FRACTIONS.values()}
     lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
              f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
-             f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuning: the backbone at Table 2's lr "
-             "beside the head's; probe: the cached-feature linear head on the same images.", "", *t2, "",
+             f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuned: the whole encoder and a linear head, "
+             f"{SMALL_FINETUNE_EPOCHS[0.01]} epochs, the head at Table 2's lr and the encoder at {SMALL_BACKBONE_LR_SCALE:g} "
+             "of Table 2's; probe: the cached-feature linear head of the frozen encoder, trained on the same images.",
+             "", *t2, "",
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
              "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
              f"and the best one-to-one matching of clusters to classes on train/, both scored on {scored(args)} through "

@@ -9,6 +9,7 @@ import re
 import pytest
 
 import experiments
+import linear_eval
 from conftest import ROOT
 
 RESULTS = os.path.join(ROOT, "results")
@@ -245,3 +246,63 @@ def test_the_holdout_studys_table_is_its_results_json(config, rows):
         r = measured[row]
         probe = f"{r['linear_top1']:.1f} ± {r['linear_se']:.1f}"
         assert any(c[1] == row and c[2].startswith(probe) and c[3] == f"{r['knn_top1']:.1f}" for c in table), (config, row)
+
+
+# ----------------------------------------------------------------------------------------------------
+# results/small-cpu-30-labels: Table 2 at the small budget and the clusters, and the fine-tuning choice
+
+
+LABELS = ("results", "small-cpu-30-labels")
+
+
+def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted():
+    r = data(*LABELS, "results.json")
+    table2 = [[experiments.SMALL_LABELS.get(x["row"], x["row"])] + [experiments.fmt_se(x[c]["top1"], x[c]["se"])
+                                                                     for c in experiments.TABLE2_COLUMNS] for x in r["table2"]]
+    clusters = [[experiments.SMALL_LABELS.get(x["row"], x["row"]), experiments.fmt_se(*x["majority_top1"]),
+                 experiments.fmt_se(*x["hungarian_top1"]), experiments.fmt_se(*x["nmi"], digits=3), str(x["clusters"])]
+                for x in r["clusters"]]
+    assert table2 and clusters
+    for page in ("table1.md", "README.md"):
+        quoted = text(*LABELS, page)
+        assert table_after(quoted, "| encoder | fine-tuned, 1 %") == table2, page
+        assert table_after(quoted, "| encoder | majority label top-1") == clusters, page
+    for x in r["table2"]:  # every fine-tuned and probed row learned from the same images
+        assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "1percent" in c} == {40}
+        assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "10percent" in c} == {407}
+    lists = {pct: text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")}
+    assert len(lists["1percent"]) == 40 and len(lists["10percent"]) == 407
+
+
+def test_the_fine_tuning_choice_is_its_evaluations():
+    quoted = table_after(text(*LABELS, "README.md"), "| encoder | labelled images | epochs")
+    assert len(quoted) >= 10
+    for encoder, images, epochs, backbone, head, top1 in quoted:
+        name = {"fine-tuned": "finetune", "probe": "linear"}[encoder.split(", ")[1]]
+        pct = "1percent" if images == "30" else "10percent"
+        who = encoder.split(", ")[0].replace("random init", "random")
+        suffix = f"-e{epochs}" + ("-lr10th" if name == "finetune" and float(backbone) < linear_eval.FINETUNE_LR[
+            0.01 if pct == "1percent" else 0.1][0] else "") if name == "finetune" else ""
+        r = data(*LABELS, "finetune-choice", "evals", f"{name}-{pct}-{who}{suffix}", "result.json")
+        assert f"{r['top1']:.1f}" == top1.split(" ")[0] and r["train_images"] == int(images), (encoder, images, epochs)
+        assert r["test_images"] == 1000
+
+
+def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_from_the_files():
+    words = prose(text(*LABELS, "README.md"))
+    hits = lambda folder, name: data("results", folder, "evals", name, "result.json")["correct"]
+    retrained = []  # (value, se) of each retrained evaluation against the committed one, paired on val/
+    for row in ("folder-aavae", "random"):
+        for probe in ("linear", "knn"):
+            old, new = (data("results", f, "evals", f"{probe}-{row}", "result.json")["top1"] for f in ("small-cpu-30", "small-cpu-30-labels"))
+            diff, se = experiments.paired_difference(hits("small-cpu-30-labels", f"{probe}-{row}"), hits("small-cpu-30", f"{probe}-{row}"))
+            assert f"{old:.1f} -> {new:.1f}" in words and f"{diff:+.1f} ± {se:.1f}" in words, (row, probe)
+            retrained.append((diff, se))
+    pairs = [tuple(d[c]) for d in data(*LABELS, "results.json")["label_paired_differences"]
+             for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian"]]
+    wrong = [f"{v} ± {s}" for v, s in quoted_pairs(text(*LABELS, "README.md")) if not matches(v, s, pairs + retrained)]
+    assert not wrong, f"results/small-cpu-30-labels/README.md quotes {wrong}, which its files do not hold"
+    lists = [text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")]
+    per_class = lambda names: [sum(n.startswith(c + "/") for n in names) for c in {n.split("/")[0] for n in names}]
+    assert set(per_class(lists[0])) == {4} and "40 images, 4 of each class" in words
+    assert f"407, {min(per_class(lists[1]))}-{max(per_class(lists[1]))} of each" in words
