@@ -810,7 +810,7 @@ def train(args):
     start_step = restore(ckpt, raw_model, optimizer, adversary, args)
     del ckpt
     model = parallel(raw_model, args, device, world)  # the steps go through DDP and compile; nothing else does
-    log = StepLog(args, sched, start_step, device, world, raw_model, step_flops(args, spec), peak_tflops(device))
+    log = StepLog(args, sched, device, world, raw_model, step_flops(args, spec), peak_tflops(device))
     announce(args, train_split, val_split, spec, device, world, sched, log, kept_precision)
     if start_step >= sched.last_step:
         print0(f"{args.output_dir} is already at step {start_step}: nothing to do")

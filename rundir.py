@@ -98,12 +98,12 @@ class StepLog:
     the last) one log.jsonl line of their means over steps and processes, with the lr, images per second,
     TFLOP/s and, on a GPU of known peak, the model FLOPs utilisation."""
 
-    def __init__(self, args, sched, start_step, device, world, raw_model, flops, peak):
+    def __init__(self, args, sched, device, world, raw_model, flops, peak):
         self.args, self.sched, self.world, self.raw_model = args, sched, world, raw_model
         self.path = os.path.join(args.output_dir, "log.jsonl")
         self.flops, self.peak = flops, peak  # FLOPs per image of one step; the device's bf16 peak (TFLOP/s) or None
         self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.start_step, self.bar = start_step, None
+        self.bar = None
 
     def start(self, start_step):
         trim_log(self.path, "step", start_step)  # lines of steps after the checkpoint are about to be redone

@@ -7,7 +7,6 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as VF
 
 import aavae
-import data
 
 
 def images(n=6, size=32, seed=0):

@@ -6,7 +6,6 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import aavae
-import data
 
 
 @pytest.mark.parametrize("stem, size", [("cifar", 32), ("stl", 96), ("imagenet", 224)])

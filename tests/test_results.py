@@ -2,7 +2,6 @@
 results.json, run.json and args.json it came from. A table row is rebuilt from the JSON; a figure with a
 standard error in the prose must be one of the JSON's; ranges, orderings and minutes are recomputed."""
 import json
-import math
 import os
 import re
 

@@ -10,7 +10,6 @@ import torchvision
 from PIL import Image
 
 import aavae
-import data
 from utils import native_bf16
 from conftest import MINI, NO_MINI, SIZE, read_log, tiny_args
 
