@@ -87,6 +87,10 @@ FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
 
+# Methods defined in other modules (aae_uses.py: the adversarial autoencoder's other uses) register their Method
+# in METHODS and here what replaces this file's build_model, train_step and monitor for them; this file's need none.
+RECIPES = {}
+
 # Arguments that may differ when a run is resumed: they do not change what the steps compute. --in_memory is not
 # one: the memory path crops a batch on the device from one stream, the streamed path each image in PIL from its own.
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
@@ -102,7 +106,7 @@ RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every",
 def get_args_parser(prog="aavae.py"):
     p = Parser(prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("method (Section 3, Table 1)")
-    g.add_argument("--method", default="aavae", choices=sorted(METHODS),
+    g.add_argument("--method", default="aavae", choices=sorted(set(METHODS) - set(RECIPES)),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
                         "The 'aa' variants feed the encoder an augmented view; the target is the original. "
                         "simclr and supervised are controls (no decoder): SimCLR, and training on the labels")
@@ -806,7 +810,9 @@ def train(args):
     ckpt = open_output_dir(args, RESUMABLE_ARGS)  # None for a new run
     kept_precision = args.amp is None and ckpt is not None
     amp = autocast(resolve_amp(args, ckpt), device)
-    raw_model, optimizer, adversary = build_model(args, spec, device, world)
+    recipe = RECIPES.get(args.method)
+    raw_model, optimizer, adversary = (recipe.build(args, spec, device, world, train_split) if recipe
+                                       else build_model(args, spec, device, world))
     start_step = restore(ckpt, raw_model, optimizer, adversary, args)
     del ckpt
     model = parallel(raw_model, args, device, world)  # the steps go through DDP and compile; nothing else does
@@ -818,8 +824,9 @@ def train(args):
     if start_step:
         print0(f"resuming from step {start_step} (epoch {start_step // sched.steps_per_epoch})")
 
-    validate_and_log = functools.partial(run_validation, raw_model, train_split, val_split, args, spec, amp, rank, world)
-    step_fn = control_step if method.control else train_step
+    validate_and_log = functools.partial(run_validation, raw_model, train_split, val_split, args, spec, amp, rank, world,
+                                         recipe.monitor if recipe else None)
+    step_fn = recipe.step if recipe else control_step if method.control else train_step
     stream = batches(start_step, ("crops", args.seed, rank))
     log.start(start_step)
     model.train()
@@ -892,9 +899,11 @@ class Adversary:
     Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
     not change when its loss is multiplied by a constant."""
 
-    def __init__(self, args, device, world):
+    def __init__(self, args, device, world, dim=None, sample_prior=None):
+        """dim: the code's size (default --latent_dim); sample_prior(shape, g): the prior's samples (N(0, I))."""
         h = args.disc_hidden
-        self.disc = nn.Sequential(nn.Linear(args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
+        self.sample_prior = sample_prior or (lambda shape, g: torch.randn(shape, device=g.device, generator=g))
+        self.disc = nn.Sequential(nn.Linear(dim or args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
                                   nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
         self.wrapped = wrap_ddp(self.disc, device) if world > 1 else self.disc
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
@@ -903,7 +912,7 @@ class Adversary:
     def discriminator_step(self, z, g):
         """One Adam step of the discriminator on prior samples (label 1) and the codes z (label 0), both
         (N, latent); z is detached. Returns the discriminator's loss."""
-        prior = torch.randn(z.shape, device=z.device, generator=g)
+        prior = self.sample_prior(z.shape, g)
         logits = self.wrapped(torch.cat([prior, z.float()]))
         real = (torch.arange(2 * len(z), device=logits.device) < len(z)).to(logits.dtype)[:, None]  # made on the device
         loss = F.binary_cross_entropy_with_logits(logits, real)
@@ -1007,10 +1016,12 @@ def control_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
 # latent similarity (Fig. 5), active units (Burda et al. 2016), the monitor's probes, and the FLOPs of a step.
 
 
-def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, step, steps_per_epoch):
+def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, more, step, steps_per_epoch):
+    """evaluate and monitor (and a recipe's own diagnostics, `more`) on the held-out images: a log.jsonl line."""
     broadcast_buffers(raw_model)
     metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
-    metrics.update(monitor(raw_model, train_split, val_split, args, spec, amp, rank, world))
+    for diagnose in (monitor, more or (lambda *a: {})):
+        metrics.update(diagnose(raw_model, train_split, val_split, args, spec, amp, rank, world))
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),
                   {"step": step, "epoch": round(step / steps_per_epoch, 4), **metrics})

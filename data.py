@@ -257,6 +257,37 @@ class TrainBatches:
         return self.split.iterate(plan(), self.views, keys, self.workers, first=start_step)
 
 
+def label_subset(train, args):
+    """Indices of the labelled training images (Table 2's fine-tuning, a probe on the same images, the
+    semi-supervised AAE's labelled phase): a --subset_file's names, or a seeded per-class fraction (per_class_subset)."""
+    if args.subset_file:
+        try:
+            with open(args.subset_file) as f:
+                names = {line.strip() for line in f if line.strip()}
+        except OSError as e:
+            raise UserError(f"cannot read --subset_file {args.subset_file}: {e.strerror}") from None
+        if train.paths is None:
+            raise UserError("--subset_file names image files: it needs --dataset imagenet or folder")
+        # a line names a file (SimCLR's ImageNet lists) or CLASS/FILE (unique in any ImageFolder tree)
+        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names
+                or "/".join(path.replace(os.sep, "/").split("/")[-2:]) in names]
+        if not keep:
+            raise UserError(f"no training image is named in --subset_file {args.subset_file}")
+        return torch.tensor(keep)
+    return per_class_subset(train.labels, args.label_fraction, args.seed)
+
+
+def per_class_subset(labels, fraction, seed):
+    """A seeded draw of round(fraction x members) images of each class (at least one), as sorted indices."""
+    g = torch.Generator().manual_seed(seed)
+    keep = []
+    for c in labels.unique():
+        members = (labels == c).nonzero()[:, 0]
+        take = max(1, round(fraction * len(members)))
+        keep.append(members[torch.randperm(len(members), generator=g)[:take]])
+    return torch.cat(keep).sort().values
+
+
 # ----------------------------------------------------------------------------------------------------
 # The splits of Appendix A.1 ("Datasets")
 

@@ -280,20 +280,20 @@ def label_evals(g, args, row, name, run, extra=()):
 
 def label_subsets(data_path, out, seed=0):
     """Writes out/1percent.txt and out/10percent.txt: a seeded per-class draw of train/'s images
-    (linear_eval.per_class_subset), one CLASS/FILE a line, for --subset_file. Lists already there are kept:
+    (data.per_class_subset), one CLASS/FILE a line, for --subset_file. Lists already there are kept:
     a copied results folder reuses its own."""
     paths = {frac: os.path.join(out, f"{pct}.txt") for frac, pct in LABEL_FRACTIONS.items()}
     if all(map(os.path.exists, paths.values())):
         return
     import torch
     import torchvision
-    import linear_eval
+    import data
     samples = torchvision.datasets.ImageFolder(os.path.join(data_path, "train")).samples
     names = ["/".join(p.replace(os.sep, "/").split("/")[-2:]) for p, _ in samples]
     os.makedirs(out, exist_ok=True)
     for frac, path in paths.items():
         if not os.path.exists(path):
-            keep = linear_eval.per_class_subset(torch.tensor([y for _, y in samples]), frac, seed)
+            keep = data.per_class_subset(torch.tensor([y for _, y in samples]), frac, seed)
             with open(path + ".tmp", "w") as f:
                 f.writelines(names[i] + "\n" for i in keep.tolist())
             os.replace(path + ".tmp", path)

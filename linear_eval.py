@@ -38,6 +38,7 @@ import torchvision
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+import aae_uses
 import aavae
 import clustering
 import data
@@ -74,7 +75,9 @@ def get_args_parser():
     g.add_argument("--train_limit", type=int, default=None,
                    help="train the probe / fill the kNN bank with this many (seeded) training images; the test split is always whole")
     g = p.add_argument_group("protocol")
-    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity", "cluster"])
+    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity", "cluster", "head", "grid", "map"],
+                   help="head, grid: the adversarial autoencoder's uses (aae_uses.py): y's head scored, the supervised "
+                        "use's style/content grid; map: the test split in 2-D (a dimred AAE's code, or mu's two principal components)")
     g.add_argument("--cached_features", action="store_true",
                    help="linear: encode both splits once without augmentation and train the head (after a "
                         "BatchNorm without affine parameters) on those features: seconds instead of hours, and a "
@@ -99,7 +102,7 @@ def get_args_parser():
                         "name (SimCLR's ImageNet lists) or CLASS/FILE")
     g.add_argument("--knn_k", type=int, default=200)
     g.add_argument("--knn_t", type=float, default=0.1, help="temperature of the kNN vote weights exp(cos / t)")
-    g.add_argument("--num_images", type=int, default=8, help="similarity: test images")
+    g.add_argument("--num_images", type=int, default=8, help="similarity, grid: test images")
     g.add_argument("--views", type=int, default=4, help="similarity: augmented views per image")
     g.add_argument("--clusters", type=int, default=None, help="cluster: k of k-means (default: the number of classes)")
     g.add_argument("--restarts", type=int, default=10, help="cluster: seeded k-means++ starts, the lowest inertia kept")
@@ -122,6 +125,8 @@ def validate(args):
         raise UserError("give either --checkpoint PATH or --random_init (with --encoder)")
     if args.random_init and not args.encoder:
         raise UserError("--random_init needs --encoder to know which architecture to build")
+    if args.mode in ("head", "grid", "map") and not args.checkpoint:
+        raise UserError(f"--mode {args.mode} reads a trained model: give the run's --checkpoint")
     if args.mode == "finetune":
         if args.label_fraction is None and args.subset_file is None:
             raise UserError("--mode finetune needs --label_fraction (0.01 or 0.1) or --subset_file")
@@ -193,7 +198,8 @@ def load_encoder(args):
         state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
         proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
         info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
-                "variational": aavae.METHODS[run["method"]].variational if run.get("method") in aavae.METHODS else True}
+                "variational": aavae.METHODS[run["method"]].variational if run.get("method") in aavae.METHODS else True,
+                "method": run.get("method")}
     else:  # encoder.pth: a plain torchvision state dict
         state, proj = ckpt, None
         info = {"encoder": infer_architecture(state), "stem": None}
@@ -451,43 +457,12 @@ def knn(args, train, test, spec, encoder, info, rank, world, amp):
     return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t, "correct": correct}
 
 
-def label_subset(train, args):
-    """Indices of the labelled training images kept for fine-tuning (or a probe on the same images): a
-    --subset_file's names, or a seeded per-class fraction (per_class_subset)."""
-    if args.subset_file:
-        try:
-            with open(args.subset_file) as f:
-                names = {line.strip() for line in f if line.strip()}
-        except OSError as e:
-            raise UserError(f"cannot read --subset_file {args.subset_file}: {e.strerror}") from None
-        if train.paths is None:
-            raise UserError("--subset_file names image files: it needs --dataset imagenet or folder")
-        # a line names a file (SimCLR's ImageNet lists) or CLASS/FILE (unique in any ImageFolder tree)
-        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names
-                or "/".join(path.replace(os.sep, "/").split("/")[-2:]) in names]
-        if not keep:
-            raise UserError(f"no training image is named in --subset_file {args.subset_file}")
-        return torch.tensor(keep)
-    return per_class_subset(train.labels, args.label_fraction, args.seed)
-
-
-def per_class_subset(labels, fraction, seed):
-    """A seeded draw of round(fraction x members) images of each class (at least one), as sorted indices."""
-    g = torch.Generator().manual_seed(seed)
-    keep = []
-    for c in labels.unique():
-        members = (labels == c).nonzero()[:, 0]
-        take = max(1, round(fraction * len(members)))
-        keep.append(members[torch.randperm(len(members), generator=g)[:take]])
-    return torch.cat(keep).sort().values
-
-
 def labelled_only(train, args, world):
     """The training split cut to the labelled subset of --label_fraction or --subset_file (unchanged without
     either), with the global batch capped at the subset's size: 1 % of a small dataset is one batch."""
     if args.label_fraction is None and args.subset_file is None:
         return train
-    keep = label_subset(train, args)
+    keep = data.label_subset(train, args)
     if len(keep) < args.batch_size:
         args.batch_size = max(world, len(keep) // world * world)
         print0(f"the labelled subset has {len(keep)} images: batch capped at {args.batch_size}")
@@ -608,10 +583,11 @@ def evaluate(args):
            f"{args.batch_size // world}; " + (f"lr {args.lr:g} ({args.schedule}, weight decay {args.weight_decay:g}); "
                                               f"{args.epochs} epochs; " if trains else "") + f"device {device}")
     modes = {"linear": linear_cached if args.cached_features else linear, "knn": knn, "finetune": finetune,
-             "cluster": cluster}
+             "cluster": cluster, "head": aae_uses.head, "grid": aae_uses.grid}
     with utils.algorithms(deterministic=False):
-        if args.mode == "similarity":
-            result = similarity(args, train, test, spec, encoder, info, rank, world, amp, projection)
+        if args.mode in ("similarity", "map"):
+            draw = similarity if args.mode == "similarity" else aae_uses.map_2d
+            result = draw(args, train, test, spec, encoder, info, rank, world, amp, projection)
         else:
             result = modes[args.mode](args, train, test, spec, encoder, info, rank, world, amp)
     result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
@@ -624,7 +600,7 @@ def evaluate(args):
     if is_main():
         utils.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
-                          if k not in ("provenance", "cluster_sizes", "test_clusters", "test_labels")
+                          if k not in ("provenance", "cluster_sizes", "test_clusters", "test_labels", "coords")
                           and not k.endswith("correct")))
     return result
 

@@ -1,0 +1,240 @@
+"""The adversarial autoencoder's other uses (aae_uses.py): supervised, semi-supervised, clustering and
+dimensionality reduction, plain and augmentation-augmented, in aavae.py's pipeline."""
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import aae_uses
+import aavae
+import data
+import linear_eval
+from conftest import ROOT, read_log, tiny_args
+from test_distributed import free_port
+from test_train import run_error, tensors_of
+from utils import generator
+
+USES = sorted(aae_uses.USES)
+
+
+@pytest.fixture(scope="module")
+def subset(folder, tmp_path_factory):
+    """Two labelled images of each class, named as linear_eval.py's --subset_file names them."""
+    path = tmp_path_factory.mktemp("subset") / "labelled.txt"
+    path.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    return str(path)
+
+
+def use_args(folder, out, method, subset, *extra):
+    """A run of seconds; --monitor_images 0 leaves out the probes of the last validation, where speed matters."""
+    labelled = ["--subset_file", subset] if "semi" in method else []
+    return tiny_args(folder, out, "--method", method, *labelled, *extra)
+
+
+def state_of(path):
+    """Every tensor of a checkpoint: the model's, its Adam's and the discriminators' with their Adams'."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    out = tensors_of(path)
+    for name, part in ckpt["adversary"].items():
+        out.update({f"{name}.disc.{k}": v for k, v in part["disc"].items()})
+        out.update({f"{name}.opt.{k}.{n}": v for k, s in part["disc_opt"]["state"].items() for n, v in s.items()})
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.mark.parametrize("method", USES)
+def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, subset, tmp_path, method):
+    run = lambda out, steps, *more: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", steps, *more))
+    metrics = run("straight", "2")
+    run("resumed", "1", "--monitor_images", "0"), run("resumed", "2", "--monitor_images", "0")
+    assert_same(state_of(tmp_path / "straight" / "checkpoint.pt"), state_of(tmp_path / "resumed" / "checkpoint.pt"))
+    use = aae_uses.USES[method]
+    rows = [r for r in read_log(tmp_path / "straight") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
+    expect = {"recon", "disc_loss_z", "gen_loss_z"} | ({"disc_loss_y", "gen_loss_y"} if use.categorical else set())
+    expect |= {"label_ce", "label_top1"} if use.kind == "semi" else {"head_hinge"} if use.kind == "dimred" else set()
+    assert expect <= set(rows[0]) and not {"label_ce", "head_hinge"} - expect & set(rows[0])
+    mine = {"supervised": "val_recon_other_label", "semi": "val_y_top1", "cluster": "val_cluster_nmi",
+            "dimred": "val_cluster_nmi"}[use.kind]
+    assert {mine, "val_linear_top1", "val_knn_top1", "val_active_units", "val_sim_same"} <= set(metrics)
+    ckpt = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    assert set(ckpt["adversary"]) == ({"style", "categorical"} if use.categorical else {"style"})
+    args = json.loads((tmp_path / "straight" / "args.json").read_text())
+    assert args["clusters"] == (16 if use.kind in ("cluster", "dimred") else 2)
+    assert args["latent_dim"] == (2 if use.kind == "dimred" else 128)
+    assert (tmp_path / "straight" / "encoder.pth").exists()  # linear_eval.py probes it as any other row's
+
+
+def scrambled(load, keep_fn, seed=0):
+    """data.load_data, with the training labels outside keep_fn(train) permuted among themselves."""
+    def wrapped(args, device, spec, probe=False):
+        train, val = load(args, device, spec, probe)
+        others = torch.ones(len(train), dtype=torch.bool)
+        others[keep_fn(train, args)] = False
+        idx = others.nonzero()[:, 0]
+        labels = train.labels.clone()
+        labels[idx] = (labels[idx] + 1) % 2  # every other label changed
+        train.labels = labels.to(train.labels.device)
+        return train, val
+    return wrapped
+
+
+@pytest.mark.parametrize("method,keep", [("aa_semi_aae", data.label_subset), ("cluster_aae", lambda t, a: [])])
+def test_only_the_labelled_subset_is_read(folder, subset, tmp_path, monkeypatch, method, keep):
+    # The semi-supervised use trains on its subset's labels alone, the clustering use on none: changing every
+    # other training label leaves every step the same.
+    run = lambda out: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", "2",
+                                             "--monitor_images", "0"))
+    run("labels")
+    monkeypatch.setattr(data, "load_data", scrambled(data.load_data, keep))
+    run("scrambled")
+    assert_same(state_of(tmp_path / "labels" / "checkpoint.pt"), state_of(tmp_path / "scrambled" / "checkpoint.pt"))
+    if "semi" in method:  # and the labels of the subset are read: changing them changes the steps
+        monkeypatch.setattr(data, "load_data", scrambled(data.load_data, lambda t, a: []))
+        run("subset-scrambled")
+        a, b = (state_of(tmp_path / d / "checkpoint.pt") for d in ("labels", "subset-scrambled"))
+        assert not torch.equal(a["model.categorical.mu.weight"], b["model.categorical.mu.weight"])
+
+
+def test_the_decoder_reconstructs_the_original_while_the_encoder_sees_the_view(folder, subset, tmp_path, monkeypatch):
+    args = aae_uses.validate(aae_uses.get_args_parser().parse_args(use_args(folder, tmp_path, "aa_semi_aae", subset)))
+    train, _, spec = aavae.load_data(args, torch.device("cpu"))
+    model, adam, phases = aae_uses.build(args, spec, torch.device("cpu"), 1, train)
+    batch = next(data.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
+    seen, real_forward, real_loss = {}, model.forward, aavae.reconstruction_loss
+
+    def forward(x, n, labels=None):
+        seen["input"] = x
+        return real_forward(x, n, labels)
+
+    def loss(x_hat, x):
+        seen["target"] = x
+        return real_loss(x_hat, x)
+
+    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(aavae, "reconstruction_loss", loss)
+    aae_uses.train_step(model, adam, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, phases)
+    x = aavae.normalize(batch[0], spec)
+    assert torch.equal(seen["target"], x)
+    assert seen["input"].shape[0] == 8 + args.label_batch  # the batch, then the labelled phase's images
+    assert (seen["input"][:8] - x).abs().mean() > 0.1  # the view, not the original
+
+
+def test_the_categorical_prior_is_one_hot_and_uniform():
+    g = generator("cpu", "test", 0)
+    y = aae_uses.categorical_prior((60000, 6), g)
+    assert set(y.unique().tolist()) == {0.0, 1.0} and torch.equal(y.sum(1), torch.ones(60000))
+    share = y.mean(0)
+    assert (share - 1 / 6).abs().max() < 0.01, share  # 6 sigma of a binomial share is 0.009
+
+
+def test_the_discriminators_losses_on_a_known_case(folder, tmp_path):
+    # A discriminator whose last layer gives every input the logit b: its loss is the mean over half prior
+    # (label 1) and half codes (label 0) of softplus(-b) and softplus(b), the generator's loss softplus(-b).
+    args = aae_uses.validate(aae_uses.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "cluster_aae",
+                                                                             "--disc_hidden", "8", "--clusters", "4")))
+    adv = aavae.Adversary(args, torch.device("cpu"), 1, dim=4, sample_prior=aae_uses.categorical_prior)
+    for b in (0.0, 1.5):
+        with torch.no_grad():
+            adv.disc[-1].weight.zero_(), adv.disc[-1].bias.fill_(b)
+        y = F.softmax(torch.randn(10, 4), 1).requires_grad_()
+        loss = adv.discriminator_step(y, generator("cpu", "test", 1))
+        expect = 0.5 * (F.softplus(torch.tensor(-b)) + F.softplus(torch.tensor(b)))
+        torch.testing.assert_close(loss, expect)
+        with torch.no_grad():  # the step moved the discriminator: back to the constant
+            adv.disc[-1].weight.zero_(), adv.disc[-1].bias.fill_(b)
+        torch.testing.assert_close(adv.generator_loss(y), F.softplus(torch.tensor(-b)))
+    torch.testing.assert_close(F.softplus(torch.tensor(0.0)), torch.tensor(math.log(2)))  # b = 0: log 2, a coin's guess
+
+
+def test_the_cluster_heads_hinge():
+    heads = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 10.0]])  # distances 3, 10 and sqrt(109)
+    torch.testing.assert_close(aae_uses.head_hinge(heads, 4.0), torch.tensor(1 / 3))
+    torch.testing.assert_close(aae_uses.head_hinge(heads, 12.0), torch.tensor((9 + 2 + (12 - math.sqrt(109))) / 3))
+
+
+def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
+    err = lambda *a: run_error(tiny_args(folder, tmp_path, *a), capsys, main=aae_uses.main)
+    assert "needs its labelled images" in err("--method", "semi_aae")
+    assert "needs its labelled images" in err("--method", "semi_aae", "--subset_file", subset, "--label_fraction", "0.1")
+    assert "the labelled phase is the semi-supervised use's" in err("--method", "cluster_aae", "--label_fraction", "0.1")
+    assert "takes K = the classes" in err("--method", "semi_aae", "--subset_file", subset, "--clusters", "5")
+    assert "cluster heads" in err("--method", "cluster_aae", "--head_margin", "2")
+    assert "--clusters must be >= 2, got 1" in err("--method", "cluster_aae", "--clusters", "1")
+    assert "reconstruct the original" in err("--method", "aa_cluster_aae", "--target", "augmented")
+    assert "invalid choice: 'aavae'" in err("--method", "aavae")
+    assert "no training image is named" in err("--method", "semi_aae", "--subset_file", os.devnull, "--max_steps", "1")
+    # aavae.py keeps its own methods: the uses run through aae_uses.py, which resolves their flags
+    assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)
+
+
+@pytest.fixture(scope="module")
+def trained(folder, subset, tmp_path_factory):
+    """One two-step run of each use that the evaluations read."""
+    root = tmp_path_factory.mktemp("uses")
+    for method in ("aa_semi_aae", "cluster_aae", "aa_supervised_aae", "aa_dimred_aae"):
+        aae_uses.main(use_args(folder, root / method, method, subset, "--max_steps", "2", "--monitor_images", "0"))
+    aavae.main(tiny_args(folder, root / "aavae", "--max_steps", "1", "--monitor_images", "0"))
+    return root
+
+
+def evaluate(folder, run, mode, out, *extra):
+    return linear_eval.main(["--checkpoint", str(run / "checkpoint.pt"), "--mode", mode, "--dataset", "folder",
+                             "--data_path", folder, "--workers", "0", "--batch_size", "8", "--output_dir", str(out), *extra])
+
+
+def test_the_y_head_is_scored_as_a_classifier_or_as_clusters(folder, trained, tmp_path, capsys):
+    semi = evaluate(folder, trained / "aa_semi_aae", "head", tmp_path / "semi")
+    assert len(semi["correct"]) == semi["test_images"] == 8 and semi["top1"] == 100 * sum(semi["correct"]) / 8
+    clusters = evaluate(folder, trained / "cluster_aae", "head", tmp_path / "clusters")
+    assert clusters["clusters"] == 16 and len(clusters["test_clusters"]) == 8 and sum(clusters["cluster_sizes"]) == 24
+    assert clusters["top1"] == clusters["majority_top1"] and "hungarian_top1" not in clusters  # K != classes
+    assert 0 <= clusters["nmi"] <= 1
+    assert "which the supervised AAE does not have" in run_error(
+        ["--checkpoint", str(trained / "aa_supervised_aae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
+         "--data_path", folder, "--output_dir", str(tmp_path / "bad")], capsys, main=linear_eval.main)
+    assert "not a checkpoint.pt of aae_uses.py" in run_error(
+        ["--checkpoint", str(trained / "aavae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
+         "--data_path", folder, "--output_dir", str(tmp_path / "bad2")], capsys, main=linear_eval.main)
+
+
+def test_the_style_grid_and_the_maps(folder, trained, tmp_path):
+    grid = evaluate(folder, trained / "aa_supervised_aae", "grid", tmp_path / "grid", "--num_images", "3")
+    from PIL import Image
+    assert Image.open(tmp_path / "grid" / "grid.png").size == (3 * 17 + 1, 3 * 17 + 1)  # original + 2 classes, 3 rows
+    assert grid["recon_own_label"] > 0 and grid["recon_other_label"] > 0
+    dimred = evaluate(folder, trained / "aa_dimred_aae", "map", tmp_path / "dimred")
+    assert dimred["latent"] == "W y + z" and dimred["map"] == "the code itself" and len(dimred["coords"]) == 8
+    pca = evaluate(folder, trained / "aavae", "map", tmp_path / "aavae")
+    assert pca["latent"] == "mu" and pca["map"] == "two principal components"
+    coords = torch.tensor(pca["coords"])
+    torch.testing.assert_close(coords.mean(0), torch.zeros(2), atol=1e-3, rtol=0)  # centred
+    assert coords[:, 0].var() >= coords[:, 1].var()  # the first component carries the most variance
+    if pca["picture"]:  # drawn where matplotlib is installed
+        assert (tmp_path / "aavae" / "map.png").exists()
+
+
+def test_the_uses_train_under_two_process_torchrun(folder, subset, tmp_path):
+    # One launch trains every use in turn in the same process group: each rank ends with the same weights.
+    worker = os.path.join(ROOT, "tests", "uses_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", worker,
+           str(tmp_path), folder, subset, *USES]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for method in USES:
+        ranks = [torch.load(tmp_path / method / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        assert_same(*ranks)
+        assert [r["step"] for r in read_log(tmp_path / method) if "loss" in r] == [1, 2]
+        assert "batch 8 global = 2 x 4" in p.stdout
