@@ -448,12 +448,13 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
     labels = test.labels.to(coords.device)
     dist_ = torch.cdist(coords, coords).fill_diagonal_(float("inf"))
     votes = labels[dist_.topk(5, largest=False).indices]
-    top1 = 100 * (votes.mode(1).values == labels).double().mean().item()
+    hit = (votes.mode(1).values == labels).to(torch.uint8)
     names = sorted({os.path.basename(os.path.dirname(p)) for p in test.paths}) if test.paths else None
     picture = draw_map(coords.cpu(), labels.cpu(), names, f"{info.get('method') or 'encoder'}: {latent}, {how}",
                        os.path.join(args.output_dir, "map.png")) if is_main() else None
-    return {"top1": top1, "test_images": len(test), "latent": latent, "map": how, "picture": picture,
-            "coords": [[round(v, 4) for v in row] for row in coords.tolist()], "test_labels": labels.tolist()}
+    return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "latent": latent, "map": how,
+            "picture": picture, "coords": [[round(v, 4) for v in row] for row in coords.tolist()],
+            "test_labels": labels.tolist(), "correct": hit.tolist()}
 
 
 def draw_map(coords, labels, names, title, path):

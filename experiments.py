@@ -171,13 +171,14 @@ class Grid:
             return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", script, "--sync_bn"]
         return ["python", script]
 
-    def pretrain(self, name, dataset, extra=(), frac=1.0, seed=0):
+    def pretrain(self, name, dataset, extra=(), frac=1.0, seed=0, script="aavae.py"):
         """The pretraining run `name` up to fraction frac of its length: a run followed over training is
-        pretrained in segments, each continuing the last (raising --epochs or --max_steps resumes it)."""
+        pretrained in segments, each continuing the last (raising --epochs or --max_steps resumes it). script:
+        aae_uses.py for the adversarial autoencoder's uses."""
         out = os.path.join(self.args.output_dir, "runs", name)
         base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset],
                 *overridden(self.s["pretrain"][dataset] + ["--seed", str(seed)], extra)]
-        cmd = self.launcher("aavae.py") + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
+        cmd = self.launcher(script) + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
         self.steps.append(Step("pretrain", cmd, out, f".done_{frac:g}", self.hours(dataset, frac)))
         return out
 
@@ -186,7 +187,8 @@ class Grid:
         out = os.path.join(self.args.output_dir, "evals", name)
         source = ["--checkpoint", os.path.join(run, "checkpoint.pt")] if run else ["--random_init"]
         per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s.get("finetune"),
-                    "similarity": ["--workers", "2"], "cluster": self.s.get("cluster", self.s["knn"])}[mode]
+                    "similarity": ["--workers", "2"], "cluster": self.s.get("cluster", self.s["knn"]),
+                    "head": self.s["knn"], "grid": ["--workers", "2"], "map": self.s["knn"]}[mode]
         cmd = self.launcher("linear_eval.py") + source + [
             "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
             *overridden(per_mode, extra), "--output_dir", out]
@@ -218,7 +220,17 @@ SMALL_ROWS = {"supervised": ["--method", "supervised"], "simclr": ["--method", "
               "aaae-authors": ["--method", "aaae", "--target", "augmented"],
               "vae": ["--method", "vae"], "aavae": ["--method", "aavae"],
               "aaae-s1": ["--method", "aaae", "--seed", "1"], "aavae-s1": ["--method", "aavae", "--seed", "1"]}
-SMALL_ALL = ["random init", *SMALL_ROWS]  # --rows' names, in the table's order
+# The adversarial autoencoder's other uses (aae_uses.py) at the same budget, beside the rows above: each trains
+# with the profile's recipe, then gets the probe and kNN on its encoder as every row, and its own evaluation
+# (linear_eval.py --mode head, grid or map). The semi-supervised runs read the label lists of Table 2's rows.
+USES_ROWS = {**{f"{aa}semi-aae-{pct}": ["--method", f"{aa.replace('-', '_')}semi_aae", "--subset_file", pct]
+                for pct in ("1percent", "10percent") for aa in ("", "aa-")},
+             **{f"{aa}cluster-aae-k{k}": ["--method", f"{aa.replace('-', '_')}cluster_aae", "--clusters", str(k)]
+                for k in (16, 10) for aa in ("", "aa-")},
+             "aa-supervised-aae": ["--method", "aa_supervised_aae"],
+             "aa-dimred-aae": ["--method", "aa_dimred_aae", "--latent_dim", "2"]}
+USES_EVAL = {"semi": "head", "cluster": "head", "supervised": "grid", "dimred": "map"}
+SMALL_ALL = ["random init", *SMALL_ROWS, *USES_ROWS]  # --rows' names, in the table's order
 SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",
                 "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
                 "aavae-s1": "aavae, seed 1"}
@@ -254,6 +266,23 @@ def build_small_grid(args):
             g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
         if args.label_evals and row in LABEL_ROWS:
             label_evals(g, args, row, name, run)
+    for row, extra in USES_ROWS.items():
+        if row not in args.rows:
+            continue
+        name, extra = f"folder-{row}", list(extra)
+        if "--subset_file" in extra:  # the list Table 2's rows use (label_subsets writes it)
+            at = extra.index("--subset_file") + 1
+            extra[at] = os.path.join(args.output_dir, "label-subsets", f"{extra[at]}.txt")
+        run = g.pretrain(name, "folder", extra + args.pretrain_args, script="aae_uses.py")
+        g.cell("uses", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
+        g.cell("uses", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
+        mode = USES_EVAL[next(k for k in USES_EVAL if k in row)]
+        g.cell("uses", row, mode, g.evaluate(f"{mode}-{name}", "folder", mode, run), run=run)
+    aavae_run = os.path.join(args.output_dir, "runs", "folder-aavae")  # what the uses stand beside: AAVAE's
+    if set(args.rows) & set(USES_ROWS) and ("aavae" in args.rows or os.path.exists(os.path.join(aavae_run, "checkpoint.pt"))):
+        g.cell("cluster", "aavae", "kmeans k16", g.evaluate("cluster-k16-folder-aavae", "folder", "cluster", aavae_run,
+                                                            ["--clusters", "16"]))
+        g.cell("uses", "aavae", "map", g.evaluate("map-folder-aavae", "folder", "map", aavae_run))
     if "random init" in args.rows:
         g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
         g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
@@ -727,8 +756,10 @@ def report_labels(g, args):
     markdown lines, and the records for results.json."""
     rows = [r for r in args.rows if r in LABEL_ROWS] if args.label_evals else []
     evals = {(c.row, c.col): read_json(os.path.join(c.eval, "result.json")) or {} for c in g.cells
-             if c.table in ("table2", "cluster")}
-    if not rows:
+             if c.table in ("table2", "cluster", "uses")}
+    semi = [aa for aa in ("", "aa-") if any(f"{aa}semi-aae-{p}" in args.rows for p in LABEL_FRACTIONS.values())]
+    clusters = [r for r in USES_ROWS if "cluster" in r and r in args.rows]
+    if not rows and not semi and not clusters:
         return [], {}
     t2 = ["| encoder | " + " | ".join(f"{m}, {p.replace('percent', ' %')}" for p, m in
                                        ((c.split()[1], "fine-tuned" if c.startswith("finetune") else "probe")
@@ -745,14 +776,28 @@ def report_labels(g, args):
             rec[col] = {"top1": top1, "se": se, "train_images": r.get("train_images")}
         t2.append(f"| {SMALL_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
         rec2.append(rec)
-        r = evals.get((row, "kmeans"), {})
+    for aa in semi:  # the semi-supervised AAE's own classifier, trained with the same labels during pretraining
+        cells, rec = [], {"row": f"{aa}semi-aae", "y_head": True}
+        for col in TABLE2_COLUMNS:
+            mode, pct = col.split()
+            r = evals.get((f"{aa}semi-aae-{pct}", "head"), {}) if mode == "finetune" else {}
+            top1, n = r.get("top1"), r.get("test_images")
+            se = binomial_se(top1, n) if top1 is not None and n else None
+            cells.append(fmt_se(top1, se) if mode == "finetune" else "—")
+            rec[col] = {"top1": top1, "se": se}
+        t2.append(f"| {aa}semi-supervised AAE, its y head (in the fine-tuned columns) | " + " | ".join(cells) + " |")
+        rec2.append(rec)
+    kmeans = [(row, "kmeans", SMALL_LABELS.get(row, row)) for row in rows]
+    kmeans += [("aavae", "kmeans k16", "aavae, K = 16")] if evals.get(("aavae", "kmeans k16")) else []
+    for row, col, label in kmeans + [(r, "head", f"{r}: the AAE's y head") for r in clusters]:
+        r = evals.get((row, col), {})
         n = r.get("test_images")
         acc = {k: (r.get(f"{k}_top1"), binomial_se(r[f"{k}_top1"], n) if r.get(f"{k}_top1") is not None else None)
                for k in ("majority", "hungarian")}
         nmi = bootstrap_nmi(r)
-        cl.append(f"| {SMALL_LABELS.get(row, row)} | {fmt_se(*acc['majority'])} | {fmt_se(*acc['hungarian'])} | "
+        cl.append(f"| {label} | {fmt_se(*acc['majority'])} | {fmt_se(*acc['hungarian'])} | "
                   f"{fmt_se(*nmi, digits=3)} | {fmt(r.get('clusters'))} |")
-        recc.append({"row": row, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"], "nmi": nmi,
+        recc.append({"row": label, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"], "nmi": nmi,
                      "clusters": r.get("clusters")})
     pairs = ["| difference | " + " | ".join(t2[0].split(" | ")[1:]).rstrip(" |") + " | clusters, majority | Hungarian | NMI |",
              "|---" * (4 + len(TABLE2_COLUMNS)) + "|"]
@@ -768,7 +813,8 @@ def report_labels(g, args):
         pairs.append(f"| {a} - {b} | " + " | ".join(fmt_se(*d[c]) for c in TABLE2_COLUMNS + ["majority", "hungarian"])
                      + f" | {fmt_se(*d['nmi'], digits=3)} |")
         pair_recs.append({"a": a, "b": b, **d})
-    subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") for pct in LABEL_FRACTIONS.values()}
+    subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") if rows else None
+               for pct in LABEL_FRACTIONS.values()}
     lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
              f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
              f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuned: the whole encoder and a linear head, "
@@ -778,10 +824,76 @@ def report_labels(g, args):
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
              "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
              f"and the best one-to-one matching of clusters to classes on train/, both scored on {scored(args)} through "
-             f"the nearest centroid; NMI of their clusters and labels (± from 1,000 bootstrap resamples of {scored(args)}).",
+             f"the nearest centroid; NMI of their clusters and labels (± from 1,000 bootstrap resamples of {scored(args)})."
+             + (" The clustering AAE's rows read its y head's argmax on train/ the same way (aae_uses.py; K as named)."
+                if clusters else ""),
              "", *cl, "",
              "# Paired differences, Table 2 and clusters", "", *pairs, ""]
     return lines, {"table2": rec2, "clusters": recc, "label_paired_differences": pair_recs}
+
+
+def report_uses(g, args):
+    """The adversarial autoencoder's uses at the small budget: the probe and kNN on each run's encoder (as Table
+    1's rows), its own evaluation, and the paired differences with AAVAE on the same images: its y head against
+    AAVAE fine-tuned on the same labels, its clusters against k-means on AAVAE's features at the same K, its 2-D
+    map against AAVAE's. Markdown lines and the records for results.json."""
+    rows = [r for r in USES_ROWS if r in args.rows]
+    if not rows:
+        return [], {}
+    evals = {(c.row, c.col): read_json(os.path.join(c.eval, "result.json")) or {} for c in g.cells
+             if c.table in ("uses", "table1", "table2", "cluster")}
+    with_se = lambda r, key="top1": (r.get(key), binomial_se(r[key], r["test_images"]) if r.get(key) is not None else None)
+    lines = ["| run | linear top-1 (cached features) | kNN top-1 | its own evaluation |", "|---|---|---|---|"]
+    records, pairs = [], []
+    for row in rows + (["aavae"] if evals.get(("aavae", "map")) else []):
+        lin, knn = evals.get((row, "linear"), {}), evals.get((row, "knn"), {})
+        mode = "map" if row == "aavae" else USES_EVAL[next(k for k in USES_EVAL if k in row)]
+        own = evals.get((row, mode), {})
+        if mode == "grid":
+            text = (f"val/ MSE decoded with the image's own label {fmt(own.get('recon_own_label'), 4)}, with the next "
+                    f"class's {fmt(own.get('recon_other_label'), 4)} (grid.png)")
+        elif mode == "map":
+            text = f"5-NN top-1 in the 2-D map of {own.get('latent', '?')} ({own.get('map', '?')}): {fmt_se(*with_se(own))}"
+        elif "semi" in row:
+            text = f"y head top-1 {fmt_se(*with_se(own))}"
+        else:
+            text = (f"y head's clusters: majority {fmt_se(*with_se(own, 'majority_top1'))}, "
+                    f"Hungarian {fmt_se(*with_se(own, 'hungarian_top1'))}, NMI {fmt_se(*bootstrap_nmi(own), digits=3)}")
+        lines.append(f"| {row} | {fmt_se(*with_se(lin))} | {fmt_se(*with_se(knn))} | {text} |")
+        records.append({"row": row, "linear": with_se(lin), "knn": with_se(knn), "own": mode,
+                        **{k: own.get(k) for k in ("top1", "majority_top1", "hungarian_top1", "nmi", "recon_own_label",
+                                                   "recon_other_label", "clusters", "clusters_used") if k in own}})
+        # the paired differences with AAVAE on the same images
+        if "semi" in row:
+            pct = row.rsplit("-", 1)[1]
+            against = [("y head - AAVAE fine-tuned on the same labels", "correct", evals.get(("aavae", f"finetune {pct}")), "correct")]
+        elif "cluster" in row:
+            base = evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16"))
+            against = [(f"majority - k-means on AAVAE (K = {(base or {}).get('clusters')})", "correct", base, "correct"),
+                       ("Hungarian - the same", "hungarian_correct", base, "hungarian_correct")]
+        elif mode == "map" and row != "aavae":
+            against = [("5-NN in the map - AAVAE's map", "correct", evals.get(("aavae", "map")), "correct")]
+        else:
+            against = []
+        for label, key, other, other_key in against:
+            d = paired_difference(own.get(key), (other or {}).get(other_key))
+            if d[0] is not None:
+                pairs.append(f"| {row} | {label} | {fmt_se(*d)} |")
+                records[-1].setdefault("paired", {})[label] = d
+        if "cluster" in row:
+            d = bootstrap_nmi(own, evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16")))
+            if d[0] is not None:
+                pairs.append(f"| {row} | NMI - k-means on AAVAE's | {fmt_se(*d, digits=3)} |")
+                records[-1].setdefault("paired", {})["NMI - k-means on AAVAE's"] = d
+    out = ["# The adversarial autoencoder's uses at the same budget (aae_uses.py)", "",
+           f"Each run pretrained as the rows above (its use's phases added), then probed on its encoder; its own "
+           f"evaluation on {scored(args)}: the semi-supervised y head (trained with the label lists of Table 2's rows), "
+           "the clustering y head read as k-means' clusters are, the supervised decoder with each image's own and "
+           "another class's label, the 2-D map's leave-one-out 5-nearest-neighbour vote.", "", *lines, ""]
+    if pairs:
+        out += ["# Paired differences, the uses against AAVAE", "", "| run | difference | points (NMI: value) |",
+                "|---|---|---|", *pairs, ""]
+    return out, {"uses": records}
 
 
 FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
@@ -817,7 +929,7 @@ def report_small(g, args):
              "bits per dim | paper, CIFAR-10 linear |",
              "|---|---|---|---|---|---|"]
     results, records, curve_rows = {}, [], []
-    for row in args.rows:
+    for row in (r for r in args.rows if r not in USES_ROWS):
         lin, knn = (read_json(os.path.join(cell(row, c).eval, "result.json")) or {} for c in ("linear", "knn"))
         results[row] = {"linear": lin, "knn": knn}
         run = cell(row, "linear").run
@@ -875,6 +987,7 @@ def report_small(g, args):
         fig5.append(f"| {m} | {fmt(val.get('val_sim_same'), 3)} | {fmt(val.get('val_sim_diff'), 3)} | "
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label_lines, label_records = report_labels(g, args)
+    uses_lines, uses_records = report_uses(g, args)
     label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"
@@ -889,9 +1002,10 @@ def report_small(g, args):
                 "(1 right, 0 wrong).\n\n"
                 "# Seed to seed\n\n" + "\n".join(seeds) + "\n\n"
                 "# Fig. 5: latent similarity of views\n\n" + "\n".join(fig5) + "\n")
-        f.write("".join("\n" + line for line in label_lines))
+        f.write("".join("\n" + line for line in label_lines + uses_lines))
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"rows": records, "paired_differences": pair_records, "seed_to_seed": seed_records, **label_records},
+        json.dump({"rows": records, "paired_differences": pair_records, "seed_to_seed": seed_records, **label_records,
+                   **uses_records},
                   f, indent=1)
     if curve_rows:
         fields = list(dict.fromkeys(k for r in curve_rows for k in r))
@@ -1028,7 +1142,8 @@ def main(argv=None):
         print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
         return g
     if not args.report_only:
-        if args.profile == "small" and args.label_evals and set(args.rows) & set(LABEL_ROWS) and not all(map(done, g.steps)):
+        labelled = args.label_evals and set(args.rows) & set(LABEL_ROWS) or any("semi" in r for r in args.rows)
+        if args.profile == "small" and labelled and not all(map(done, g.steps)):
             label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
         run_grid(g, args, argv)
     (report_small if args.profile == "small" else report)(g, args)

@@ -268,3 +268,33 @@ def test_an_interrupted_holdout_build_is_redone_and_never_left_half_made(tmp_pat
     (tmp_path / "mine").mkdir()  # a directory that is not a split is refused, not filled
     with pytest.raises(SystemExit, match="hold-out split of other images"):
         experiments.holdout_split(data, 4, str(tmp_path / "mine"))
+
+
+def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_and_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiments, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
+    data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
+    out = tmp_path / "S"
+    uses = ["aa-semi-aae-1percent", "cluster-aae-k10", "aa-supervised-aae", "aa-dimred-aae"]
+    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+                          "--small_epochs", "1", "--rows", ",".join(["aavae", *uses])])
+    semi = next(st.cmd for st in g.steps if st.dir.endswith("runs/folder-aa-semi-aae-1percent"))
+    assert semi[:2] == ["python", "aae_uses.py"]
+    assert semi[semi.index("--subset_file") + 1] == str(out / "label-subsets" / "1percent.txt")  # Table 2's own list
+    text = (out / "table1.md").read_text()
+    assert [r[0] for r in rows(text)[:1]] == ["aavae"]  # Table 1 keeps its rows
+    table2 = {r[0]: r for r in rows(text.split("# Table 2 at the small budget")[1].split("# Cluster accuracy")[0])}
+    head = table2["aa-semi-supervised AAE, its y head (in the fine-tuned columns)"]
+    assert " ± " in head[1] and head[2] == "—" and head[3] == "—"  # 1 % measured; no 10 % run here
+    clusters = {r[0]: r for r in rows(text.split("# Cluster accuracy")[1].split("# Paired differences, Table 2")[0])}
+    assert " ± " in clusters["cluster-aae-k10: the AAE's y head"][1] and clusters["cluster-aae-k10: the AAE's y head"][4] == "10"
+    own = {r[0]: r for r in rows(text.split("# The adversarial autoencoder's uses")[1].split("# Paired differences, the uses")[0])}
+    assert set(own) == {*uses, "aavae"} and all(" ± " in r[1] and " ± " in r[2] for r in own.values())
+    assert "5-NN top-1 in the 2-D map of W y + z (the code itself)" in own["aa-dimred-aae"][3]
+    assert "5-NN top-1 in the 2-D map of mu (two principal components)" in own["aavae"][3]
+    pairs = [(r[0], r[1]) for r in rows(text.split("# Paired differences, the uses against AAVAE")[1])]
+    assert ("aa-semi-aae-1percent", "y head - AAVAE fine-tuned on the same labels") in pairs
+    assert ("cluster-aae-k10", "majority - k-means on AAVAE (K = 2)") in pairs  # the classes: no K = 10 run of it here
+    assert ("aa-dimred-aae", "5-NN in the map - AAVAE's map") in pairs
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in saved["uses"]] == [*uses, "aavae"]
+    assert (out / "evals" / "grid-folder-aa-supervised-aae" / "grid.png").exists()
