@@ -16,6 +16,7 @@ from unittest import mock
 
 import pytest
 
+import aae_uses
 import aavae
 import experiments
 import gpu_check
@@ -23,7 +24,7 @@ import linear_eval
 from conftest import ROOT, make_folder, tiny_args
 
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-SCRIPTS = ("aavae.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
+SCRIPTS = ("aavae.py", "aae_uses.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
 LAUNCHERS = ("python", "python3", "bash", "torchrun", "srun")
 
 
@@ -95,6 +96,8 @@ def validate(script, argv, trees):
     argv = with_data(argv, trees)
     if script in ("aavae.py", "bench.py"):
         aavae.resolve_amp(aavae.validate(aavae.get_args_parser(script).parse_args(argv)))
+    elif script == "aae_uses.py":
+        aavae.resolve_amp(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)))
     elif script == "linear_eval.py":
         linear_eval.validate(linear_eval.get_args_parser().parse_args(argv))
     elif script == "gpu_check.py":
@@ -153,7 +156,7 @@ def test_every_quoted_error_is_what_the_code_prints_or_what_its_test_asserts(tmp
             assert not missing, f"{example} asserts none of {missing}"
             continue
         tokens = shlex.split(example)
-        main = {"aavae.py": aavae.main, "linear_eval.py": linear_eval.main}[tokens[1]]
+        main = {"aavae.py": aavae.main, "aae_uses.py": aae_uses.main, "linear_eval.py": linear_eval.main}[tokens[1]]
         with pytest.raises(SystemExit) as e:
             main(tokens[2:])
         err = capsys.readouterr().err.strip()
@@ -242,9 +245,16 @@ def parser_of(main):
     raise AssertionError(f"{main} parsed no arguments")
 
 
+def own_flags(parser, base):
+    """parser's options that base does not have (with --method, which the page must explain too)."""
+    known = {a.dest for a in base._actions} - {"method"}
+    return argparse.Namespace(_actions=[a for a in parser._actions if a.dest not in known])
+
+
 # each script's parser, and the page that must name every one of its flags
 PARSERS = [("aavae.py", lambda: aavae.get_args_parser(), "training.md"),
            ("bench.py", lambda: aavae.get_args_parser("bench.py"), "training.md"),  # bench.py takes aavae.py's flags
+           ("aae_uses.py", lambda: own_flags(aae_uses.get_args_parser(), aavae.get_args_parser()), "aae-uses.md"),
            ("linear_eval.py", linear_eval.get_args_parser, "evaluation.md"),
            ("run_all.sh", lambda: parser_of(experiments.main), "experiments.md"),
            ("gpu_check.py", gpu_check.get_args_parser, "testing.md")]
@@ -319,7 +329,7 @@ def test_the_paper_map_covers_the_paper_and_names_only_functions_and_flags_that_
         for part in name.split("."):
             assert hasattr(obj, part), f"docs/paper-map.md names {module}.py:{name}, which does not exist"
             obj = getattr(obj, part)
-    known = {s for parser in (aavae.get_args_parser(), linear_eval.get_args_parser(), parser_of(experiments.main))
+    known = {s for parser in (aae_uses.get_args_parser(), linear_eval.get_args_parser(), parser_of(experiments.main))
              for a in parser._actions for s in a.option_strings}
     flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", page))
     assert len(flags) > 30 and not flags - known, sorted(flags - known)
