@@ -106,14 +106,15 @@ def validate(args):
                         "takes K = the classes")
     if use.kind != "dimred" and given("head_margin", "head_weight"):
         raise UserError("--head_margin and --head_weight are for the cluster heads of --method dimred_aae or aa_dimred_aae")
-    if use.kind == "supervised" and args.dataset == "stl10":
-        raise UserError("the supervised AAE needs labels, which STL-10's unlabelled pretraining split does not have")
+    if use.kind in ("supervised", "semi") and args.dataset == "stl10":
+        raise UserError(f"--method {args.method} needs labels, which STL-10's unlabelled pretraining split does not have")
     if args.target != "original":
         raise UserError("--target augmented is the authors' Table 1 baseline; the AAE's uses reconstruct the original")
     for name, low in (("clusters", 2), ("label_batch", 1), ("label_weight", 0), ("head_margin", 0), ("head_weight", 0)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
-    args.latent_dim = args.latent_dim or (2 if use.kind == "dimred" else 128)
+    if args.latent_dim is None:
+        args.latent_dim = 2 if use.kind == "dimred" else 128
     aavae.validate(args)  # aavae's checks and defaults, --adv_weight's and the discriminators' among them
     if use.kind in ("supervised", "semi"):
         args.clusters = data.num_classes(args)
@@ -204,6 +205,8 @@ class Phases:
 
     def __init__(self, args, device, world, train_split):
         use = USES[args.method]
+        if use.kind == "semi" and args.label_batch % world:
+            raise UserError(f"--label_batch {args.label_batch} (global) does not divide among {world} processes")
         self.style = aavae.Adversary(args, device, world)
         self.categorical = (aavae.Adversary(args, device, world, dim=args.clusters, sample_prior=categorical_prior)
                             if use.categorical else None)
@@ -216,7 +219,7 @@ class Phases:
         """This rank's share of --label_batch images drawn with replacement from the labelled subset, and their
         crops, all from the step's generator g: [x01, view01, labels]. Only these labels are ever read."""
         idx = torch.randint(len(self.labelled), (self.label_batch,), device=g.device, generator=g)
-        key = int(torch.randint(1 << 31, (1,), device=g.device, generator=g))  # the crops' stream for this step
+        key = g.initial_seed()  # the step's own seed (on the host: no wait for the device) keys the crops' stream
         plan = [(key, idx.to(self.labelled.index_device))]
         return next(self.labelled.iterate(plan, 1, ("labelled", key)))
 

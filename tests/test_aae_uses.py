@@ -174,6 +174,12 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "--clusters must be >= 2, got 1" in err("--method", "cluster_aae", "--clusters", "1")
     assert "reconstruct the original" in err("--method", "aa_cluster_aae", "--target", "augmented")
     assert "invalid choice: 'aavae'" in err("--method", "aavae")
+    assert "--latent_dim must be positive, got 0" in err("--method", "aa_dimred_aae", "--latent_dim", "0")
+    assert "needs labels, which STL-10's" in err("--method", "semi_aae", "--label_fraction", "0.1", "--dataset", "stl10")
+    args = aae_uses.validate(aae_uses.get_args_parser().parse_args(use_args(folder, tmp_path, "semi_aae", subset,
+                                                                             "--label_batch", "3")))
+    with pytest.raises(aae_uses.UserError, match=r"--label_batch 3 \(global\) does not divide among 2 processes"):
+        aae_uses.Phases(args, torch.device("cpu"), 2, None)  # as a rank of two
     assert "no training image is named" in err("--method", "semi_aae", "--subset_file", os.devnull, "--max_steps", "1")
     # aavae.py keeps its own methods: the uses run through aae_uses.py, which resolves their flags
     assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 
+import aae_uses
 import aavae
 import data
 import utils
@@ -23,15 +24,23 @@ def cuda_args(folder, out, *extra):
     return aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, out, *extra)))
 
 
-@pytest.mark.parametrize("method, memory", [(m, "--in_memory") for m in sorted(aavae.METHODS)] + [("aavae", "--no-in_memory")])
+OWN = sorted(set(aavae.METHODS) - set(aavae.RECIPES))  # aavae.py's own; aae_uses.py's (once imported) below
+
+
+@pytest.mark.parametrize("method, memory", [(m, "--in_memory") for m in OWN + sorted(aae_uses.USES)]
+                         + [("aavae", "--no-in_memory")])
 def test_a_bf16_step_of_every_method_is_finite_and_never_waits_for_the_host(folder, tmp_path, method, memory):
-    args = aavae.resolve_amp(cuda_args(folder, tmp_path, "--method", method, memory))
+    uses = method in aae_uses.USES
+    argv = tiny_args(folder, tmp_path, "--method", method, memory, *(["--label_fraction", "0.2"] if "semi" in method else []))
+    args = aavae.resolve_amp(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)) if uses
+                             else cuda_args(folder, tmp_path, "--method", method, memory))
     assert args.amp, "bf16 autocast is the default on CUDA"
     train, _, spec = aavae.load_data(args, CUDA)
-    model, optimizer, adversary = aavae.build_model(args, spec, CUDA)
+    model, optimizer, adversary = (aae_uses.build(args, spec, CUDA, 1, train) if uses
+                                   else aavae.build_model(args, spec, CUDA))
     stream = data.TrainBatches(train, 8, 0, 1, views=aavae.METHODS[method].views, workers=1)(0, ("crops", 0, 0))
     amp = utils.autocast(args, CUDA)
-    step = aavae.control_step if aavae.METHODS[method].control else aavae.train_step
+    step = aae_uses.train_step if uses else aavae.control_step if aavae.METHODS[method].control else aavae.train_step
     # a first step outside the check: the epoch's indices move to the device, Adam makes its state, cuDNN times
     step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, 0, 0), args, amp, adversary)
     torch.cuda.set_sync_debug_mode("error")  # a blocking copy or a read of a device value now raises
