@@ -218,9 +218,10 @@ class Phases:
     def labelled_batch(self, g):
         """This rank's share of --label_batch images drawn with replacement from the labelled subset, and their
         crops, all from the step's generator g: [x01, view01, labels]. Only these labels are ever read."""
-        idx = torch.randint(len(self.labelled), (self.label_batch,), device=g.device, generator=g)
-        key = g.initial_seed()  # the step's own seed (on the host: no wait for the device) keys the crops' stream
-        plan = [(key, idx.to(self.labelled.index_device))]
+        key = g.initial_seed()  # the step's own seed, on the host: no wait for the device
+        where = self.labelled.index_device  # streamed: indices on the host, drawn there from the same seed
+        draw = g if where == g.device else torch.Generator(where).manual_seed(key)
+        plan = [(key, torch.randint(len(self.labelled), (self.label_batch,), device=where, generator=draw))]
         return next(self.labelled.iterate(plan, 1, ("labelled", key)))
 
     def state_dict(self):
@@ -338,7 +339,7 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
     else:
         y = outputs(model, held, "logits", **kw).argmax(1)
         if use.kind == "semi":
-            out = {"val_y_top1": 100 * (y == held.labels).float().mean().item()}
+            out = {"val_y_top1": 100 * (y == held.labels.to(y.device)).float().mean().item()}
         else:
             bank = train_split.subset(torch.randperm(len(train_split), generator=generator("cpu", "monitor_bank", args.seed))
                                       [:args.monitor_images].sort().values)
@@ -402,8 +403,8 @@ def head(args, train, test, spec, encoder, info, rank, world, amp):
 @torch.no_grad()
 def grid(args, train, test, spec, encoder, info, rank, world, amp):
     """linear_eval.py --mode grid: the supervised AAE's style and content apart. Row i: --num_images test images'
-    original, then its z decoded with each class's one-hot label in turn (grid.png); and over the whole test
-    split, the error with each image's own label and with the next class's."""
+    original, then its z decoded with each class's one-hot label in turn (the first GRID_CLASSES classes; grid.png);
+    and over the whole test split, the error with each image's own label and with the next class's."""
     model, run = load_model(args.checkpoint, test.device)
     if USES[run["method"]].kind != "supervised":
         raise UserError("--mode grid draws the supervised AAE's style/content grid; other checkpoints have no label input")
@@ -413,11 +414,11 @@ def grid(args, train, test, spec, encoder, info, rank, world, amp):
     with amp():
         z = model.infer(x)[1]
         columns = [model.image_decoder(model.code(F.one_hot(torch.full((len(x),), c, device=x.device), model.k).float(),
-                                                  z)).float() for c in range(model.k)]
+                                                  z)).float() for c in range(min(model.k, GRID_CLASSES))]
     if is_main():
         picture = torch.stack([x.float(), *columns], 1).flatten(0, 1)
         torchvision.utils.save_image(aavae.denormalize(picture, spec).cpu(), os.path.join(args.output_dir, "grid.png"),
-                                     nrow=1 + model.k, padding=1)
+                                     nrow=1 + len(columns), padding=1)
     own, other = labelled_recon(model, test, **_kw(args, spec, amp, rank, world, "grid"))
     return {"picture": "grid.png", "num_images": len(idx), "classes": model.k, "test_images": len(test),
             "recon_own_label": own, "recon_other_label": other}
@@ -449,15 +450,20 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
     else:
         coords = codes
     labels = test.labels.to(coords.device)
-    dist_ = torch.cdist(coords, coords).fill_diagonal_(float("inf"))
-    votes = labels[dist_.topk(5, largest=False).indices]
-    hit = (votes.mode(1).values == labels).to(torch.uint8)
+    hit = torch.empty(len(coords), dtype=torch.uint8, device=coords.device)
+    for at in range(0, len(coords), 4096):  # 4,096 rows of distances at a time: no N x N matrix
+        d = torch.cdist(coords[at:at + 4096], coords)
+        d[torch.arange(len(d)), torch.arange(at, at + len(d))] = float("inf")  # leave each point out of its own vote
+        hit[at:at + len(d)] = labels[d.topk(5, largest=False).indices].mode(1).values == labels[at:at + len(d)]
     names = sorted({os.path.basename(os.path.dirname(p)) for p in test.paths}) if test.paths else None
     picture = draw_map(coords.cpu(), labels.cpu(), names, f"{info.get('method') or 'encoder'}: {latent}, {how}",
                        os.path.join(args.output_dir, "map.png")) if is_main() else None
     return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "latent": latent, "map": how,
             "picture": picture, "coords": [[round(v, 4) for v in row] for row in coords.tolist()],
             "test_labels": labels.tolist(), "correct": hit.tolist()}
+
+
+GRID_CLASSES = 20  # the grid's columns at most: ImageNet's 1,000 would make a picture nobody reads
 
 
 def draw_map(coords, labels, names, title, path):

@@ -797,8 +797,8 @@ def report_labels(g, args):
         nmi = bootstrap_nmi(r)
         cl.append(f"| {label} | {fmt_se(*acc['majority'])} | {fmt_se(*acc['hungarian'])} | "
                   f"{fmt_se(*nmi, digits=3)} | {fmt(r.get('clusters'))} |")
-        recc.append({"row": label, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"], "nmi": nmi,
-                     "clusters": r.get("clusters")})
+        recc.append({"row": row, "label": label, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"],
+                     "nmi": nmi, "clusters": r.get("clusters")})
     pairs = ["| difference | " + " | ".join(t2[0].split(" | ")[1:]).rstrip(" |") + " | clusters, majority | Hungarian | NMI |",
              "|---" * (4 + len(TABLE2_COLUMNS)) + "|"]
     pair_recs = []
@@ -813,8 +813,9 @@ def report_labels(g, args):
         pairs.append(f"| {a} - {b} | " + " | ".join(fmt_se(*d[c]) for c in TABLE2_COLUMNS + ["majority", "hungarian"])
                      + f" | {fmt_se(*d['nmi'], digits=3)} |")
         pair_recs.append({"a": a, "b": b, **d})
-    subsets = {pct: evals.get((rows[0], f"finetune {pct}"), {}).get("train_images") if rows else None
-               for pct in LABEL_FRACTIONS.values()}
+    lists = {pct: os.path.join(args.output_dir, "label-subsets", f"{pct}.txt") for pct in LABEL_FRACTIONS.values()}
+    subsets = {pct: sum(1 for line in open(path) if line.strip()) if os.path.exists(path) else None
+               for pct, path in lists.items()}
     lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
              f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
              f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuned: the whole encoder and a linear head, "
