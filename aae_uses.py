@@ -15,7 +15,7 @@ with its own Adam, the encoder as its generator) serves every discriminator here
 - semi_aae (semi-supervised classification): the encoder gives y = softmax over the K = classes and a style
   z; the decoder reads (y, z); one discriminator matches y to one-hot samples of Cat(K), another z to
   N(0, I); and a labelled phase trains y with cross-entropy on the labelled subset (--label_fraction or
-  --subset_file) alone: the other images' labels are never read.
+  --subset_file) alone: no step reads the other images' labels (--label_fraction reads them once, to draw).
 - cluster_aae (unsupervised clustering): the same without the labelled phase, y over K = --clusters.
 - dimred_aae (dimensionality reduction): the decoder reads W y + z, n = --latent_dim numbers (2: a map), W
   the K learned cluster heads, kept apart by a hinge on their distances (--head_margin).
