@@ -1,5 +1,5 @@
-"""aae_uses.py's methods under torchrun, for tests/test_aae_uses.py: one launch trains each METHOD in turn, two
-steps, in the same process group, and each rank saves its final weights (the model's and the discriminators')
+"""aae_uses.py's methods under torchrun, for tests/test_aae_uses.py: one launch trains each METHOD in turn, one
+step, in the same process group, and each rank saves its final weights (the model's and the discriminators')
 to OUT/METHOD/rank{R}.pt.
 
     torchrun --nproc_per_node=2 tests/uses_worker.py OUT DATA SUBSET_FILE METHOD...
@@ -30,7 +30,7 @@ recipe.build = build
 for method in methods:
     argv = ["--method", method, "--dataset", "folder", "--data_path", folder, "--encoder", "resnet18", "--batch_size", "8",
             "--val_size", "8", "--val_samples", "2", "--workers", "0", "--log_every", "1", "--monitor_images", "0",
-            "--max_steps", "2", "--output_dir", os.path.join(out, method)]
+            "--max_steps", "1", "--output_dir", os.path.join(out, method)]
     argv += ["--subset_file", subset] if "semi" in method else []
     aavae.train(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)))
     model, _, phases = built["run"]
