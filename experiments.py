@@ -230,6 +230,7 @@ USES_ROWS = {**{f"{aa}semi-aae-{pct}": ["--method", f"{aa.replace('-', '_')}semi
              "aa-supervised-aae": ["--method", "aa_supervised_aae"],
              "aa-dimred-aae": ["--method", "aa_dimred_aae", "--latent_dim", "2"]}
 USES_EVAL = {"semi": "head", "cluster": "head", "supervised": "grid", "dimred": "map"}
+uses_mode = lambda row: USES_EVAL[next(k for k in USES_EVAL if k in row)]  # a uses row's own evaluation
 SMALL_ALL = ["random init", *SMALL_ROWS, *USES_ROWS]  # --rows' names, in the table's order
 SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",
                 "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
@@ -276,7 +277,7 @@ def build_small_grid(args):
         run = g.pretrain(name, "folder", extra + args.pretrain_args, script="aae_uses.py")
         g.cell("uses", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
         g.cell("uses", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
-        mode = USES_EVAL[next(k for k in USES_EVAL if k in row)]
+        mode = uses_mode(row)
         g.cell("uses", row, mode, g.evaluate(f"{mode}-{name}", "folder", mode, run), run=run)
     aavae_run = os.path.join(args.output_dir, "runs", "folder-aavae")  # what the uses stand beside: AAVAE's
     if set(args.rows) & set(USES_ROWS) and ("aavae" in args.rows or os.path.exists(os.path.join(aavae_run, "checkpoint.pt"))):
@@ -848,7 +849,7 @@ def report_uses(g, args):
     records, pairs = [], []
     for row in rows + (["aavae"] if evals.get(("aavae", "map")) else []):
         lin, knn = evals.get((row, "linear"), {}), evals.get((row, "knn"), {})
-        mode = "map" if row == "aavae" else USES_EVAL[next(k for k in USES_EVAL if k in row)]
+        mode = "map" if row == "aavae" else uses_mode(row)
         own = evals.get((row, mode), {})
         if mode == "grid":
             text = (f"val/ MSE decoded with the image's own label {fmt(own.get('recon_own_label'), 4)}, with the next "
@@ -865,11 +866,11 @@ def report_uses(g, args):
                         **{k: own.get(k) for k in ("top1", "majority_top1", "hungarian_top1", "nmi", "recon_own_label",
                                                    "recon_other_label", "clusters", "clusters_used") if k in own}})
         # the paired differences with AAVAE on the same images
+        base = evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16"))  # k-means at the row's K
         if "semi" in row:
             pct = row.rsplit("-", 1)[1]
             against = [("y head - AAVAE fine-tuned on the same labels", "correct", evals.get(("aavae", f"finetune {pct}")), "correct")]
         elif "cluster" in row:
-            base = evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16"))
             against = [(f"majority - k-means on AAVAE (K = {(base or {}).get('clusters')})", "correct", base, "correct"),
                        ("Hungarian - the same", "hungarian_correct", base, "hungarian_correct")]
         elif mode == "map" and row != "aavae":
@@ -882,7 +883,7 @@ def report_uses(g, args):
                 pairs.append(f"| {row} | {label} | {fmt_se(*d)} |")
                 records[-1].setdefault("paired", {})[label] = d
         if "cluster" in row:
-            d = bootstrap_nmi(own, evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16")))
+            d = bootstrap_nmi(own, base)
             if d[0] is not None:
                 pairs.append(f"| {row} | NMI - k-means on AAVAE's | {fmt_se(*d, digits=3)} |")
                 records[-1].setdefault("paired", {})["NMI - k-means on AAVAE's"] = d
