@@ -275,6 +275,17 @@ def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted
     assert len(lists["1percent"]) == 40 and len(lists["10percent"]) == 407
 
 
+def test_the_readmes_key_rows_of_table2_and_the_clusters_are_results_json():
+    r = data(*LABELS, "results.json")
+    clusters = {x["row"]: x for x in r["clusters"]}
+    expected = [[experiments.SMALL_LABELS.get(x["row"], x["row"])]
+                + [experiments.fmt_se(x[c]["top1"], x[c]["se"]) for c in experiments.TABLE2_COLUMNS]
+                + [experiments.fmt_se(*clusters[x["row"]]["majority_top1"]),
+                   experiments.fmt_se(*clusters[x["row"]]["nmi"], digits=3)] for x in r["table2"]]
+    assert table_after(text("README.md"), "| encoder | fine-tuned, 1 % | probe, 1 % | fine-tuned, 10 % | probe, 10 % | "
+                                          "clusters, majority label") == expected
+
+
 def test_the_fine_tuning_choice_is_its_evaluations():
     quoted = table_after(text(*LABELS, "README.md"), "| encoder | labelled images | epochs")
     assert len(quoted) >= 10
