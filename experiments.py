@@ -1085,8 +1085,9 @@ def main(argv=None):
     p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", default="paper", choices=["paper", "quick", "small"],
                    help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
-                        "Table 1's encoders and two controls at equal budget on a small folder, with curves: about 4 hours of "
-                        "pretraining on 2 CPU cores with native bf16, in parts with --rows")
+                        "Table 1's encoders and two controls at equal budget on a small folder, with curves, Table 2 and "
+                        "clusters, and the AAE's other uses: about 4 hours of pretraining for Table 1's rows on 2 CPU cores "
+                        "with native bf16, more for the uses' rows; in parts with --rows")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data",
                    help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
