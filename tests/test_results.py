@@ -304,7 +304,7 @@ def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_fro
     words = prose(text(*LABELS, "README.md"))
     hits = lambda folder, name: data("results", folder, "evals", name, "result.json")["correct"]
     retrained = []  # (value, se) of each retrained evaluation against the committed one, paired on val/
-    for row in ("folder-aavae", "folder-aaae", "folder-vae", "folder-simclr", "random"):
+    for row in ("folder-aavae", "folder-aaae", "folder-vae", "folder-ae", "folder-simclr", "random"):
         for probe in ("linear", "knn"):
             old, new = (data("results", f, "evals", f"{probe}-{row}", "result.json")["top1"] for f in ("small-cpu-30", "small-cpu-30-labels"))
             diff, se = experiments.paired_difference(hits("small-cpu-30-labels", f"{probe}-{row}"), hits("small-cpu-30", f"{probe}-{row}"))
