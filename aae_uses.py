@@ -220,7 +220,7 @@ class Phases:
         crops, all from the step's generator g: [x01, view01, labels]. Only these labels are ever read."""
         key = g.initial_seed()  # the step's own seed, on the host: no wait for the device
         where = self.labelled.index_device  # streamed: indices on the host, drawn there from the same seed
-        draw = g if where == g.device else torch.Generator(where).manual_seed(key)
+        draw = g if torch.device(where).type == g.device.type else torch.Generator(where).manual_seed(key)
         plan = [(key, torch.randint(len(self.labelled), (self.label_batch,), device=where, generator=draw))]
         return next(self.labelled.iterate(plan, 1, ("labelled", key)))
 
@@ -435,6 +435,7 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
         model, run = load_model(args.checkpoint, test.device)
         codes, latent = outputs(model, test, "code", **kw), "W y + z" if model.kind == "dimred" else "the decoder's code"
     elif projection is not None:
+        encoder.eval()  # BatchNorm's running statistics: a test image's point does not depend on its batch
         def encode(x01):
             with amp():
                 return projection(encoder(normalize(x01, spec).contiguous(memory_format=torch.channels_last)).float())[0]

@@ -224,6 +224,11 @@ def test_the_style_grid_and_the_maps(folder, trained, tmp_path):
     assert dimred["latent"] == "W y + z" and dimred["map"] == "the code itself" and len(dimred["coords"]) == 8
     pca = evaluate(folder, trained / "aavae", "map", tmp_path / "aavae")
     assert pca["latent"] == "mu" and pca["map"] == "two principal components"
+    # BatchNorm in eval mode for both kinds of map: the test images' points do not depend on how they are batched
+    # (the test split is in class order, so a batch's own statistics would also blur the classes)
+    for run, ref in (("aavae", pca), ("aa_dimred_aae", dimred)):
+        other = evaluate(folder, trained / run, "map", tmp_path / f"{run}-b3", "--batch_size", "3")
+        torch.testing.assert_close(torch.tensor(other["coords"]), torch.tensor(ref["coords"]), atol=1e-4, rtol=1e-4)
     coords = torch.tensor(pca["coords"])
     torch.testing.assert_close(coords.mean(0), torch.zeros(2), atol=1e-3, rtol=0)  # centred
     assert coords[:, 0].var() >= coords[:, 1].var()  # the first component carries the most variance
