@@ -748,13 +748,14 @@ def bootstrap_nmi(a, b=None, draws=1000, seed=0):
 
 
 TABLE2_COLUMNS = [f"{mode} {pct}" for pct in LABEL_FRACTIONS.values() for mode in ("finetune", "linear")]
-LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae"), ("aavae", "random init")]
+LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae"), ("aavae", "random init"),
+               ("supervised", "simclr")]
 
 
 def report_labels(g, args):
     """Table 2 at the small budget (fine-tuned and probed on 1 % and 10 % of the labels) and the clusters
-    (majority, Hungarian, NMI), each with its standard error, and the paired differences of LABEL_PAIRS:
-    markdown lines, and the records for results.json."""
+    (majority, Hungarian, NMI), each with its standard error, what fine-tuning adds to each row's probe, and the
+    paired differences of LABEL_PAIRS: markdown lines, and the records for results.json."""
     rows = [r for r in args.rows if r in LABEL_ROWS] if args.label_evals else []
     evals = {(c.row, c.col): read_json(os.path.join(c.eval, "result.json")) or {} for c in g.cells
              if c.table in ("table2", "cluster", "uses")}
@@ -800,13 +801,20 @@ def report_labels(g, args):
                   f"{fmt_se(*nmi, digits=3)} | {fmt(r.get('clusters'))} |")
         recc.append({"row": row, "label": label, "majority_top1": acc["majority"], "hungarian_top1": acc["hungarian"],
                      "nmi": nmi, "clusters": r.get("clusters")})
+    hit = lambda row, col, key="correct": evals.get((row, col), {}).get(key)
+    gains = ["| encoder | " + " | ".join(f"fine-tuned - probe, {p.replace('percent', ' %')}" for p in LABEL_FRACTIONS.values())
+             + " |", "|---" * (1 + len(LABEL_FRACTIONS)) + "|"]
+    gain_recs = []
+    for row in rows:  # the same labelled images, the same val/ images: paired
+        d = {pct: paired_difference(hit(row, f"finetune {pct}"), hit(row, f"linear {pct}")) for pct in LABEL_FRACTIONS.values()}
+        gains.append(f"| {SMALL_LABELS.get(row, row)} | " + " | ".join(fmt_se(*v) for v in d.values()) + " |")
+        gain_recs.append({"row": row, **d})
     pairs = ["| difference | " + " | ".join(t2[0].split(" | ")[1:]).rstrip(" |") + " | clusters, majority | Hungarian | NMI |",
              "|---" * (4 + len(TABLE2_COLUMNS)) + "|"]
     pair_recs = []
     for a, b in LABEL_PAIRS:
         if a not in rows or b not in rows:
             continue
-        hit = lambda row, col, key="correct": evals.get((row, col), {}).get(key)
         d = {col: paired_difference(hit(a, col), hit(b, col)) for col in TABLE2_COLUMNS}
         d["majority"] = paired_difference(hit(a, "kmeans"), hit(b, "kmeans"))
         d["hungarian"] = paired_difference(hit(a, "kmeans", "hungarian_correct"), hit(b, "kmeans", "hungarian_correct"))
@@ -823,6 +831,8 @@ def report_labels(g, args):
              f"{SMALL_FINETUNE_EPOCHS[0.01]} epochs, the head at Table 2's lr and the encoder at {SMALL_BACKBONE_LR_SCALE:g} "
              "of Table 2's; probe: the cached-feature linear head of the frozen encoder, trained on the same images.",
              "", *t2, "",
+             *(["What fine-tuning adds to the frozen probe on the same labelled images (paired on the same test images):",
+                "", *gains, ""] if rows else []),
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
              "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
              f"and the best one-to-one matching of clusters to classes on train/, both scored on {scored(args)} through "
@@ -831,7 +841,7 @@ def report_labels(g, args):
                 if clusters else ""),
              "", *cl, "",
              "# Paired differences, Table 2 and clusters", "", *pairs, ""]
-    return lines, {"table2": rec2, "clusters": recc, "label_paired_differences": pair_recs}
+    return lines, {"table2": rec2, "finetune_over_probe": gain_recs, "clusters": recc, "label_paired_differences": pair_recs}
 
 
 def report_uses(g, args):

@@ -186,8 +186,15 @@ def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_
         cluster = json.loads((out / "evals" / f"cluster-folder-{row}" / "result.json").read_text())
         assert cluster["clusters"] == 2 and len(cluster["correct"]) == 10
     text = (out / "table1.md").read_text()
-    table2 = rows(text.split("# Table 2 at the small budget")[1].split("# Cluster accuracy")[0])
+    section = text.split("# Table 2 at the small budget")[1].split("# Cluster accuracy")[0].split("What fine-tuning adds")
+    table2, gains = rows(section[0]), rows(section[1])
     assert [r[0] for r in table2] == ["vae", "aavae"] and all(" ± " in c for r in table2 for c in r[1:])
+    hits = lambda name: json.loads((out / "evals" / name / "result.json").read_text())["correct"]
+    assert [r[0] for r in gains] == ["vae", "aavae"]
+    for r in gains:  # what fine-tuning adds to the probe: each row's two evaluations, paired image by image
+        for pct, cell in zip(("1percent", "10percent"), r[1:], strict=True):
+            d, se = experiments.paired_difference(hits(f"finetune-{pct}-folder-{r[0]}"), hits(f"linear-{pct}-folder-{r[0]}"))
+            assert cell == experiments.fmt_se(d, se)
     clusters = rows(text.split("# Cluster accuracy")[1].split("# Paired differences, Table 2")[0])
     assert [r[0] for r in clusters] == ["vae", "aavae"] and all(" ± " in c for r in clusters for c in r[1:4])
     pairs = rows(text.split("# Paired differences, Table 2")[1])
