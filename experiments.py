@@ -749,7 +749,7 @@ def bootstrap_nmi(a, b=None, draws=1000, seed=0):
 
 TABLE2_COLUMNS = [f"{mode} {pct}" for pct in LABEL_FRACTIONS.values() for mode in ("finetune", "linear")]
 LABEL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("simclr", "aavae"), ("aavae", "random init"),
-               ("supervised", "simclr")]
+               ("supervised", "simclr"), ("aaae", "aaae-authors")]
 
 
 def report_labels(g, args):

@@ -99,7 +99,7 @@ def matches(value, se, pairs):
 def test_every_figure_with_a_standard_error_in_the_prose_is_in_results_json(page, r30):
     labels = data("results", "small-cpu-30-labels", "results.json")  # the README quotes Table 2's differences too
     pairs = json_pairs(r30) + [tuple(d[c]) for d in labels["label_paired_differences"]
-                               for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian"]]
+                               for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
     pairs += [tuple(d[pct]) for d in labels["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
     quoted = quoted_pairs(text(*page))
     assert len(quoted) >= 10
@@ -305,15 +305,17 @@ def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_fro
     words = prose(text(*LABELS, "README.md"))
     hits = lambda folder, name: data("results", folder, "evals", name, "result.json")["correct"]
     retrained = []  # (value, se) of each retrained evaluation against the committed one, paired on val/
-    for row in ("folder-aavae", "folder-aaae", "folder-vae", "folder-ae", "folder-simclr", "folder-supervised", "random"):
+    for row in ("folder-aavae", "folder-aaae", "folder-vae", "folder-ae", "folder-simclr", "folder-supervised", "folder-aaae-authors",
+                "random"):
         for probe in ("linear", "knn"):
             old, new = (data("results", f, "evals", f"{probe}-{row}", "result.json")["top1"] for f in ("small-cpu-30", "small-cpu-30-labels"))
             diff, se = experiments.paired_difference(hits("small-cpu-30-labels", f"{probe}-{row}"), hits("small-cpu-30", f"{probe}-{row}"))
             assert f"{old:.1f} -> {new:.1f}" in words and f"{diff:+.1f} ± {se:.1f}" in words, (row, probe)
             retrained.append((diff, se))
     saved = data(*LABELS, "results.json")
-    pairs = [tuple(d[c]) for d in saved["label_paired_differences"] for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian"]]
+    pairs = [tuple(d[c]) for d in saved["label_paired_differences"] for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
     pairs += [tuple(d[pct]) for d in saved["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
+    pairs += json_pairs(saved) + json_pairs(data("results", "small-cpu-30", "results.json"))  # Table 1's, retrained and committed
     wrong = [f"{v} ± {s}" for v, s in quoted_pairs(text(*LABELS, "README.md")) if not matches(v, s, pairs + retrained)]
     assert not wrong, f"results/small-cpu-30-labels/README.md quotes {wrong}, which its files do not hold"
     lists = [text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")]
