@@ -1026,7 +1026,10 @@ def report_small(g, args):
             w.writeheader()
             w.writerows(curve_rows)
         plot_curves(curve_rows, os.path.join(out, "curves.png"))
-    print(f"wrote {out}/table1.md, results.json, curves.csv" + (" and curves.png" if os.path.exists(os.path.join(out, "curves.png")) else ""))
+    if label_records.get("table2"):
+        plot_labels(label_records, os.path.join(out, "table2.png"))
+    pictures = [p for p in ("curves.png", "table2.png") if os.path.exists(os.path.join(out, p))]
+    print(f"wrote {out}/table1.md, results.json, curves.csv" + "".join(f", {p}" for p in pictures))
 
 
 def plot_curves(rows, path):
@@ -1057,6 +1060,42 @@ def plot_curves(rows, path):
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10)
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_labels(records, path):
+    """Table 2 at the small budget as bars (each row's probe and fine-tuning at 1 % and 10 %, ± their standard
+    errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [r for r in records["table2"] if not r.get("y_head")]
+    names = [SMALL_LABELS.get(r["row"], r["row"]).split(" (")[0] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [3, 1.4]})
+    width = 0.8 / len(TABLE2_COLUMNS)
+    for k, col in enumerate(TABLE2_COLUMNS):
+        mode, pct = col.split()
+        xs = [i + (k - (len(TABLE2_COLUMNS) - 1) / 2) * width for i, r in enumerate(rows) if r[col]["top1"] is not None]
+        ys = [(r[col]["top1"], r[col]["se"]) for r in rows if r[col]["top1"] is not None]
+        left.bar(xs, [y for y, _ in ys], width, yerr=[e for _, e in ys], capsize=2, color=f"C{k // 2}",
+                 alpha=0.45 if mode == "linear" else 0.9,
+                 label=f"{'probe' if mode == 'linear' else 'fine-tuned'}, {pct.replace('percent', ' %')} of the labels")
+    clusters = [c for c in records.get("clusters", [])  # k-means at K = the classes, the rows of the left panel
+                if c["row"] in {r["row"] for r in rows} and c["label"] == SMALL_LABELS.get(c["row"], c["row"])]
+    for ax, title in ((left, "Table 2 at the small budget: top-1 on the test images (%)"),
+                      (right, "k-means clusters, majority label: top-1 (%)")):
+        ax.set_title(title, fontsize=10)
+    right.barh(range(len(clusters)), [c["majority_top1"][0] for c in clusters],
+               xerr=[c["majority_top1"][1] for c in clusters], color="C2", capsize=2)
+    right.set_yticks(range(len(clusters)), [c["label"].split(" (")[0] for c in clusters], fontsize=8)
+    right.invert_yaxis()
+    left.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+    left.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

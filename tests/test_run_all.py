@@ -201,6 +201,7 @@ def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_
     assert [r[0] for r in pairs] == ["aavae - vae"] and all(" ± " in c for c in pairs[0][1:])
     saved = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in saved["table2"]] == ["vae", "aavae"] and saved["clusters"][1]["nmi"][0] is not None
+    assert (out / "table2.png").exists() == experiments.have_matplotlib()  # the two tables as a picture
     before = (out / "label-subsets" / "1percent.txt").read_text()
     experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                       "--small_epochs", "1", "--rows", "vae,aavae"])  # done: the lists are kept, nothing runs again
