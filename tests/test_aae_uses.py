@@ -73,6 +73,7 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
     args = json.loads((tmp_path / "straight" / "args.json").read_text())
     assert args["clusters"] == (16 if use.kind in ("cluster", "dimred") else 2)
     assert args["latent_dim"] == (2 if use.kind == "dimred" else 128)
+    assert args["adv_weight"] == aae_uses.ADV_WEIGHT == 0.1  # the uses' own default, chosen on held-out images
     assert (tmp_path / "straight" / "encoder.pth").exists()  # linear_eval.py probes it as any other row's
 
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+import aae_uses
 import experiments
 import linear_eval
 from conftest import ROOT
@@ -322,3 +323,25 @@ def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_fro
     per_class = lambda names: [sum(n.startswith(c + "/") for n in names) for c in {n.split("/")[0] for n in names}]
     assert set(per_class(lists[0])) == {4} and "40 images, 4 of each class" in words
     assert f"407, {min(per_class(lists[1]))}-{max(per_class(lists[1]))} of each" in words
+
+
+def test_the_aae_uses_adversarial_weight_choice_is_its_evaluations():
+    # results/aae-uses-choice: every cell of its table and every paired difference of its prose, from the files
+    folder = ("results", "aae-uses-choice")
+    runs = {"semi": "aa-semi-aae-1percent", "cluster": "aa-cluster-aae-k16"}
+    ev = lambda w, name: data(*folder, f"w{w}", "evals", f"{name.split()[0]}-folder-{runs[name.split()[1]]}", "result.json")
+    quoted = table_after(text(*folder, "README.md"), "| `--adv_weight` |")
+    assert [r[0] for r in quoted] == ["1", "0.1"]
+    pairs = []
+    for w, semi, cluster, nmi, used, *features in quoted:
+        assert semi == f"{ev(w, 'head semi')['top1']:.1f}"
+        c = ev(w, "head cluster")
+        assert cluster == f"{c['majority_top1']:.1f}" and nmi == f"{c['nmi']:.3f}" and used == f"{c['clusters_used']} of {c['clusters']}"
+        assert features == [f"{ev(w, f'{m} {u}')['top1']:.1f}" for u in ("semi", "cluster") for m in ("linear", "knn")]
+        assert all(r["test_images"] == 1000 for r in (ev(w, "head semi"), c))
+    for name in ("head semi", "head cluster", "linear semi", "linear cluster", "knn semi", "knn cluster"):
+        pairs.append(experiments.paired_difference(ev("0.1", name)["correct"], ev("1", name)["correct"]))
+    quoted_pairs_ = quoted_pairs(text(*folder, "README.md"))
+    assert len(quoted_pairs_) == 6 and all(matches(v, s, pairs) for v, s in quoted_pairs_), quoted_pairs_
+    assert data(*folder, "w1", "holdout.json") == data(*folder, "w0.1", "holdout.json")  # one split for both
+    assert aae_uses.ADV_WEIGHT == 0.1  # the rule's outcome: 0.1 won on both heads
