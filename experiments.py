@@ -1036,11 +1036,8 @@ def plot_curves(rows, path):
     """Monitor curves over epochs, one line per encoder: held-out linear and kNN top-1, the training
     reconstruction error (MSE per pixel value, one scale for every method), and the Gaussian latents'
     signal-to-noise ratio."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     panels = [("val_linear_top1", "held-out linear top-1 (%)"), ("val_knn_top1", "held-out kNN top-1 (%)"),
               ("recon_mse", "training reconstruction MSE per pixel"),
@@ -1068,11 +1065,8 @@ def plot_curves(rows, path):
 def plot_labels(records, path):
     """Table 2 at the small budget as bars (each row's probe and fine-tuning at 1 % and 10 %, ± their standard
     errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     rows = [r for r in records["table2"] if not r.get("y_head")]
     names = [SMALL_LABELS.get(r["row"], r["row"]).split(" (")[0] for r in rows]
@@ -1101,6 +1095,17 @@ def plot_labels(records, path):
     plt.close(fig)
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def have_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -1111,11 +1116,8 @@ def have_matplotlib():
 
 def figures(records, out):
     """PNG plots of the figure sweeps, when matplotlib is installed (tables are written either way)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     panels = [("fig3", "beta"), ("fig4_batch", "batch"), ("fig4_latent", "latent_dim"), ("fig4_logscale", "log_scale")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3))
