@@ -769,7 +769,7 @@ def report_labels(g, args):
     cl = ["| encoder | majority label top-1 | Hungarian top-1 | NMI | clusters |", "|---|---|---|---|---|"]
     rec2, recc = [], []
     for row in rows:
-        cells, rec = [], {"row": row}
+        cells, rec = [], {"row": row, "label": SMALL_LABELS.get(row, row)}
         for col in TABLE2_COLUMNS:
             r = evals.get((row, col), {})
             top1, n = r.get("top1"), r.get("test_images")
@@ -779,7 +779,8 @@ def report_labels(g, args):
         t2.append(f"| {SMALL_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
         rec2.append(rec)
     for aa in semi:  # the semi-supervised AAE's own classifier, trained with the same labels during pretraining
-        cells, rec = [], {"row": f"{aa}semi-aae", "y_head": True}
+        label = f"{aa}semi-supervised AAE, its y head (in the fine-tuned columns)"
+        cells, rec = [], {"row": f"{aa}semi-aae", "label": label, "y_head": True}
         for col in TABLE2_COLUMNS:
             mode, pct = col.split()
             r = evals.get((f"{aa}semi-aae-{pct}", "head"), {}) if mode == "finetune" else {}
@@ -787,7 +788,7 @@ def report_labels(g, args):
             se = binomial_se(top1, n) if top1 is not None and n else None
             cells.append(fmt_se(top1, se) if mode == "finetune" else "—")
             rec[col] = {"top1": top1, "se": se}
-        t2.append(f"| {aa}semi-supervised AAE, its y head (in the fine-tuned columns) | " + " | ".join(cells) + " |")
+        t2.append(f"| {label} | " + " | ".join(cells) + " |")
         rec2.append(rec)
     kmeans = [(row, "kmeans", SMALL_LABELS.get(row, row)) for row in rows]
     kmeans += [("aavae", "kmeans k16", "aavae, K = 16")] if evals.get(("aavae", "kmeans k16")) else []
@@ -879,7 +880,8 @@ def report_uses(g, args):
         base = evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16"))  # k-means at the row's K
         if "semi" in row:
             pct = row.rsplit("-", 1)[1]
-            against = [("y head - AAVAE fine-tuned on the same labels", "correct", evals.get(("aavae", f"finetune {pct}")), "correct")]
+            against = [("y head - AAVAE fine-tuned on the same labels", "correct", evals.get(("aavae", f"finetune {pct}")), "correct"),
+                       ("y head - AAVAE's probe on the same labels", "correct", evals.get(("aavae", f"linear {pct}")), "correct")]
         elif "cluster" in row:
             against = [(f"majority - k-means on AAVAE (K = {(base or {}).get('clusters')})", "correct", base, "correct"),
                        ("Hungarian - the same", "hungarian_correct", base, "hungarian_correct")]
@@ -887,8 +889,12 @@ def report_uses(g, args):
             against = [("5-NN in the map - AAVAE's map", "correct", evals.get(("aavae", "map")), "correct")]
         else:
             against = []
+        if row != "aavae":  # what the use's phases did to the encoder's features
+            against += [("probe - AAVAE's probe", "correct", evals.get(("aavae", "linear")), "correct"),
+                        ("kNN - AAVAE's kNN", "correct", evals.get(("aavae", "knn")), "correct")]
         for label, key, other, other_key in against:
-            d = paired_difference(own.get(key), (other or {}).get(other_key))
+            mine = {"probe": lin, "kNN": knn}.get(label.split(" ")[0], own)
+            d = paired_difference(mine.get(key), (other or {}).get(other_key))
             if d[0] is not None:
                 pairs.append(f"| {row} | {label} | {fmt_se(*d)} |")
                 records[-1].setdefault("paired", {})[label] = d

@@ -260,9 +260,9 @@ LABELS = ("results", "small-cpu-30-labels")
 
 def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted():
     r = data(*LABELS, "results.json")
-    table2 = [[experiments.SMALL_LABELS.get(x["row"], x["row"])] + [experiments.fmt_se(x[c]["top1"], x[c]["se"])
-                                                                     for c in experiments.TABLE2_COLUMNS] for x in r["table2"]]
-    clusters = [[experiments.SMALL_LABELS.get(x["row"], x["row"]), experiments.fmt_se(*x["majority_top1"]),
+    table2 = [[x["label"]] + [experiments.fmt_se(x[c]["top1"], x[c]["se"]) for c in experiments.TABLE2_COLUMNS]
+              for x in r["table2"]]  # the semi-supervised AAE's y head too, in the fine-tuned columns
+    clusters = [[x["label"], experiments.fmt_se(*x["majority_top1"]),
                  experiments.fmt_se(*x["hungarian_top1"]), experiments.fmt_se(*x["nmi"], digits=3), str(x["clusters"])]
                 for x in r["clusters"]]
     assert table2 and clusters
@@ -270,7 +270,7 @@ def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted
         quoted = text(*LABELS, page)
         assert table_after(quoted, "| encoder | fine-tuned, 1 %") == table2, page
         assert table_after(quoted, "| encoder | majority label top-1") == clusters, page
-    for x in r["table2"]:  # every fine-tuned and probed row learned from the same images
+    for x in (x for x in r["table2"] if not x.get("y_head")):  # every fine-tuned and probed row learned from the same images
         assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "1percent" in c} == {40}
         assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "10percent" in c} == {407}
     lists = {pct: text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")}
@@ -279,11 +279,11 @@ def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted
 
 def test_the_readmes_key_rows_of_table2_and_the_clusters_are_results_json():
     r = data(*LABELS, "results.json")
-    clusters = {x["row"]: x for x in r["clusters"]}
-    expected = [[experiments.SMALL_LABELS.get(x["row"], x["row"])]
+    clusters = {x["label"]: x for x in r["clusters"]}  # k-means at K = the classes: the label is the encoder's
+    expected = [[x["label"]]
                 + [experiments.fmt_se(x[c]["top1"], x[c]["se"]) for c in experiments.TABLE2_COLUMNS]
-                + [experiments.fmt_se(*clusters[x["row"]]["majority_top1"]),
-                   experiments.fmt_se(*clusters[x["row"]]["nmi"], digits=3)] for x in r["table2"]]
+                + [experiments.fmt_se(*clusters[x["label"]]["majority_top1"]),
+                   experiments.fmt_se(*clusters[x["label"]]["nmi"], digits=3)] for x in r["table2"] if not x.get("y_head")]
     assert table_after(text("README.md"), "| encoder | fine-tuned, 1 % | probe, 1 % | fine-tuned, 10 % | probe, 10 % | "
                                           "clusters, majority label") == expected
 
@@ -317,6 +317,7 @@ def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_fro
     pairs = [tuple(d[c]) for d in saved["label_paired_differences"] for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
     pairs += [tuple(d[pct]) for d in saved["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
     pairs += json_pairs(saved) + json_pairs(data("results", "small-cpu-30", "results.json"))  # Table 1's, retrained and committed
+    pairs += uses_pairs(saved)
     wrong = [f"{v} ± {s}" for v, s in quoted_pairs(text(*LABELS, "README.md")) if not matches(v, s, pairs + retrained)]
     assert not wrong, f"results/small-cpu-30-labels/README.md quotes {wrong}, which its files do not hold"
     lists = [text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")]
@@ -345,3 +346,49 @@ def test_the_aae_uses_adversarial_weight_choice_is_its_evaluations():
     assert len(quoted_pairs_) == 6 and all(matches(v, s, pairs) for v, s in quoted_pairs_), quoted_pairs_
     assert data(*folder, "w1", "holdout.json") == data(*folder, "w0.1", "holdout.json")  # one split for both
     assert aae_uses.ADV_WEIGHT == 0.1  # the rule's outcome: 0.1 won on both heads
+
+
+def uses_pairs(r):
+    """Every (value, standard error) of results.json's uses: each run's probe and kNN, and its paired differences."""
+    return [tuple(u[k]) for u in r.get("uses", []) for k in ("linear", "knn")] + \
+        [tuple(d) for u in r.get("uses", []) for d in u.get("paired", {}).values()]
+
+
+def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quoted():
+    saved, readme = data(*LABELS, "results.json"), text(*LABELS, "README.md")
+    uses = {u["row"]: u for u in saved["uses"]}
+    assert "aa-semi-aae-1percent" in uses and "aavae" in uses  # what has run, with AAVAE's map beside it
+    table = table_after(readme, "| run | linear top-1")
+    assert table == table_after(text(*LABELS, "table1.md"), "| run | linear top-1")
+    assert [r[0] for r in table] == list(uses)
+    for row, lin, knn, own in table:
+        assert (lin, knn) == (experiments.fmt_se(*uses[row]["linear"]), experiments.fmt_se(*uses[row]["knn"]))
+        key = {"head": "majority_top1" if "cluster" in row else "top1", "map": "top1", "grid": "recon_own_label"}[uses[row]["own"]]
+        got = data(*LABELS, "evals", f"{uses[row]['own']}-folder-{row}", "result.json")[key]
+        assert got == uses[row][key] and f"{got:.2f}" in own, row
+        if uses[row]["own"] == "head" and "semi" in row:  # the y head learned from Table 2's list, scored on val/
+            r = data(*LABELS, "evals", f"head-folder-{row}", "result.json")
+            assert os.path.basename(r["subset_file"]) == row.rsplit("-", 1)[1] + ".txt" and r["test_images"] == 1000
+    pairs = table_after(readme, "| run | difference |")
+    assert pairs == table_after(text(*LABELS, "table1.md"), "| run | difference |")
+    assert sorted((row, label) for row, label, _ in pairs) == sorted((row, label) for row, u in uses.items() for label in u.get("paired", {}))
+    for row, label, value in pairs:
+        assert value == experiments.fmt_se(*uses[row]["paired"][label], digits=3 if "NMI" in label else 2), (row, label)
+    words = prose(readme.split("## The adversarial autoencoder's uses")[1])
+    wrong = [f"{v} ± {s}" for v, s in quoted_pairs(readme.split("## The adversarial autoencoder's uses")[1])
+             if not matches(v, s, uses_pairs(saved))]
+    assert not wrong, wrong
+    # the semi-supervised run's log, as the prose reads it
+    log = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-semi-aae-1percent", "log.jsonl").splitlines()]
+    steps = [x for x in log if "loss" in x and x["step"] >= 100]
+    span = lambda k, d: f"{min(x[k] for x in steps):.{d}f}-{max(x[k] for x in steps):.{d}f}"
+    assert f"0.03-{max(x['disc_loss_z'] for x in steps):.2f}" in words and f"{min(x['disc_loss_z'] for x in steps):.2f}" == "0.03"
+    assert span("gen_loss_z", 1) in words and span("disc_loss_y", 2) in words
+    y = [x["val_y_top1"] for x in log if "val_y_top1" in x]
+    assert len(y) == 30 and f"between {min(y):.1f} and {max(y):.1f}" in words and f"{y[-1]:.1f}" == f"{uses['aa-semi-aae-1percent']['top1']:.1f}"
+    last = next(x for x in reversed(log) if "label_top1" in x)
+    assert f"{round(last['label_top1'])} % of it right at the last step" in words and last["step"] == 930
+    assert f"vote in it is {uses['aavae']['top1']:.1f} %" in words
+    steps_run = [st for inv in data(*LABELS, "run.json")["invocations"] for st in inv["steps"]
+                 if st["step"] == "runs/folder-aa-semi-aae-1percent"]
+    assert f"took {steps_run[-1]['minutes']:.1f} min" in words

@@ -303,6 +303,13 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
     assert ("aa-semi-aae-1percent", "y head - AAVAE fine-tuned on the same labels") in pairs
     assert ("cluster-aae-k10", "majority - k-means on AAVAE (K = 2)") in pairs  # the classes: no K = 10 run of it here
     assert ("aa-dimred-aae", "5-NN in the map - AAVAE's map") in pairs
+    assert ("aa-semi-aae-1percent", "y head - AAVAE's probe on the same labels") in pairs
+    hits = lambda name: json.loads((out / "evals" / name / "result.json").read_text())["correct"]
+    for row in uses:  # every use's encoder against AAVAE's, paired on the same val/ images
+        for probe, label in (("linear", "probe - AAVAE's probe"), ("knn", "kNN - AAVAE's kNN")):
+            d = experiments.paired_difference(hits(f"{probe}-folder-{row}"), hits(f"{probe}-folder-aavae"))
+            assert [r[2] for r in rows(text.split("# Paired differences, the uses against AAVAE")[1])
+                    if r[:2] == [row, label]] == [experiments.fmt_se(*d)]
     saved = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in saved["uses"]] == [*uses, "aavae"]
     assert (out / "evals" / "grid-folder-aa-supervised-aae" / "grid.png").exists()
