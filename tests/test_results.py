@@ -378,17 +378,33 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     wrong = [f"{v} ± {s}" for v, s in quoted_pairs(readme.split("## The adversarial autoencoder's uses")[1])
              if not matches(v, s, uses_pairs(saved))]
     assert not wrong, wrong
-    # the semi-supervised run's log, as the prose reads it
-    log = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-semi-aae-1percent", "log.jsonl").splitlines()]
-    steps = [x for x in log if "loss" in x and x["step"] >= 100]
-    span = lambda k, d: f"{min(x[k] for x in steps):.{d}f}-{max(x[k] for x in steps):.{d}f}"
-    assert f"0.03-{max(x['disc_loss_z'] for x in steps):.2f}" in words and f"{min(x['disc_loss_z'] for x in steps):.2f}" == "0.03"
-    assert span("gen_loss_z", 1) in words and span("disc_loss_y", 2) in words
+    # the runs' logs, as the prose reads them: the adversaries' losses from step 100 on
+    logs = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
+            for row in ("aa-semi-aae-1percent", "aa-cluster-aae-k16")}
+    span = lambda row, k, d: "-".join(f"{f(x[k] for x in logs[row] if 'loss' in x and x['step'] >= 100):.{d}f}" for f in (min, max))
+    assert (f"stays at {span('aa-semi-aae-1percent', 'disc_loss_z', 2)} and the encoder's fooling loss at "
+            f"{span('aa-semi-aae-1percent', 'gen_loss_z', 1)}") in words
+    assert f"in the clustering run {span('aa-cluster-aae-k16', 'disc_loss_z', 2)} and {span('aa-cluster-aae-k16', 'gen_loss_z', 1)}" in words
+    assert f"(`disc_loss_y` {span('aa-semi-aae-1percent', 'disc_loss_y', 2)} and {span('aa-cluster-aae-k16', 'disc_loss_y', 2)})" in words
+    log = logs["aa-semi-aae-1percent"]
     y = [x["val_y_top1"] for x in log if "val_y_top1" in x]
     assert len(y) == 30 and f"between {min(y):.1f} and {max(y):.1f}" in words and f"{y[-1]:.1f}" == f"{uses['aa-semi-aae-1percent']['top1']:.1f}"
     last = next(x for x in reversed(log) if "label_top1" in x)
     assert f"{round(last['label_top1'])} % of it right at the last step" in words and last["step"] == 930
     assert f"vote in it is {uses['aavae']['top1']:.1f} %" in words
-    steps_run = [st for inv in data(*LABELS, "run.json")["invocations"] for st in inv["steps"]
-                 if st["step"] == "runs/folder-aa-semi-aae-1percent"]
-    assert f"took {steps_run[-1]['minutes']:.1f} min" in words
+    minutes = lambda row: [st["minutes"] for inv in data(*LABELS, "run.json")["invocations"] for st in inv["steps"]
+                           if st["step"] == f"runs/folder-{row}"][-1]
+    assert f"took {minutes('aa-semi-aae-1percent'):.1f} min" in words and f"(`aa-cluster-aae-k16`, {minutes('aa-cluster-aae-k16'):.1f} min)" in words
+    # the clustering y head: the clusters it uses on train/, and k-means on AAVAE at the same K
+    head = data(*LABELS, "evals", "head-folder-aa-cluster-aae-k16", "result.json")
+    used = [n for n in head["cluster_sizes"] if n]
+    assert len(used) == head["clusters_used"] == 4 and sum(head["cluster_sizes"]) == 4085
+    assert f"into {len(used)} of its {head['clusters']} clusters** ({', '.join(f'{n:,}' for n in used[:-1])} and {used[-1]:,} images" in words
+    counts = [x["val_clusters_used"] for x in logs["aa-cluster-aae-k16"] if "val_clusters_used" in x]
+    assert f"counted {counts[0]} after the first epoch and {min(counts[1:])} or {max(counts[1:])} after every later one" in words
+    kmeans = data(*LABELS, "evals", "cluster-k16-folder-aavae", "result.json")
+    assert kmeans["clusters"] == 16 and f"AAVAE's features ({kmeans['majority_top1']:.1f};" in words
+    assert f"NMI {head['nmi']:.3f} against {kmeans['nmi']:.3f}" in words
+    choice = [data("results", "aae-uses-choice", w, "evals", "head-folder-aa-cluster-aae-k16", "result.json")["clusters_used"]
+              for w in ("w1", "w0.1")]
+    assert f"with either weight ({min(choice)} or {max(choice)} of" in words
