@@ -398,13 +398,24 @@ def head(args, train, test, spec, encoder, info, rank, world, amp):
         return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "classes": classes,
                 "features": "the AAE's y head (argmax)", "label_fraction": run["label_fraction"],
                 "subset_file": run["subset_file"], "correct": hit.tolist()}
-    train_y = outputs(model, train, "logits", **kw).argmax(1)
+    train_logits = outputs(model, train, "logits", **kw).float()
+    train_y = train_logits.argmax(1)
     read = clustering.scores(train_y, train.labels, test_y, test.labels, run["clusters"], classes)
     return {"top1": read["majority_top1"], "test_images": len(test), "clusters": run["clusters"], "classes": classes,
             "features": "the AAE's y head (argmax)", "clusters_used": int(train_y.unique().numel()),
             "cluster_sizes": torch.bincount(train_y, minlength=run["clusters"]).tolist(),
+            "y_confidence": F.softmax(train_logits, 1).amax(1).mean().item(), "prior_verdict": prior_verdict(args.checkpoint, run),
             **{k: v for k, v in read.items() if k != "majority_correct"}, "correct": read["majority_correct"],
             "test_clusters": test_y.tolist(), "test_labels": test.labels.tolist()}
+
+
+def prior_verdict(checkpoint, run):
+    """The categorical discriminator's verdict on each cluster's one-hot e_k: the probability it gives e_k of
+    being a prior sample. A y that leaves clusters unused is told apart by these: near 1 for the clusters y
+    never takes, lower for those it takes more often than Cat(K)'s 1/K."""
+    adversary = aavae.Adversary(SimpleNamespace(**run), "cpu", 1, dim=run["clusters"], sample_prior=categorical_prior)
+    adversary.disc.load_state_dict(load_checkpoint(checkpoint)["adversary"]["categorical"]["disc"])
+    return torch.sigmoid(adversary.disc(torch.eye(run["clusters"]))).squeeze(1).tolist()
 
 
 @torch.no_grad()

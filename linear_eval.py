@@ -603,7 +603,7 @@ def evaluate(args):
     if is_main():
         utils.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
-                          if k not in ("provenance", "cluster_sizes", "test_clusters", "test_labels", "coords")
+                          if k not in ("provenance", "cluster_sizes", "prior_verdict", "test_clusters", "test_labels", "coords")
                           and not k.endswith("correct")))
     return result
 

@@ -208,6 +208,12 @@ def test_the_y_head_is_scored_as_a_classifier_or_as_clusters(folder, trained, tm
     assert clusters["clusters"] == 16 and len(clusters["test_clusters"]) == 8 and sum(clusters["cluster_sizes"]) == 24
     assert clusters["top1"] == clusters["majority_top1"] and "hungarian_top1" not in clusters  # K != classes
     assert 0 <= clusters["nmi"] <= 1
+    assert 1 / 16 <= clusters["y_confidence"] <= 1  # the mean of softmax(y)'s largest entry on the training images
+    verdict = torch.tensor(clusters["prior_verdict"])  # the categorical discriminator on each one-hot, from the checkpoint
+    adversary = torch.load(trained / "cluster_aae" / "checkpoint.pt", weights_only=False)["adversary"]["categorical"]["disc"]
+    last = torch.eye(16) @ adversary["0.weight"].T + adversary["0.bias"]  # the same network by hand: Linear-ReLU x2, Linear
+    last = torch.relu(torch.relu(last) @ adversary["2.weight"].T + adversary["2.bias"]) @ adversary["4.weight"].T + adversary["4.bias"]
+    torch.testing.assert_close(verdict, torch.sigmoid(last).squeeze(1))
     assert "which the supervised AAE does not have" in run_error(
         ["--checkpoint", str(trained / "aa_supervised_aae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
          "--data_path", folder, "--output_dir", str(tmp_path / "bad")], capsys, main=linear_eval.main)
