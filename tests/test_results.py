@@ -408,3 +408,8 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     choice = [data("results", "aae-uses-choice", w, "evals", "head-folder-aa-cluster-aae-k16", "result.json")["clusters_used"]
               for w in ("w1", "w0.1")]
     assert f"with either weight ({min(choice)} or {max(choice)} of" in words
+    verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
+    assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
+           f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
+    assert f"those of the {len(used)} used ones {min(v for v, n in verdict if n):.2f}-{max(v for v, n in verdict if n):.2f}" in words
+    assert f"on `train/` is {head['y_confidence']:.2f}" in words
