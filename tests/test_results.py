@@ -386,6 +386,12 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
             f"{span('aa-semi-aae-1percent', 'gen_loss_z', 1)}") in words
     assert f"in the clustering run {span('aa-cluster-aae-k16', 'disc_loss_z', 2)} and {span('aa-cluster-aae-k16', 'gen_loss_z', 1)}" in words
     assert f"(`disc_loss_y` {span('aa-semi-aae-1percent', 'disc_loss_y', 2)} and {span('aa-cluster-aae-k16', 'disc_loss_y', 2)})" in words
+    dimred = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-dimred-aae", "log.jsonl").splitlines()]
+    d_span = "-".join(f"{f(x['disc_loss_z'] for x in dimred if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    assert f"`disc_loss_z` {d_span} from step 100 on" in words
+    assert f"settles in {dimred[-1]['val_clusters_used']} of its 16 clusters" in words
+    assert data(*LABELS, "runs", "folder-aa-dimred-aae", "args.json")["clusters"] == 16
+    assert f"(`evals/map-folder-aa-dimred-aae/map.png`, {uses['aa-dimred-aae']['top1']:.1f} %)" in words
     log = logs["aa-semi-aae-1percent"]
     y = [x["val_y_top1"] for x in log if "val_y_top1" in x]
     assert len(y) == 30 and f"between {min(y):.1f} and {max(y):.1f}" in words and f"{y[-1]:.1f}" == f"{uses['aa-semi-aae-1percent']['top1']:.1f}"
@@ -395,6 +401,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     minutes = lambda row: [st["minutes"] for inv in data(*LABELS, "run.json")["invocations"] for st in inv["steps"]
                            if st["step"] == f"runs/folder-{row}"][-1]
     assert f"took {minutes('aa-semi-aae-1percent'):.1f} min" in words and f"(`aa-cluster-aae-k16`, {minutes('aa-cluster-aae-k16'):.1f} min)" in words
+    assert f"(`aa-dimred-aae`, {minutes('aa-dimred-aae'):.1f} min" in words
     # the clustering y head: the clusters it uses on train/, and k-means on AAVAE at the same K
     head = data(*LABELS, "evals", "head-folder-aa-cluster-aae-k16", "result.json")
     used = [n for n in head["cluster_sizes"] if n]
