@@ -102,6 +102,7 @@ def test_every_figure_with_a_standard_error_in_the_prose_is_in_results_json(page
     pairs = json_pairs(r30) + [tuple(d[c]) for d in labels["label_paired_differences"]
                                for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
     pairs += [tuple(d[pct]) for d in labels["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
+    pairs += uses_pairs(labels)
     quoted = quoted_pairs(text(*page))
     assert len(quoted) >= 10
     wrong = [f"{v} ± {s}" for v, s in quoted if not matches(v, s, pairs)]
@@ -415,6 +416,12 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     choice = [data("results", "aae-uses-choice", w, "evals", "head-folder-aa-cluster-aae-k16", "result.json")["clusters_used"]
               for w in ("w1", "w0.1")]
     assert f"with either weight ({min(choice)} or {max(choice)} of" in words
+    readme_words = prose(text("README.md"))  # README.md's sentences on the uses
+    probes = [-d for row in ("aa-cluster-aae-k16", "aa-dimred-aae") for label, (d, _) in uses[row]["paired"].items()
+              if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
+    assert f"{len(uses) - 1} of the 8 runs measured so far" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
+    assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
+    assert f"({uses['aa-semi-aae-1percent']['top1']:.1f} against {data(*LABELS, 'evals', 'finetune-1percent-folder-aavae', 'result.json')['top1']:.1f})" in readme_words
     verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
     assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
            f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
