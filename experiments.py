@@ -880,20 +880,19 @@ def report_uses(g, args):
         base = evals.get(("aavae", "kmeans" if row.endswith("k10") else "kmeans k16"))  # k-means at the row's K
         if "semi" in row:
             pct = row.rsplit("-", 1)[1]
-            against = [("y head - AAVAE fine-tuned on the same labels", "correct", evals.get(("aavae", f"finetune {pct}")), "correct"),
-                       ("y head - AAVAE's probe on the same labels", "correct", evals.get(("aavae", f"linear {pct}")), "correct")]
+            against = [("y head - AAVAE fine-tuned on the same labels", own, "correct", evals.get(("aavae", f"finetune {pct}")), "correct"),
+                       ("y head - AAVAE's probe on the same labels", own, "correct", evals.get(("aavae", f"linear {pct}")), "correct")]
         elif "cluster" in row:
-            against = [(f"majority - k-means on AAVAE (K = {(base or {}).get('clusters')})", "correct", base, "correct"),
-                       ("Hungarian - the same", "hungarian_correct", base, "hungarian_correct")]
+            against = [(f"majority - k-means on AAVAE (K = {(base or {}).get('clusters')})", own, "correct", base, "correct"),
+                       ("Hungarian - the same", own, "hungarian_correct", base, "hungarian_correct")]
         elif mode == "map" and row != "aavae":
-            against = [("5-NN in the map - AAVAE's map", "correct", evals.get(("aavae", "map")), "correct")]
+            against = [("5-NN in the map - AAVAE's map", own, "correct", evals.get(("aavae", "map")), "correct")]
         else:
             against = []
         if row != "aavae":  # what the use's phases did to the encoder's features
-            against += [("probe - AAVAE's probe", "correct", evals.get(("aavae", "linear")), "correct"),
-                        ("kNN - AAVAE's kNN", "correct", evals.get(("aavae", "knn")), "correct")]
-        for label, key, other, other_key in against:
-            mine = {"probe": lin, "kNN": knn}.get(label.split(" ")[0], own)
+            against += [("probe - AAVAE's probe", lin, "correct", evals.get(("aavae", "linear")), "correct"),
+                        ("kNN - AAVAE's kNN", knn, "correct", evals.get(("aavae", "knn")), "correct")]
+        for label, mine, key, other, other_key in against:  # (label, this run's result, its key, AAVAE's, its key)
             d = paired_difference(mine.get(key), (other or {}).get(other_key))
             if d[0] is not None:
                 pairs.append(f"| {row} | {label} | {fmt_se(*d)} |")
