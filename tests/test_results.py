@@ -366,7 +366,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
         assert (lin, knn) == (experiments.fmt_se(*uses[row]["linear"]), experiments.fmt_se(*uses[row]["knn"]))
         key = {"head": "majority_top1" if "cluster" in row else "top1", "map": "top1", "grid": "recon_own_label"}[uses[row]["own"]]
         got = data(*LABELS, "evals", f"{uses[row]['own']}-folder-{row}", "result.json")[key]
-        assert got == uses[row][key] and f"{got:.2f}" in own, row
+        assert got == uses[row][key] and f"{got:.{4 if key == 'recon_own_label' else 2}f}" in own, row
         if uses[row]["own"] == "head" and "semi" in row:  # the y head learned from Table 2's list, scored on val/
             r = data(*LABELS, "evals", f"head-folder-{row}", "result.json")
             assert os.path.basename(r["subset_file"]) == row.rsplit("-", 1)[1] + ".txt" and r["test_images"] == 1000
@@ -403,6 +403,9 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
                            if st["step"] == f"runs/folder-{row}"][-1]
     assert f"took {minutes('aa-semi-aae-1percent'):.1f} min" in words and f"(`aa-cluster-aae-k16`, {minutes('aa-cluster-aae-k16'):.1f} min)" in words
     assert f"(`aa-dimred-aae`, {minutes('aa-dimred-aae'):.1f} min" in words
+    assert f"(`aa-supervised-aae`, {minutes('aa-supervised-aae'):.1f} min)" in words
+    grid = uses["aa-supervised-aae"]
+    assert f"own label the error is {grid['recon_own_label']:.4f}, with the next class's {grid['recon_other_label']:.4f}" in " ".join(words.split())
     # the clustering y head: the clusters it uses on train/, and k-means on AAVAE at the same K
     head = data(*LABELS, "evals", "head-folder-aa-cluster-aae-k16", "result.json")
     used = [n for n in head["cluster_sizes"] if n]
