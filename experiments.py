@@ -849,7 +849,8 @@ def report_uses(g, args):
     """The adversarial autoencoder's uses at the small budget: the probe and kNN on each run's encoder (as Table
     1's rows), its own evaluation, and the paired differences with AAVAE on the same images: its y head against
     AAVAE fine-tuned on the same labels, its clusters against k-means on AAVAE's features at the same K, its 2-D
-    map against AAVAE's. Markdown lines and the records for results.json."""
+    map against AAVAE's; and each augmented use against its plain twin (the encoder seeing x+ or x). Markdown lines
+    and the records for results.json."""
     rows = [r for r in USES_ROWS if r in args.rows]
     if not rows:
         return [], {}
@@ -902,6 +903,25 @@ def report_uses(g, args):
             if d[0] is not None:
                 pairs.append(f"| {row} | NMI - k-means on AAVAE's | {fmt_se(*d, digits=3)} |")
                 records[-1].setdefault("paired", {})["NMI - k-means on AAVAE's"] = d
+    lens = []  # the project's lens: each augmented use against its plain twin, the same images and labels
+    for row in rows:
+        plain = row.removeprefix("aa-")
+        if plain == row or plain not in rows:
+            continue
+        mine, theirs = (evals.get((r, uses_mode(r)), {}) for r in (row, plain))
+        own = [("y head", "correct")] if "semi" in row else [("majority", "correct"), ("Hungarian", "hungarian_correct")]
+        for label, a, b, key in [(name, mine, theirs, key) for name, key in own] + [
+                ("probe", evals.get((row, "linear")), evals.get((plain, "linear")), "correct"),
+                ("kNN", evals.get((row, "knn")), evals.get((plain, "knn")), "correct")]:
+            d = paired_difference((a or {}).get(key), (b or {}).get(key))
+            if d[0] is not None:
+                lens.append(f"| {row} | {label} - {plain}'s | {fmt_se(*d)} |")
+                records[rows.index(row)].setdefault("paired", {})[f"{label} - {plain}'s"] = d
+        if "cluster" in row:
+            d = bootstrap_nmi(mine, theirs)
+            if d[0] is not None:
+                lens.append(f"| {row} | NMI - {plain}'s | {fmt_se(*d, digits=3)} |")
+                records[rows.index(row)].setdefault("paired", {})[f"NMI - {plain}'s"] = d
     out = ["# The adversarial autoencoder's uses at the same budget (aae_uses.py)", "",
            f"Each run pretrained as the rows above (its use's phases added), then probed on its encoder; its own "
            f"evaluation on {scored(args)}: the semi-supervised y head (trained with the label lists of Table 2's rows), "
@@ -910,6 +930,9 @@ def report_uses(g, args):
     if pairs:
         out += ["# Paired differences, the uses against AAVAE", "", "| run | difference | points (NMI: value) |",
                 "|---|---|---|", *pairs, ""]
+    if lens:
+        out += ["# Paired differences, each augmented use against the plain one (the encoder sees x+, the decoder "
+                "reconstructs x)", "", "| run | difference with the plain run | points (NMI: value) |", "|---|---|---|", *lens, ""]
     return out, {"uses": records}
 
 

@@ -282,7 +282,7 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
     monkeypatch.setattr(experiments, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
-    uses = ["aa-semi-aae-1percent", "cluster-aae-k10", "aa-supervised-aae", "aa-dimred-aae"]
+    uses = ["aa-semi-aae-1percent", "cluster-aae-k10", "aa-cluster-aae-k10", "aa-supervised-aae", "aa-dimred-aae"]
     g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                           "--small_epochs", "1", "--rows", ",".join(["aavae", *uses])])
     semi = next(st.cmd for st in g.steps if st.dir.endswith("runs/folder-aa-semi-aae-1percent"))
@@ -313,3 +313,10 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
     saved = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in saved["uses"]] == [*uses, "aavae"]
     assert (out / "evals" / "grid-folder-aa-supervised-aae" / "grid.png").exists()
+    lens = {tuple(r[:2]): r[2] for r in rows(text.split("# Paired differences, each augmented use against the plain one")[1])}
+    assert set(lens) == {("aa-cluster-aae-k10", f"{d} - cluster-aae-k10's") for d in ("majority", "probe", "kNN", "NMI")}
+    # (no Hungarian: 10 clusters of 2 classes)
+    for name, key, label in (("head", "correct", "majority"), ("linear", "correct", "probe"), ("knn", "correct", "kNN")):
+        a, b = (json.loads((out / "evals" / f"{name}-folder-{r}" / "result.json").read_text())[key] for r in ("aa-cluster-aae-k10", "cluster-aae-k10"))
+        assert lens[("aa-cluster-aae-k10", f"{label} - cluster-aae-k10's")] == experiments.fmt_se(*experiments.paired_difference(a, b))
+    assert saved["uses"][2]["paired"]["probe - cluster-aae-k10's"] == list(experiments.paired_difference(hits("linear-folder-aa-cluster-aae-k10"), hits("linear-folder-cluster-aae-k10")))
