@@ -372,6 +372,10 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
             assert os.path.basename(r["subset_file"]) == row.rsplit("-", 1)[1] + ".txt" and r["test_images"] == 1000
     pairs = table_after(readme, "| run | difference |")
     assert pairs == table_after(text(*LABELS, "table1.md"), "| run | difference |")
+    lens = table_after(readme, "| run | difference with the plain run |")  # each augmented use against its plain twin
+    assert lens == table_after(text(*LABELS, "table1.md"), "| run | difference with the plain run |")
+    assert all(label.endswith(f" - {row.removeprefix('aa-')}'s") for row, label, _ in lens) and lens
+    pairs += lens
     assert sorted((row, label) for row, label, _ in pairs) == sorted((row, label) for row, u in uses.items() for label in u.get("paired", {}))
     for row, label, value in pairs:
         assert value == experiments.fmt_se(*uses[row]["paired"][label], digits=3 if "NMI" in label else 2), (row, label)
@@ -430,3 +434,18 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
            f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
     assert f"those of the {len(used)} used ones {min(v for v, n in verdict if n):.2f}-{max(v for v, n in verdict if n):.2f}" in words
     assert f"on `train/` is {head['y_confidence']:.2f}" in words
+    # the plain clustering AAE, beside the augmented one
+    plain = data(*LABELS, "evals", "head-folder-cluster-aae-k16", "result.json")
+    p_used = [n for n in plain["cluster_sizes"] if n]
+    p_counts = [x["val_clusters_used"] for x in map(json.loads, text(*LABELS, "runs", "folder-cluster-aae-k16", "log.jsonl").splitlines())
+                if "val_clusters_used" in x]
+    first_low = next(i for i, c in enumerate(p_counts) if c == min(p_counts)) + 1
+    assert all(c == min(p_counts) for c in p_counts[first_low - 1:])
+    assert (f"also puts `train/` into {len(p_used)} of its 16 clusters ({', '.join(f'{n:,}' for n in p_used[:-1])} and {p_used[-1]:,} "
+            f"images; its monitor counted {p_counts[0]} after the first epoch, {min(p_counts)} from the {['', 'first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth', 'ninth', 'tenth'][first_low]} on), "
+            f"its y as confident ({plain['y_confidence']:.2f})") in words
+    p_verdict = list(zip(plain["prior_verdict"], plain["cluster_sizes"]))
+    assert (f"sure of the {sum(not n for _, n in p_verdict)} unused clusters ({min(v for v, n in p_verdict if not n):.2f}; "
+            f"{min(v for v, n in p_verdict if n):.2f}-{max(v for v, n in p_verdict if n):.2f} on the used ones)") in words
+    assert f"Majority {plain['majority_top1']:.1f}, NMI {plain['nmi']:.3f}" in words
+    assert f"steps took {minutes('cluster-aae-k16'):.1f} min, the first" in words  # the part that resumed it
