@@ -428,12 +428,21 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
               if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
     assert f"{len(uses) - 1} of the 8 runs measured so far" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
-    assert f"({uses['aa-semi-aae-1percent']['top1']:.1f} against {data(*LABELS, 'evals', 'finetune-1percent-folder-aavae', 'result.json')['top1']:.1f})" in readme_words
+    assert f"{uses['aa-semi-aae-1percent']['top1']:.1f} against {data(*LABELS, 'evals', 'finetune-1percent-folder-aavae', 'result.json')['top1']:.1f})" in readme_words
+    assert f"falls below without them ({uses['semi-aae-1percent']['top1']:.1f}; augmented" in readme_words
     verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
     assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
            f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
     assert f"those of the {len(used)} used ones {min(v for v, n in verdict if n):.2f}-{max(v for v, n in verdict if n):.2f}" in words
     assert f"on `train/` is {head['y_confidence']:.2f}" in words
+    # the plain semi-supervised AAE: its y head, its labelled batch and its monitor
+    plain_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-1percent", "log.jsonl").splitlines()]
+    p_y = [x["val_y_top1"] for x in plain_log if "val_y_top1" in x]
+    p_last = next(x for x in reversed(plain_log) if "label_top1" in x)
+    assert len(p_y) == 30 and f"on `val/` between {min(p_y):.1f} and {max(p_y):.1f}" in words
+    assert f"by heart ({round(p_last['label_top1'])} % at the last step)" in words and p_last["step"] == 930
+    assert f"scores {uses['semi-aae-1percent']['top1']:.1f} with its y head" in words
+    assert f"(`semi-aae-1percent`, {minutes('semi-aae-1percent'):.1f} min," in words
     # the plain clustering AAE, beside the augmented one
     plain = data(*LABELS, "evals", "head-folder-cluster-aae-k16", "result.json")
     p_used = [n for n in plain["cluster_sizes"] if n]
