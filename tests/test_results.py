@@ -451,7 +451,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     first_low = next(i for i, c in enumerate(p_counts) if c == min(p_counts)) + 1
     assert all(c == min(p_counts) for c in p_counts[first_low - 1:])
     assert (f"also puts `train/` into {len(p_used)} of its 16 clusters ({', '.join(f'{n:,}' for n in p_used[:-1])} and {p_used[-1]:,} "
-            f"images; its monitor counted {p_counts[0]} after the first epoch, {min(p_counts)} from the {['', 'first', 'second', 'third', 'fourth', 'fifth', 'sixth', 'seventh', 'eighth', 'ninth', 'tenth'][first_low]} on), "
+            f"images; its monitor counted {p_counts[0]} after the first epoch, {min(p_counts)} from epoch {first_low} on), "
             f"its y as confident ({plain['y_confidence']:.2f})") in words
     p_verdict = list(zip(plain["prior_verdict"], plain["cluster_sizes"]))
     assert (f"sure of the {sum(not n for _, n in p_verdict)} unused clusters ({min(v for v, n in p_verdict if not n):.2f}; "
