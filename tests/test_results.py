@@ -385,12 +385,15 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert not wrong, wrong
     # the runs' logs, as the prose reads them: the adversaries' losses from step 100 on
     logs = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
-            for row in ("aa-semi-aae-1percent", "aa-cluster-aae-k16")}
+            for row in ("aa-semi-aae-1percent", "aa-cluster-aae-k16", "semi-aae-1percent", "cluster-aae-k16")}
     span = lambda row, k, d: "-".join(f"{f(x[k] for x in logs[row] if 'loss' in x and x['step'] >= 100):.{d}f}" for f in (min, max))
     assert (f"stays at {span('aa-semi-aae-1percent', 'disc_loss_z', 2)} and the encoder's fooling loss at "
             f"{span('aa-semi-aae-1percent', 'gen_loss_z', 1)}") in words
     assert f"in the clustering run {span('aa-cluster-aae-k16', 'disc_loss_z', 2)} and {span('aa-cluster-aae-k16', 'gen_loss_z', 1)}" in words
     assert f"(`disc_loss_y` {span('aa-semi-aae-1percent', 'disc_loss_y', 2)} and {span('aa-cluster-aae-k16', 'disc_loss_y', 2)})" in words
+    assert (f"in the plain ones the z discriminator's loss is {span('semi-aae-1percent', 'disc_loss_z', 2)} (semi-supervised) and "
+            f"{span('cluster-aae-k16', 'disc_loss_z', 2)} (clustering), the categorical one's {span('semi-aae-1percent', 'disc_loss_y', 2)} "
+            f"and {span('cluster-aae-k16', 'disc_loss_y', 2)}") in words
     dimred = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-dimred-aae", "log.jsonl").splitlines()]
     d_span = "-".join(f"{f(x['disc_loss_z'] for x in dimred if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
     assert f"`disc_loss_z` {d_span} from step 100 on" in words
