@@ -431,13 +431,27 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
               if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
     assert f"{len(uses) - 1} of the 8 runs measured so far" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
-    assert f"{uses['aa-semi-aae-1percent']['top1']:.1f} against {data(*LABELS, 'evals', 'finetune-1percent-folder-aavae', 'result.json')['top1']:.1f})" in readme_words
+    for pct, end in (("1percent", ";"), ("10percent", ")")):
+        assert (f"{uses[f'aa-semi-aae-{pct}']['top1']:.1f} against "
+                f"{data(*LABELS, 'evals', f'finetune-{pct}-folder-aavae', 'result.json')['top1']:.1f}{end}") in readme_words
     assert f"falls below without them ({uses['semi-aae-1percent']['top1']:.1f}; augmented" in readme_words
     verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
     assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
            f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
     assert f"those of the {len(used)} used ones {min(v for v, n in verdict if n):.2f}-{max(v for v, n in verdict if n):.2f}" in words
     assert f"on `train/` is {head['y_confidence']:.2f}" in words
+    # the augmented semi-supervised AAE at 10 %: its y head against AAVAE's on the same 407 images, its monitor, its batch
+    ten_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-semi-aae-10percent", "log.jsonl").splitlines()]
+    t_y = [x["val_y_top1"] for x in ten_log if "val_y_top1" in x]
+    t_last = next(x for x in reversed(ten_log) if "label_top1" in x)
+    aavae10 = {m: data(*LABELS, "evals", f"{m}-10percent-folder-aavae", "result.json")["top1"] for m in ("finetune", "linear")}
+    assert f"y head scores {uses['aa-semi-aae-10percent']['top1']:.1f}**" in words and len(t_y) == 30
+    assert f"the same 407 images ({aavae10['finetune']:.1f})" in words and f"probe on them ({aavae10['linear']:.1f})" in words
+    assert f"between {t_y[0]:.1f} (after the first epoch) and {t_y[-1]:.1f} (the last" in words and min(t_y) == t_y[0] and max(t_y) == t_y[-1]
+    assert f"it got {round(t_last['label_top1'])} % of its labelled batch right" in words and t_last["step"] == 930
+    assert (f"probes {uses['aa-semi-aae-10percent']['linear'][0]:.1f} with all of `train/`'s labels" in words
+            and f"kNN {uses['aa-semi-aae-10percent']['knn'][0]:.1f}" in words)
+    assert f"(`aa-semi-aae-10percent`, {minutes('aa-semi-aae-10percent'):.1f} min with nothing else" in words
     # the plain semi-supervised AAE: its y head, its labelled batch and its monitor
     plain_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-1percent", "log.jsonl").splitlines()]
     p_y = [x["val_y_top1"] for x in plain_log if "val_y_top1" in x]
