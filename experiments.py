@@ -1092,12 +1092,13 @@ def plot_curves(rows, path):
 
 def plot_labels(records, path):
     """Table 2 at the small budget as bars (each row's probe and fine-tuning at 1 % and 10 %, ± their standard
-    errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder."""
+    errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder. The
+    semi-supervised AAE's y head, where it has run, stands in the fine-tuned bars, as in the table."""
     plt = pyplot()
     if plt is None:
         return
-    rows = [r for r in records["table2"] if not r.get("y_head")]
-    names = [SMALL_LABELS.get(r["row"], r["row"]).split(" (")[0] for r in rows]
+    rows = records["table2"]
+    names = [r["label"].split(" (")[0].replace("-supervised AAE, its", " AAE's") for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5), gridspec_kw={"width_ratios": [3, 1.4]})
     width = 0.8 / len(TABLE2_COLUMNS)
     for k, col in enumerate(TABLE2_COLUMNS):
