@@ -429,12 +429,13 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     readme_words = prose(text("README.md"))  # README.md's sentences on the uses
     probes = [-d for row in ("aa-cluster-aae-k16", "aa-dimred-aae") for label, (d, _) in uses[row]["paired"].items()
               if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
-    assert f"{len(uses) - 1} of the 8 runs measured so far" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
+    assert len(uses) - 1 == 10 and "the small profile's ten runs" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
     for pct, end in (("1percent", ";"), ("10percent", ")")):
         assert (f"{uses[f'aa-semi-aae-{pct}']['top1']:.1f} against "
                 f"{data(*LABELS, 'evals', f'finetune-{pct}-folder-aavae', 'result.json')['top1']:.1f}{end}") in readme_words
-    assert f"falls below without them ({uses['semi-aae-1percent']['top1']:.1f}; augmented" in readme_words
+    assert (f"falls below without them ({uses['semi-aae-1percent']['top1']:.1f} and {uses['semi-aae-10percent']['top1']:.1f}; "
+            f"augmented") in readme_words
     verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
     assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
            f"{min(v for v, n in verdict if not n):.2f}" in words and f"{max(v for v, n in verdict if not n):.2f}" == "1.00"
@@ -475,3 +476,55 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
             f"{min(v for v, n in p_verdict if n):.2f}-{max(v for v, n in p_verdict if n):.2f} on the used ones)") in words
     assert f"Majority {plain['majority_top1']:.1f}, NMI {plain['nmi']:.3f}" in words
     assert f"steps took {minutes('cluster-aae-k16'):.1f} min, the first" in words  # the part that resumed it
+    # the plain semi-supervised AAE at 10 %: its y head, its labelled batch, its monitor
+    p10_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-10percent", "log.jsonl").splitlines()]
+    p10_y = [x["val_y_top1"] for x in p10_log if "val_y_top1" in x]
+    p10_last = next(x for x in reversed(p10_log) if "label_top1" in x)
+    assert f"`semi-aae-10percent` scores {uses['semi-aae-10percent']['top1']:.1f} with its" in words and len(p10_y) == 30
+    assert f"It too gets {round(p10_last['label_top1'])} % of its labelled batch right" in words and p10_last["step"] == 930
+    assert f"where the augmented run got {round(t_last['label_top1'])} %" in words
+    assert f"head on `val/` between {min(p10_y):.1f} and {max(p10_y):.1f}:" in words
+    lift = lambda kind: " to ".join(f"{uses[f'{kind}semi-aae-{pct}']['top1']:.1f}" for pct in ("1percent", "10percent"))
+    assert f"lift the head from {lift('')}, with it from {lift('aa-')}." in words
+    assert f"(`semi-aae-10percent`, {minutes('semi-aae-10percent'):.1f} min on the clock" in words
+    # the clustering AAE at K = 10, augmented and plain, against k-means on AAVAE at K = 10 and the runs at K = 16
+    k10 = {row: data(*LABELS, "evals", f"head-folder-{row}", "result.json") for row in ("aa-cluster-aae-k10", "cluster-aae-k10")}
+    sizes = {row: sorted((n for n in h["cluster_sizes"] if n), reverse=True) for row, h in k10.items()}
+    assert all(h["clusters"] == 10 and h["clusters_used"] == len(sizes[row]) and sum(h["cluster_sizes"]) == 4085 for row, h in k10.items())
+    assert (f"into {len(sizes['aa-cluster-aae-k10'])} of its 10 clusters, one of them a single image "
+            f"({', '.join(f'{n:,}' for n in sizes['aa-cluster-aae-k10'][:-1])} and {sizes['aa-cluster-aae-k10'][-1]:,}), the plain y into {len(sizes['cluster-aae-k10'])} "
+            f"({', '.join(f'{n:,}' for n in sizes['cluster-aae-k10'][:-1])} and {sizes['cluster-aae-k10'][-1]:,} images)") in words
+    assert sizes["aa-cluster-aae-k10"][-1] == 1
+    for row, kind in (("aa-cluster-aae-k10", "augmented"), ("cluster-aae-k10", "plain")):
+        c = [x["val_clusters_used"] for x in map(json.loads, text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines())
+             if "val_clusters_used" in x]
+        since = next(i for i in range(len(c)) if all(n == c[-1] for n in c[i:])) + 1
+        assert len(c) == 30 and f"from epoch {since} on ({kind})" in words and c[-1] == 3 and min(c) == 3
+    h, p = k10["aa-cluster-aae-k10"], k10["cluster-aae-k10"]
+    assert h["majority_top1"] == h["hungarian_top1"] and p["majority_top1"] == p["hungarian_top1"]
+    assert f"they score {h['majority_top1']:.1f} and {p['majority_top1']:.1f} (the Hungarian matching gives the same" in words
+    k10_means = data(*LABELS, "evals", "cluster-folder-aavae", "result.json")
+    assert k10_means["clusters"] == 10
+    assert (f"against {k10_means['majority_top1']:.1f} by majority and {k10_means['hungarian_top1']:.1f} by Hungarian for "
+            f"k-means with K = 10") in words
+    assert f"NMI {h['nmi']:.3f} and {p['nmi']:.3f} against {k10_means['nmi']:.3f}" in words
+    assert (f"fewer clusters ({k10_means['majority_top1']:.1f} against {kmeans['majority_top1']:.1f}; the y heads "
+            f"{h['majority_top1']:.1f} and {p['majority_top1']:.1f} against {head['majority_top1']:.1f} and "
+            f"{plain['majority_top1']:.1f})") in words
+    assert kmeans["majority_top1"] - k10_means["majority_top1"] > h["majority_top1"] - head["majority_top1"]
+    assert (f"the encoders probe {uses['aa-cluster-aae-k10']['linear'][0]:.1f} and {uses['cluster-aae-k10']['linear'][0]:.1f}"
+            in words)
+    used_v = lambda r: [v for v, n in zip(r["prior_verdict"], r["cluster_sizes"]) if n > 1]
+    assert min(v for v, n in zip(h["prior_verdict"] + p["prior_verdict"], h["cluster_sizes"] + p["cluster_sizes"]) if not n) > 0.995
+    assert (f"the used ones {min(used_v(h)):.2f}-{max(used_v(h)):.2f} (augmented, the single-image cluster aside) and "
+            f"{min(used_v(p)):.2f}-{max(used_v(p)):.2f} (plain), with y as confident ({h['y_confidence']:.2f} and "
+            f"{p['y_confidence']:.2f})") in words
+    assert f"(`aa-cluster-aae-k10`, {minutes('aa-cluster-aae-k10'):.1f} min)" in words
+    assert f"(`cluster-aae-k10`, {minutes('cluster-aae-k10'):.1f} min)" in words
+    more = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
+            for row in ("semi-aae-10percent", "aa-cluster-aae-k10", "cluster-aae-k10")}
+    zspan = lambda row: "-".join(f"{f(x['disc_loss_z'] for x in more[row] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    assert (f"loss {zspan('semi-aae-10percent')} (plain semi-supervised at 10 %), {zspan('aa-cluster-aae-k10')} and "
+            f"{zspan('cluster-aae-k10')} (clustering at K = 10") in words
+    assert (f"with K = 10 it keeps {len(sizes['aa-cluster-aae-k10'])} or {len(sizes['cluster-aae-k10'])} of 10 and reads "
+            f"{-uses['aa-cluster-aae-k10']['paired']['majority - k-means on AAVAE (K = 10)'][0]:.1f} points below") in readme_words
