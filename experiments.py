@@ -1108,14 +1108,18 @@ def plot_labels(records, path):
         left.bar(xs, [y for y, _ in ys], width, yerr=[e for _, e in ys], capsize=2, color=f"C{k // 2}",
                  alpha=0.45 if mode == "linear" else 0.9,
                  label=f"{'probe' if mode == 'linear' else 'fine-tuned'}, {pct.replace('percent', ' %')} of the labels")
-    clusters = [c for c in records.get("clusters", [])  # k-means at K = the classes, the rows of the left panel
-                if c["row"] in {r["row"] for r in rows} and c["label"] == SMALL_LABELS.get(c["row"], c["row"])]
+    clusters = records.get("clusters", [])  # k-means on each encoder, then the clustering AAEs' own y heads
     for ax, title in ((left, "Table 2 at the small budget: top-1 on the test images (%)"),
-                      (right, "k-means clusters, majority label: top-1 (%)")):
+                      (right, "clusters, majority label: top-1 (%)")):
         ax.set_title(title, fontsize=10)
-    right.barh(range(len(clusters)), [c["majority_top1"][0] for c in clusters],
-               xerr=[c["majority_top1"][1] for c in clusters], color="C2", capsize=2)
-    right.set_yticks(range(len(clusters)), [c["label"].split(" (")[0] for c in clusters], fontsize=8)
+    for kind, color in (("k-means", "C2"), ("the AAE's y head", "C4")):
+        at = [i for i, c in enumerate(clusters) if ("y head" in c["label"]) == (kind != "k-means")]
+        right.barh(at, [clusters[i]["majority_top1"][0] for i in at], xerr=[clusters[i]["majority_top1"][1] for i in at],
+                   color=color, capsize=2, label=kind)
+    cluster_names = [(c["row"].rsplit("-k", 1)[0] if "y head" in c["label"] else c["label"].split(" (")[0].split(", K =")[0])
+             + (f", K = {c['clusters']}" if "clusters" in c else "") for c in clusters]
+    right.set_yticks(range(len(clusters)), cluster_names, fontsize=8)
+    right.legend(fontsize=8, loc="lower right")
     right.invert_yaxis()
     left.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
     left.legend(fontsize=8, ncol=2)
