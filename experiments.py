@@ -654,9 +654,10 @@ def report(g, args):
 
 
 def record_run(args, argv, seconds, steps=(), new=False):
-    """OUTPUT/run.json: per invocation, the command, the code it ran (commit, dirty flag, library versions), the
-    machine (and whether its CPU computes bf16 natively), the minutes so far and each step's. new starts this
-    invocation's record; otherwise the last one is brought up to date."""
+    """OUTPUT/run.json: per invocation, the command, the code it ran (commit, dirty flag, library versions, as the
+    invocation began: a checkout during a long part does not rewrite it), the machine (and whether its CPU computes
+    bf16 natively), the minutes so far and each step's. new starts this invocation's record; otherwise the last one
+    is brought up to date."""
     import platform
 
     import utils
@@ -667,6 +668,8 @@ def record_run(args, argv, seconds, steps=(), new=False):
              "provenance": utils.provenance(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
              f"{platform.processor() or platform.platform()}", "native_bf16": utils.native_bf16(),
              "minutes": round(seconds / 60, 1), "steps": list(steps)}
+    if not new and runs:
+        entry["provenance"] = runs[-1]["provenance"]
     runs = runs + [entry] if new or not runs else runs[:-1] + [entry]
     utils.save_atomic_json({"invocations": runs}, path)
 

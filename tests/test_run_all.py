@@ -257,6 +257,19 @@ def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_pa
     assert (tmp_path / "R" / "table1.md").exists() and not (tmp_path / "R" / "figures.png").exists()
 
 
+def test_run_json_keeps_the_commit_an_invocation_began_with(tmp_path, monkeypatch):
+    import utils
+    args = argparse.Namespace(output_dir=str(tmp_path))
+    commits = iter(["a" * 40, "b" * 40, "c" * 40])
+    monkeypatch.setattr(utils, "provenance", lambda: {"git_commit": next(commits)})
+    experiments.record_run(args, ["--rows", "aavae"], 0.0, new=True)
+    experiments.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])  # the tree moved
+    experiments.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
+    runs = json.loads((tmp_path / "run.json").read_text())["invocations"]
+    assert [r["provenance"]["git_commit"][0] for r in runs] == ["a", "c"]
+    assert runs[0]["minutes"] == 1.0 and runs[0]["steps"][0]["step"] == "runs/x" and runs[1]["steps"] == []
+
+
 def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
     import torch
 
