@@ -408,9 +408,15 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"vote in it is {uses['aavae']['top1']:.1f} %" in words
     minutes = lambda row: [st["minutes"] for inv in data(*LABELS, "run.json")["invocations"] for st in inv["steps"]
                            if st["step"] == f"runs/folder-{row}"][-1]
-    assert f"took {minutes('aa-semi-aae-1percent'):.1f} min" in words and f"(`aa-cluster-aae-k16`, {minutes('aa-cluster-aae-k16'):.1f} min)" in words
-    assert f"(`aa-dimred-aae`, {minutes('aa-dimred-aae'):.1f} min" in words
-    assert f"(`aa-supervised-aae`, {minutes('aa-supervised-aae'):.1f} min)" in words
+    # each run's commit (args.json; its evaluations' result.json) and its pretraining minutes (run.json's last part)
+    when = table_after(readme, "| run | trained at |")
+    assert sorted(r[0] for r in when) == sorted(set(uses) - {"aavae"})
+    commit = lambda *path: data(*LABELS, *path)["provenance"]["git_commit"][:7]
+    for row, trained, evaluated, mins, _ in when:
+        assert trained == commit("runs", f"folder-{row}", "args.json") and f"{minutes(row):.1f}" == mins, row
+        evals = {commit("evals", d, "result.json") for d in os.listdir(os.path.join(ROOT, *LABELS, "evals")) if d.endswith(f"-folder-{row}")}
+        first = next(iter(evals)) if len(evals) == 1 else trained  # where two, the run's own first, then the rerun
+        assert evals == set(re.findall(r"\b[0-9a-f]{7}\b", evaluated)) and evaluated.startswith(first), row
     grid = uses["aa-supervised-aae"]
     assert f"own label the error is {grid['recon_own_label']:.4f}, with the next class's {grid['recon_other_label']:.4f}" in " ".join(words.split())
     # the clustering y head: the clusters it uses on train/, and k-means on AAVAE at the same K
@@ -427,14 +433,14 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
               for w in ("w1", "w0.1")]
     assert f"with either weight ({min(choice)} or {max(choice)} of" in words
     readme_words = prose(text("README.md"))  # README.md's sentences on the uses
-    probes = [-d for row in ("aa-cluster-aae-k16", "aa-dimred-aae") for label, (d, _) in uses[row]["paired"].items()
-              if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
-    assert len(uses) - 1 == 10 and "the small profile's ten runs" in readme_words and f"into {len(used)} of its 16 clusters" in readme_words
+    cost = ("cluster-aae-k16", "aa-cluster-aae-k16", "cluster-aae-k10", "aa-cluster-aae-k10", "aa-dimred-aae", "aa-supervised-aae")
+    probes = [-d for row in cost for label, (d, _) in uses[row]["paired"].items() if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
+    assert len(probes) == 12 and len(uses) - 1 == 10 and "the small profile's ten runs" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
-    for pct, end in (("1percent", ";"), ("10percent", ")")):
+    for pct, n in (("1percent", 40), ("10percent", 407)):
         assert (f"{uses[f'aa-semi-aae-{pct}']['top1']:.1f} against "
-                f"{data(*LABELS, 'evals', f'finetune-{pct}-folder-aavae', 'result.json')['top1']:.1f}{end}") in readme_words
-    assert (f"falls below without them ({uses['semi-aae-1percent']['top1']:.1f} and {uses['semi-aae-10percent']['top1']:.1f}; "
+                f"{data(*LABELS, 'evals', f'finetune-{pct}-folder-aavae', 'result.json')['top1']:.1f} with {n}") in readme_words
+    assert (f"well below ({uses['semi-aae-1percent']['top1']:.1f} and {uses['semi-aae-10percent']['top1']:.1f}; "
             f"augmented") in readme_words
     verdict = [(v, n) for v, n in zip(head["prior_verdict"], head["cluster_sizes"])]
     assert f"each of the {sum(not n for _, n in verdict)} unused clusters a prior sample with probability " \
@@ -452,7 +458,6 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"it got {round(t_last['label_top1'])} % of its labelled batch right" in words and t_last["step"] == 930
     assert (f"probes {uses['aa-semi-aae-10percent']['linear'][0]:.1f} with all of `train/`'s labels" in words
             and f"kNN {uses['aa-semi-aae-10percent']['knn'][0]:.1f}" in words)
-    assert f"(`aa-semi-aae-10percent`, {minutes('aa-semi-aae-10percent'):.1f} min with nothing else" in words
     # the plain semi-supervised AAE: its y head, its labelled batch and its monitor
     plain_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-1percent", "log.jsonl").splitlines()]
     p_y = [x["val_y_top1"] for x in plain_log if "val_y_top1" in x]
@@ -460,7 +465,6 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert len(p_y) == 30 and f"on `val/` between {min(p_y):.1f} and {max(p_y):.1f}" in words
     assert f"by heart ({round(p_last['label_top1'])} % at the last step)" in words and p_last["step"] == 930
     assert f"scores {uses['semi-aae-1percent']['top1']:.1f} with its y head" in words
-    assert f"(`semi-aae-1percent`, {minutes('semi-aae-1percent'):.1f} min," in words
     # the plain clustering AAE, beside the augmented one
     plain = data(*LABELS, "evals", "head-folder-cluster-aae-k16", "result.json")
     p_used = [n for n in plain["cluster_sizes"] if n]
@@ -475,7 +479,6 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert (f"sure of the {sum(not n for _, n in p_verdict)} unused clusters ({min(v for v, n in p_verdict if not n):.2f}; "
             f"{min(v for v, n in p_verdict if n):.2f}-{max(v for v, n in p_verdict if n):.2f} on the used ones)") in words
     assert f"Majority {plain['majority_top1']:.1f}, NMI {plain['nmi']:.3f}" in words
-    assert f"steps took {minutes('cluster-aae-k16'):.1f} min, the first" in words  # the part that resumed it
     # the plain semi-supervised AAE at 10 %: its y head, its labelled batch, its monitor
     p10_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-10percent", "log.jsonl").splitlines()]
     p10_y = [x["val_y_top1"] for x in p10_log if "val_y_top1" in x]
@@ -486,7 +489,6 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"head on `val/` between {min(p10_y):.1f} and {max(p10_y):.1f}:" in words
     lift = lambda kind: " to ".join(f"{uses[f'{kind}semi-aae-{pct}']['top1']:.1f}" for pct in ("1percent", "10percent"))
     assert f"lift the head from {lift('')}, with it from {lift('aa-')}." in words
-    assert f"(`semi-aae-10percent`, {minutes('semi-aae-10percent'):.1f} min on the clock" in words
     # the clustering AAE at K = 10, augmented and plain, against k-means on AAVAE at K = 10 and the runs at K = 16
     k10 = {row: data(*LABELS, "evals", f"head-folder-{row}", "result.json") for row in ("aa-cluster-aae-k10", "cluster-aae-k10")}
     sizes = {row: sorted((n for n in h["cluster_sizes"] if n), reverse=True) for row, h in k10.items()}
@@ -519,12 +521,12 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert (f"the used ones {min(used_v(h)):.2f}-{max(used_v(h)):.2f} (augmented, the single-image cluster aside) and "
             f"{min(used_v(p)):.2f}-{max(used_v(p)):.2f} (plain), with y as confident ({h['y_confidence']:.2f} and "
             f"{p['y_confidence']:.2f})") in words
-    assert f"(`aa-cluster-aae-k10`, {minutes('aa-cluster-aae-k10'):.1f} min)" in words
-    assert f"(`cluster-aae-k10`, {minutes('cluster-aae-k10'):.1f} min)" in words
     more = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
             for row in ("semi-aae-10percent", "aa-cluster-aae-k10", "cluster-aae-k10")}
     zspan = lambda row: "-".join(f"{f(x['disc_loss_z'] for x in more[row] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
     assert (f"loss {zspan('semi-aae-10percent')} (plain semi-supervised at 10 %), {zspan('aa-cluster-aae-k10')} and "
             f"{zspan('cluster-aae-k10')} (clustering at K = 10") in words
-    assert (f"with K = 10 it keeps {len(sizes['aa-cluster-aae-k10'])} or {len(sizes['cluster-aae-k10'])} of 10 and reads "
-            f"{-uses['aa-cluster-aae-k10']['paired']['majority - k-means on AAVAE (K = 10)'][0]:.1f} points below") in readme_words
+    assert (f"({len(used)} of 16; {len(sizes['aa-cluster-aae-k10'])} or {len(sizes['cluster-aae-k10'])} of 10)" in readme_words
+            and len(used) == len(p_used))
+    assert all(f"{uses['aa-cluster-aae-k' + k]['paired'][f'majority - k-means on AAVAE (K = {k})'][0]:.1f} ± " in readme_words
+               for k in ("10", "16"))
