@@ -456,6 +456,8 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"the same 407 images ({aavae10['finetune']:.1f})" in words and f"probe on them ({aavae10['linear']:.1f})" in words
     assert f"between {t_y[0]:.1f} (after the first epoch) and {t_y[-1]:.1f} (the last" in words and min(t_y) == t_y[0] and max(t_y) == t_y[-1]
     assert f"it got {round(t_last['label_top1'])} % of its labelled batch right" in words and t_last["step"] == 930
+    t_span = lambda k: "-".join(f"{f(x[k] for x in ten_log if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    assert f"(`disc_loss_y` {t_span('disc_loss_y')}, `disc_loss_z` {t_span('disc_loss_z')})" in words
     assert (f"probes {uses['aa-semi-aae-10percent']['linear'][0]:.1f} with all of `train/`'s labels" in words
             and f"kNN {uses['aa-semi-aae-10percent']['knn'][0]:.1f}" in words)
     # the plain semi-supervised AAE: its y head, its labelled batch and its monitor
