@@ -4,6 +4,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import aae_uses
 import aavae
 import data
 import linear_eval
+import utils
 from conftest import ROOT, read_log, tiny_args
 from test_distributed import free_port
 from test_train import run_error, tensors_of
@@ -54,10 +56,27 @@ def assert_same(a, b):
 
 
 @pytest.mark.parametrize("method", USES)
-def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, subset, tmp_path, method):
+def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, subset, tmp_path, monkeypatch, method):
+    # The second run is stopped as a scheduler stops it, a SIGTERM after its first step (mid-epoch: 3 steps per
+    # epoch), then run again: it ends where the uninterrupted run ends, discriminators and their Adams included.
     run = lambda out, steps, *more: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", steps, *more))
     metrics = run("straight", "2")
-    run("resumed", "1", "--monitor_images", "0"), run("resumed", "2", "--monitor_images", "0")
+    real, calls = aavae.RECIPES[method].step, []
+
+    def step(*a, **k):
+        out = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    monkeypatch.setattr(aavae.RECIPES[method], "step", step)
+    with pytest.raises(SystemExit) as stopped:
+        run("resumed", "2", "--monitor_images", "0")
+    assert stopped.value.code == utils.EXIT_PREEMPTED
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 1
+    monkeypatch.undo()
+    run("resumed", "2", "--monitor_images", "0")
     assert_same(state_of(tmp_path / "straight" / "checkpoint.pt"), state_of(tmp_path / "resumed" / "checkpoint.pt"))
     use = aae_uses.USES[method]
     rows = [r for r in read_log(tmp_path / "straight") if "loss" in r]
@@ -87,16 +106,20 @@ def scrambled(load, keep_fn, seed=0):
         labels = train.labels.clone()
         labels[idx] = (labels[idx] + 1) % 2  # every other label changed
         train.labels = labels.to(train.labels.device)
+        if train.folder is not None:  # streamed: the workers read each image's label beside its file
+            train.folder.samples = [(path, int(y)) for (path, _), y in zip(train.folder.samples, labels.tolist())]
         return train, val
     return wrapped
 
 
-@pytest.mark.parametrize("method,keep", [("aa_semi_aae", data.label_subset), ("cluster_aae", lambda t, a: [])])
-def test_only_the_labelled_subset_is_read(folder, subset, tmp_path, monkeypatch, method, keep):
+@pytest.mark.parametrize("method,keep,path", [("aa_semi_aae", data.label_subset, "--in_memory"),
+                                              ("semi_aae", data.label_subset, "--no-in_memory"),
+                                              ("cluster_aae", lambda t, a: [], "--in_memory")])
+def test_only_the_labelled_subset_is_read(folder, subset, tmp_path, monkeypatch, method, keep, path):
     # The semi-supervised use trains on its subset's labels alone, the clustering use on none: changing every
-    # other training label leaves every step the same.
+    # other training label leaves every step the same, the images held in memory or streamed from disk.
     run = lambda out: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", "2",
-                                             "--monitor_images", "0"))
+                                             "--monitor_images", "0", path))
     run("labels")
     monkeypatch.setattr(data, "load_data", scrambled(data.load_data, keep))
     run("scrambled")
