@@ -77,6 +77,9 @@ def get_args_parser():
     adv.help = f"weight of the encoder's fool-the-discriminator losses (default {ADV_WEIGHT}, chosen on held-out images)"
     g = p.add_argument_group("the adversarial autoencoder's uses (Makhzani et al. 2016; --adv_weight, --disc_hidden, "
                              "--disc_lr as for aavae.py's aae)")
+    g.add_argument("--adv_weight_y", type=float, default=None,
+                   help="semi, cluster, dimred: the weight of the fooling loss of y's categorical discriminator alone "
+                        "(default --adv_weight, which then weighs both)")
     g.add_argument("--clusters", type=int, default=None,
                    help="cluster, dimred: K, the categories of y (default 16; the AAE paper used 16 and 30 on MNIST); "
                         "the supervised and semi-supervised uses take K = the classes")
@@ -110,13 +113,16 @@ def validate(args):
     if use.kind not in ("cluster", "dimred") and args.clusters is not None:
         raise UserError(f"--clusters is the clustering and dimensionality-reduction uses' K; --method {args.method} "
                         "takes K = the classes")
+    if not use.categorical and given("adv_weight_y"):
+        raise UserError(f"--adv_weight_y weighs y's categorical discriminator, which --method {args.method} does not have")
     if use.kind != "dimred" and given("head_margin", "head_weight"):
         raise UserError("--head_margin and --head_weight are for the cluster heads of --method dimred_aae or aa_dimred_aae")
     if use.kind in ("supervised", "semi") and args.dataset == "stl10":
         raise UserError(f"--method {args.method} needs labels, which STL-10's unlabelled pretraining split does not have")
     if args.target != "original":
         raise UserError("--target augmented is the authors' Table 1 baseline; the AAE's uses reconstruct the original")
-    for name, low in (("clusters", 2), ("label_batch", 1), ("label_weight", 0), ("head_margin", 0), ("head_weight", 0)):
+    for name, low in (("clusters", 2), ("label_batch", 1), ("label_weight", 0), ("head_margin", 0), ("head_weight", 0),
+                      ("adv_weight_y", 0)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     if args.latent_dim is None:
@@ -276,7 +282,7 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
     for name, (adversary, code) in codes.items():  # regularisation: each discriminator, then the generator's share
         parts[f"disc_loss_{name}"] = adversary.discriminator_step(code.detach(), g)
         fool = adversary.generator_loss(code)
-        loss = loss + args.adv_weight * fool
+        loss = loss + (args.adv_weight_y if name == "y" and args.adv_weight_y is not None else args.adv_weight) * fool
         parts[f"gen_loss_{name}"] = fool.detach()
     if use.kind == "semi":  # the labelled phase, on the labelled images only
         ce = F.cross_entropy(logits[n:], l_labels)

@@ -200,6 +200,8 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "invalid choice: 'aavae'" in err("--method", "aavae")
     assert "--latent_dim must be positive, got 0" in err("--method", "aa_dimred_aae", "--latent_dim", "0")
     assert "needs labels, which STL-10's" in err("--method", "semi_aae", "--label_fraction", "0.1", "--dataset", "stl10")
+    assert "which --method aa_supervised_aae does not have" in err("--method", "aa_supervised_aae", "--adv_weight_y", "1")
+    assert "--adv_weight_y must be >= 0, got -1.0" in err("--method", "cluster_aae", "--adv_weight_y", "-1")
     args = aae_uses.validate(aae_uses.get_args_parser().parse_args(use_args(folder, tmp_path, "semi_aae", subset,
                                                                              "--label_batch", "3")))
     with pytest.raises(aae_uses.UserError, match=r"--label_batch 3 \(global\) does not divide among 2 processes"):
@@ -207,6 +209,18 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "no training image is named" in err("--method", "semi_aae", "--subset_file", os.devnull, "--max_steps", "1")
     # aavae.py keeps its own methods: the uses run through aae_uses.py, which resolves their flags
     assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)
+
+
+def test_adv_weight_y_weighs_ys_fooling_loss_alone(folder, subset, tmp_path):
+    # By default --adv_weight weighs both fooling losses; --adv_weight_y set to the same value changes no step, and
+    # another value changes the model's step but not the discriminators' (they step before the model's loss).
+    run = lambda out, *more: aae_uses.main(use_args(folder, tmp_path / out, "cluster_aae", subset, "--max_steps", "1",
+                                                    "--monitor_images", "0", *more))
+    run("default"), run("same", "--adv_weight_y", str(aae_uses.ADV_WEIGHT)), run("zero", "--adv_weight_y", "0")
+    default, same, zero = (state_of(tmp_path / d / "checkpoint.pt") for d in ("default", "same", "zero"))
+    assert_same(default, same)
+    assert not torch.equal(default["model.categorical.mu.weight"], zero["model.categorical.mu.weight"])
+    assert all(torch.equal(default[k], zero[k]) for k in default if ".disc." in k)
 
 
 @pytest.fixture(scope="module")
