@@ -343,10 +343,55 @@ def test_the_aae_uses_adversarial_weight_choice_is_its_evaluations():
         assert all(r["test_images"] == 1000 for r in (ev(w, "head semi"), c))
     for name in ("head semi", "head cluster", "linear semi", "linear cluster", "knn semi", "knn cluster"):
         pairs.append(experiments.paired_difference(ev("0.1", name)["correct"], ev("1", name)["correct"]))
-    quoted_pairs_ = quoted_pairs(text(*folder, "README.md"))
+    quoted_pairs_ = quoted_pairs(text(*folder, "README.md").split("## The categorical adversary")[0])
     assert len(quoted_pairs_) == 6 and all(matches(v, s, pairs) for v, s in quoted_pairs_), quoted_pairs_
     assert data(*folder, "w1", "holdout.json") == data(*folder, "w0.1", "holdout.json")  # one split for both
     assert aae_uses.ADV_WEIGHT == 0.1  # the rule's outcome: 0.1 won on both heads
+
+
+def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
+    # results/aae-uses-choice's second part: y's fooling loss weighed alone, the clustering use on the held-out images
+    folder = ("results", "aae-uses-choice")
+    part = text(*folder, "README.md").split("## The categorical adversary")[1]
+    ev = lambda w, mode: data(*folder, f"y{w}", "evals", f"{mode}-folder-aa-cluster-aae-k16", "result.json")
+    quoted = table_after(part, "| `--adv_weight_y` |")
+    assert [r[0] for r in quoted] == ["0.1", "1", "10"]
+    pairs = []
+    for w, used, majority, nmi, probe, knn in quoted:
+        head = ev(w, "head")
+        args = data(*folder, f"y{w}", "runs", "folder-aa-cluster-aae-k16", "args.json")
+        assert args["adv_weight_y"] == float(w) and args["adv_weight"] == 0.1 and args["epochs"] == 10
+        assert used == f"{head['clusters_used']} of {head['clusters']}" and majority == f"{head['majority_top1']:.1f}"
+        assert nmi == f"{head['nmi']:.3f}" and probe == f"{ev(w, 'linear')['top1']:.1f}" and knn == f"{ev(w, 'knn')['top1']:.1f}"
+        split = lambda d: {k: v for k, v in data(*folder, d, "holdout.json").items() if k != "source"}  # where the tree was
+        assert head["test_images"] == 1000 and split(f"y{w}") == split("w0.1")
+        if w != "0.1":
+            pairs += [experiments.paired_difference(ev(w, m)["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
+            pairs.append(experiments.bootstrap_nmi(ev(w, "head"), ev("0.1", "head")))
+    wrong = [f"{v} ± {e}" for v, e in quoted_pairs(part) if not matches(v, e, pairs)]
+    assert not wrong and len(quoted_pairs(part)) == len(pairs), wrong
+    words = prose(part)
+    logs = {w: [json.loads(line) for line in text(*folder, f"y{w}", "runs", "folder-aa-cluster-aae-k16", "log.jsonl").splitlines()]
+            for w, *_ in quoted}
+    span = lambda w, k: "-".join(f"{f(x[k] for x in logs[w] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    weights = [w for w, *_ in quoted]
+    assert f"loss stays at {', '.join(span(w, 'disc_loss_y') for w in weights[:-1])} and {span('10', 'disc_loss_y')}" in words
+    assert f"fooling loss at {', '.join(span(w, 'gen_loss_y') for w in weights[:-1])} and {span('10', 'gen_loss_y')}" in words
+    confidence = [f"{ev(w, 'head')['y_confidence']:.2f}" for w in weights]
+    assert f"largest probability {confidence[0]}, {confidence[1]} and {confidence[2]})" in words
+    used = [ev(w, "head")["clusters_used"] for w in weights]
+    assert f"({used[0]}, {used[1]} and {used[2]} at 0.1, 1 and 10)" in words
+    sizes = {w: sorted((n for n in ev(w, "head")["cluster_sizes"] if n), reverse=True) for w in ("0.1", "10")}
+    assert all(f"{', '.join(f'{n:,}' for n in sizes[w][:-1])} and {sizes[w][-1]:,}" in words for w in sizes)
+    minutes = [data(*folder, f"y{w}", "run.json")["invocations"][-1]["steps"][0] for w in weights]
+    assert all(m["step"] == "runs/folder-aa-cluster-aae-k16" for m in minutes)
+    assert f"each run {minutes[0]['minutes']:.1f}, {minutes[1]['minutes']:.1f} and {minutes[2]['minutes']:.1f} min" in words
+    # the default's run trained again at the study's commit repeats the first study's 0.1 run exactly
+    first = [json.loads(line) for line in text(*folder, "w0.1", "runs", "folder-aa-cluster-aae-k16", "log.jsonl").splitlines()]
+    losses = lambda log: [(x["step"], x["loss"], x["disc_loss_y"], x["disc_loss_z"]) for x in log if "loss" in x]
+    assert losses(logs["0.1"]) == losses(first) and len(losses(first)) == 24
+    again = data(*folder, "w0.1", "evals", "head-folder-aa-cluster-aae-k16", "result.json")
+    assert ev("0.1", "head")["test_clusters"] == again["test_clusters"] and "repeats the first study's 0.1 run" in words
 
 
 def uses_pairs(r):
