@@ -665,11 +665,10 @@ def record_run(args, argv, seconds, steps=(), new=False):
     path = os.path.join(args.output_dir, "run.json")
     runs = (read_json(path) or {}).get("invocations", [])
     entry = {"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
-             "provenance": utils.provenance(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+             "provenance": utils.provenance() if new or not runs else runs[-1]["provenance"],
+             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
              f"{platform.processor() or platform.platform()}", "native_bf16": utils.native_bf16(),
              "minutes": round(seconds / 60, 1), "steps": list(steps)}
-    if not new and runs:
-        entry["provenance"] = runs[-1]["provenance"]
     runs = runs + [entry] if new or not runs else runs[:-1] + [entry]
     utils.save_atomic_json({"invocations": runs}, path)
 
@@ -1095,8 +1094,9 @@ def plot_curves(rows, path):
 
 def plot_labels(records, path):
     """Table 2 at the small budget as bars (each row's probe and fine-tuning at 1 % and 10 %, ± their standard
-    errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder. The
-    semi-supervised AAE's y head, where it has run, stands in the fine-tuned bars, as in the table."""
+    errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder. Where the
+    AAE's uses have run, as in the tables, the semi-supervised y heads stand in the fine-tuned bars and the
+    clustering y heads beside k-means in the cluster bars."""
     plt = pyplot()
     if plt is None:
         return
@@ -1115,12 +1115,14 @@ def plot_labels(records, path):
     for ax, title in ((left, "Table 2 at the small budget: top-1 on the test images (%)"),
                       (right, "clusters, majority label: top-1 (%)")):
         ax.set_title(title, fontsize=10)
-    for kind, color in (("k-means", "C2"), ("the AAE's y head", "C4")):
-        at = [i for i, c in enumerate(clusters) if ("y head" in c["label"]) == (kind != "k-means")]
-        right.barh(at, [clusters[i]["majority_top1"][0] for i in at], xerr=[clusters[i]["majority_top1"][1] for i in at],
-                   color=color, capsize=2, label=kind)
-    cluster_names = [(c["row"].rsplit("-k", 1)[0] if "y head" in c["label"] else c["label"].split(" (")[0].split(", K =")[0])
-             + (f", K = {c['clusters']}" if "clusters" in c else "") for c in clusters]
+    head = ["y head" in c["label"] for c in clusters]
+    for is_head, color, kind in ((False, "C2", "k-means"), (True, "C4", "the AAE's y head")):
+        at = [i for i, h in enumerate(head) if h == is_head]
+        if at:
+            right.barh(at, [clusters[i]["majority_top1"][0] for i in at], color=color, capsize=2, label=kind,
+                       xerr=[clusters[i]["majority_top1"][1] for i in at])
+    cluster_names = [(c["row"].rsplit("-k", 1)[0] if h else c["label"].split(" (")[0].split(", K =")[0]) + f", K = {c['clusters']}"
+                     for c, h in zip(clusters, head)]
     right.set_yticks(range(len(clusters)), cluster_names, fontsize=8)
     right.legend(fontsize=8, loc="lower right")
     right.invert_yaxis()

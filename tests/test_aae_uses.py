@@ -213,11 +213,14 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
 
 def test_adv_weight_y_weighs_ys_fooling_loss_alone(folder, subset, tmp_path):
     # By default --adv_weight weighs both fooling losses; --adv_weight_y set to the same value changes no step, and
-    # another value changes the model's step but not the discriminators' (they step before the model's loss).
+    # another value changes the model's step but not the discriminators' (they step before the model's loss). Zero
+    # for y alone is not zero for both: z's fooling loss keeps --adv_weight.
     run = lambda out, *more: aae_uses.main(use_args(folder, tmp_path / out, "cluster_aae", subset, "--max_steps", "1",
                                                     "--monitor_images", "0", *more))
     run("default"), run("same", "--adv_weight_y", str(aae_uses.ADV_WEIGHT)), run("zero", "--adv_weight_y", "0")
-    default, same, zero = (state_of(tmp_path / d / "checkpoint.pt") for d in ("default", "same", "zero"))
+    run("none", "--adv_weight", "0")
+    default, same, zero, none = (state_of(tmp_path / d / "checkpoint.pt") for d in ("default", "same", "zero", "none"))
+    assert not torch.equal(zero["model.encoder.conv1.weight"], none["model.encoder.conv1.weight"])
     assert_same(default, same)
     assert not torch.equal(default["model.categorical.mu.weight"], zero["model.categorical.mu.weight"])
     assert all(torch.equal(default[k], zero[k]) for k in default if ".disc." in k)

@@ -380,7 +380,7 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
     confidence = [f"{ev(w, 'head')['y_confidence']:.2f}" for w in weights]
     assert f"largest probability {confidence[0]}, {confidence[1]} and {confidence[2]})" in words
     used = [ev(w, "head")["clusters_used"] for w in weights]
-    assert f"({used[0]}, {used[1]} and {used[2]} at 0.1, 1 and 10)" in words
+    assert f": {used[0]}, {used[1]} and {used[2]} of 16 at 0.1, 1 and 10." in words and used[2] == used[0] and max(used) <= 8
     sizes = {w: sorted((n for n in ev(w, "head")["cluster_sizes"] if n), reverse=True) for w in ("0.1", "10")}
     assert all(f"{', '.join(f'{n:,}' for n in sizes[w][:-1])} and {sizes[w][-1]:,}" in words for w in sizes)
     minutes = [data(*folder, f"y{w}", "run.json")["invocations"][-1]["steps"][0] for w in weights]
@@ -388,8 +388,9 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
     assert f"each run {minutes[0]['minutes']:.1f}, {minutes[1]['minutes']:.1f} and {minutes[2]['minutes']:.1f} min" in words
     # the default's run trained again at the study's commit repeats the first study's 0.1 run exactly
     first = [json.loads(line) for line in text(*folder, "w0.1", "runs", "folder-aa-cluster-aae-k16", "log.jsonl").splitlines()]
-    losses = lambda log: [(x["step"], x["loss"], x["disc_loss_y"], x["disc_loss_z"]) for x in log if "loss" in x]
-    assert losses(logs["0.1"]) == losses(first) and len(losses(first)) == 24
+    timing = ("img_per_s", "tflop_per_s")  # the machine's speed, not the run's numbers
+    same = lambda log: [{k: v for k, v in x.items() if k not in timing} for x in log]
+    assert same(logs["0.1"]) == same(first) and sum("loss" in x for x in first) == 24 and any("val_cluster_nmi" in x for x in first)
     again = data(*folder, "w0.1", "evals", "head-folder-aa-cluster-aae-k16", "result.json")
     assert ev("0.1", "head")["test_clusters"] == again["test_clusters"] and "repeats the first study's 0.1 run" in words
 
@@ -480,7 +481,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     readme_words = prose(text("README.md"))  # README.md's sentences on the uses
     cost = ("cluster-aae-k16", "aa-cluster-aae-k16", "cluster-aae-k10", "aa-cluster-aae-k10", "aa-dimred-aae", "aa-supervised-aae")
     probes = [-d for row in cost for label, (d, _) in uses[row]["paired"].items() if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
-    assert len(probes) == 12 and len(uses) - 1 == 10 and "the small profile's ten runs" in readme_words
+    assert len(probes) == 12 and len(uses) - 1 == len(experiments.USES_ROWS) == 10 and "the small profile's ten runs" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
     for pct, n in (("1percent", 40), ("10percent", 407)):
         assert (f"{uses[f'aa-semi-aae-{pct}']['top1']:.1f} against "
@@ -557,8 +558,8 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert (f"against {k10_means['majority_top1']:.1f} by majority and {k10_means['hungarian_top1']:.1f} by Hungarian for "
             f"k-means with K = 10") in words
     assert f"NMI {h['nmi']:.3f} and {p['nmi']:.3f} against {k10_means['nmi']:.3f}" in words
-    assert (f"fewer clusters ({k10_means['majority_top1']:.1f} against {kmeans['majority_top1']:.1f}; the y heads "
-            f"{h['majority_top1']:.1f} and {p['majority_top1']:.1f} against {head['majority_top1']:.1f} and "
+    assert (f"({k10_means['majority_top1']:.1f} at K = 10 against {kmeans['majority_top1']:.1f} at 16) where the collapsed y "
+            f"heads hardly move ({h['majority_top1']:.1f} and {p['majority_top1']:.1f} against {head['majority_top1']:.1f} and "
             f"{plain['majority_top1']:.1f})") in words
     assert kmeans["majority_top1"] - k10_means["majority_top1"] > h["majority_top1"] - head["majority_top1"]
     assert (f"the encoders probe {uses['aa-cluster-aae-k10']['linear'][0]:.1f} and {uses['cluster-aae-k10']['linear'][0]:.1f}"
@@ -571,6 +572,8 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     more = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
             for row in ("semi-aae-10percent", "aa-cluster-aae-k10", "cluster-aae-k10")}
     zspan = lambda row: "-".join(f"{f(x['disc_loss_z'] for x in more[row] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    yspan = "-".join(f"{f(x['disc_loss_y'] for x in more['semi-aae-10percent'] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    assert f"the plain run's hardly at all (`disc_loss_y` {yspan}, where log 2" in words
     assert (f"loss {zspan('semi-aae-10percent')} (plain semi-supervised at 10 %), {zspan('aa-cluster-aae-k10')} and "
             f"{zspan('cluster-aae-k10')} (clustering at K = 10") in words
     assert (f"({len(used)} of 16; {len(sizes['aa-cluster-aae-k10'])} or {len(sizes['cluster-aae-k10'])} of 10)" in readme_words

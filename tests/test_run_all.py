@@ -260,10 +260,12 @@ def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_pa
 def test_run_json_keeps_the_commit_an_invocation_began_with(tmp_path, monkeypatch):
     import utils
     args = argparse.Namespace(output_dir=str(tmp_path))
-    commits = iter(["a" * 40, "b" * 40, "c" * 40])
-    monkeypatch.setattr(utils, "provenance", lambda: {"git_commit": next(commits)})
+    head = {"git_commit": "a" * 40}  # what a checkout moves
+    monkeypatch.setattr(utils, "provenance", lambda: dict(head))
     experiments.record_run(args, ["--rows", "aavae"], 0.0, new=True)
-    experiments.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])  # the tree moved
+    head["git_commit"] = "b" * 40  # the tree moved while a step ran
+    experiments.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])
+    head["git_commit"] = "c" * 40
     experiments.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
     runs = json.loads((tmp_path / "run.json").read_text())["invocations"]
     assert [r["provenance"]["git_commit"][0] for r in runs] == ["a", "c"]
