@@ -114,6 +114,16 @@ def span(values, digits=1):
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
+def run_log(*folder):
+    """A run's log.jsonl, a dict a line."""
+    return [json.loads(line) for line in text(*folder, "log.jsonl").splitlines()]
+
+
+def loss_span(log, key, digits=2):
+    """The range of a training line's key from step 100 on, as the prose prints it ('0.03-0.19')."""
+    return span((x[key] for x in log if "loss" in x and x["step"] >= 100), digits)
+
+
 @pytest.mark.parametrize("page", PAGES30[:2], ids=lambda p: "/".join(p))
 def test_the_ranges_the_prose_quotes_are_the_rows(page, r30):
     words = prose(text(*page))
@@ -371,12 +381,11 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
     wrong = [f"{v} ± {e}" for v, e in quoted_pairs(part) if not matches(v, e, pairs)]
     assert not wrong and len(quoted_pairs(part)) == len(pairs), wrong
     words = prose(part)
-    logs = {w: [json.loads(line) for line in text(*folder, f"y{w}", "runs", "folder-aa-cluster-aae-k16", "log.jsonl").splitlines()]
-            for w, *_ in quoted}
-    span = lambda w, k: "-".join(f"{f(x[k] for x in logs[w] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
+    logs = {w: run_log(*folder, f"y{w}", "runs", "folder-aa-cluster-aae-k16") for w, *_ in quoted}
+    y_span = lambda w, k: loss_span(logs[w], k)
     weights = [w for w, *_ in quoted]
-    assert f"loss stays at {', '.join(span(w, 'disc_loss_y') for w in weights[:-1])} and {span('10', 'disc_loss_y')}" in words
-    assert f"fooling loss at {', '.join(span(w, 'gen_loss_y') for w in weights[:-1])} and {span('10', 'gen_loss_y')}" in words
+    assert f"loss stays at {', '.join(y_span(w, 'disc_loss_y') for w in weights[:-1])} and {y_span('10', 'disc_loss_y')}" in words
+    assert f"fooling loss at {', '.join(y_span(w, 'gen_loss_y') for w in weights[:-1])} and {y_span('10', 'gen_loss_y')}" in words
     confidence = [f"{ev(w, 'head')['y_confidence']:.2f}" for w in weights]
     assert f"largest probability {confidence[0]}, {confidence[1]} and {confidence[2]})" in words
     used = [ev(w, "head")["clusters_used"] for w in weights]
@@ -387,7 +396,7 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
     assert all(m["step"] == "runs/folder-aa-cluster-aae-k16" for m in minutes)
     assert f"each run {minutes[0]['minutes']:.1f}, {minutes[1]['minutes']:.1f} and {minutes[2]['minutes']:.1f} min" in words
     # the default's run trained again at the study's commit repeats the first study's 0.1 run exactly
-    first = [json.loads(line) for line in text(*folder, "w0.1", "runs", "folder-aa-cluster-aae-k16", "log.jsonl").splitlines()]
+    first = run_log(*folder, "w0.1", "runs", "folder-aa-cluster-aae-k16")
     timing = ("img_per_s", "tflop_per_s")  # the machine's speed, not the run's numbers
     same = lambda log: [{k: v for k, v in x.items() if k not in timing} for x in log]
     assert same(logs["0.1"]) == same(first) and sum("loss" in x for x in first) == 24 and any("val_cluster_nmi" in x for x in first)
@@ -430,19 +439,18 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
              if not matches(v, s, uses_pairs(saved))]
     assert not wrong, wrong
     # the runs' logs, as the prose reads them: the adversaries' losses from step 100 on
-    logs = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
+    logs = {row: run_log(*LABELS, "runs", f"folder-{row}")
             for row in ("aa-semi-aae-1percent", "aa-cluster-aae-k16", "semi-aae-1percent", "cluster-aae-k16")}
-    span = lambda row, k, d: "-".join(f"{f(x[k] for x in logs[row] if 'loss' in x and x['step'] >= 100):.{d}f}" for f in (min, max))
-    assert (f"stays at {span('aa-semi-aae-1percent', 'disc_loss_z', 2)} and the encoder's fooling loss at "
-            f"{span('aa-semi-aae-1percent', 'gen_loss_z', 1)}") in words
-    assert f"in the clustering run {span('aa-cluster-aae-k16', 'disc_loss_z', 2)} and {span('aa-cluster-aae-k16', 'gen_loss_z', 1)}" in words
-    assert f"(`disc_loss_y` {span('aa-semi-aae-1percent', 'disc_loss_y', 2)} and {span('aa-cluster-aae-k16', 'disc_loss_y', 2)})" in words
-    assert (f"in the plain ones the z discriminator's loss is {span('semi-aae-1percent', 'disc_loss_z', 2)} (semi-supervised) and "
-            f"{span('cluster-aae-k16', 'disc_loss_z', 2)} (clustering), the categorical one's {span('semi-aae-1percent', 'disc_loss_y', 2)} "
-            f"and {span('cluster-aae-k16', 'disc_loss_y', 2)}") in words
-    dimred = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-dimred-aae", "log.jsonl").splitlines()]
-    d_span = "-".join(f"{f(x['disc_loss_z'] for x in dimred if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
-    assert f"`disc_loss_z` {d_span} from step 100 on" in words
+    u_span = lambda row, k, d: loss_span(logs[row], k, d)
+    assert (f"stays at {u_span('aa-semi-aae-1percent', 'disc_loss_z', 2)} and the encoder's fooling loss at "
+            f"{u_span('aa-semi-aae-1percent', 'gen_loss_z', 1)}") in words
+    assert f"in the clustering run {u_span('aa-cluster-aae-k16', 'disc_loss_z', 2)} and {u_span('aa-cluster-aae-k16', 'gen_loss_z', 1)}" in words
+    assert f"(`disc_loss_y` {u_span('aa-semi-aae-1percent', 'disc_loss_y', 2)} and {u_span('aa-cluster-aae-k16', 'disc_loss_y', 2)})" in words
+    assert (f"in the plain ones the z discriminator's loss is {u_span('semi-aae-1percent', 'disc_loss_z', 2)} (semi-supervised) and "
+            f"{u_span('cluster-aae-k16', 'disc_loss_z', 2)} (clustering), the categorical one's {u_span('semi-aae-1percent', 'disc_loss_y', 2)} "
+            f"and {u_span('cluster-aae-k16', 'disc_loss_y', 2)}") in words
+    dimred = run_log(*LABELS, "runs", "folder-aa-dimred-aae")
+    assert f"`disc_loss_z` {loss_span(dimred, 'disc_loss_z')} from step 100 on" in words
     assert f"settles in {dimred[-1]['val_clusters_used']} of its 16 clusters" in words
     assert data(*LABELS, "runs", "folder-aa-dimred-aae", "args.json")["clusters"] == 16
     assert f"(`evals/map-folder-aa-dimred-aae/map.png`, {uses['aa-dimred-aae']['top1']:.1f} %)" in words
@@ -494,7 +502,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"those of the {len(used)} used ones {min(v for v, n in verdict if n):.2f}-{max(v for v, n in verdict if n):.2f}" in words
     assert f"on `train/` is {head['y_confidence']:.2f}" in words
     # the augmented semi-supervised AAE at 10 %: its y head against AAVAE's on the same 407 images, its monitor, its batch
-    ten_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-aa-semi-aae-10percent", "log.jsonl").splitlines()]
+    ten_log = run_log(*LABELS, "runs", "folder-aa-semi-aae-10percent")
     t_y = [x["val_y_top1"] for x in ten_log if "val_y_top1" in x]
     t_last = next(x for x in reversed(ten_log) if "label_top1" in x)
     aavae10 = {m: data(*LABELS, "evals", f"{m}-10percent-folder-aavae", "result.json")["top1"] for m in ("finetune", "linear")}
@@ -502,12 +510,11 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert f"the same 407 images ({aavae10['finetune']:.1f})" in words and f"probe on them ({aavae10['linear']:.1f})" in words
     assert f"between {t_y[0]:.1f} (after the first epoch) and {t_y[-1]:.1f} (the last" in words and min(t_y) == t_y[0] and max(t_y) == t_y[-1]
     assert f"it got {round(t_last['label_top1'])} % of its labelled batch right" in words and t_last["step"] == 930
-    t_span = lambda k: "-".join(f"{f(x[k] for x in ten_log if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
-    assert f"(`disc_loss_y` {t_span('disc_loss_y')}, `disc_loss_z` {t_span('disc_loss_z')})" in words
+    assert f"(`disc_loss_y` {loss_span(ten_log, 'disc_loss_y')}, `disc_loss_z` {loss_span(ten_log, 'disc_loss_z')})" in words
     assert (f"probes {uses['aa-semi-aae-10percent']['linear'][0]:.1f} with all of `train/`'s labels" in words
             and f"kNN {uses['aa-semi-aae-10percent']['knn'][0]:.1f}" in words)
     # the plain semi-supervised AAE: its y head, its labelled batch and its monitor
-    plain_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-1percent", "log.jsonl").splitlines()]
+    plain_log = run_log(*LABELS, "runs", "folder-semi-aae-1percent")
     p_y = [x["val_y_top1"] for x in plain_log if "val_y_top1" in x]
     p_last = next(x for x in reversed(plain_log) if "label_top1" in x)
     assert len(p_y) == 30 and f"on `val/` between {min(p_y):.1f} and {max(p_y):.1f}" in words
@@ -516,7 +523,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     # the plain clustering AAE, beside the augmented one
     plain = data(*LABELS, "evals", "head-folder-cluster-aae-k16", "result.json")
     p_used = [n for n in plain["cluster_sizes"] if n]
-    p_counts = [x["val_clusters_used"] for x in map(json.loads, text(*LABELS, "runs", "folder-cluster-aae-k16", "log.jsonl").splitlines())
+    p_counts = [x["val_clusters_used"] for x in run_log(*LABELS, "runs", "folder-cluster-aae-k16")
                 if "val_clusters_used" in x]
     first_low = next(i for i, c in enumerate(p_counts) if c == min(p_counts)) + 1
     assert all(c == min(p_counts) for c in p_counts[first_low - 1:])
@@ -528,7 +535,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
             f"{min(v for v, n in p_verdict if n):.2f}-{max(v for v, n in p_verdict if n):.2f} on the used ones)") in words
     assert f"Majority {plain['majority_top1']:.1f}, NMI {plain['nmi']:.3f}" in words
     # the plain semi-supervised AAE at 10 %: its y head, its labelled batch, its monitor
-    p10_log = [json.loads(line) for line in text(*LABELS, "runs", "folder-semi-aae-10percent", "log.jsonl").splitlines()]
+    p10_log = run_log(*LABELS, "runs", "folder-semi-aae-10percent")
     p10_y = [x["val_y_top1"] for x in p10_log if "val_y_top1" in x]
     p10_last = next(x for x in reversed(p10_log) if "label_top1" in x)
     assert f"`semi-aae-10percent` scores {uses['semi-aae-10percent']['top1']:.1f} with its" in words and len(p10_y) == 30
@@ -546,7 +553,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
             f"({', '.join(f'{n:,}' for n in sizes['cluster-aae-k10'][:-1])} and {sizes['cluster-aae-k10'][-1]:,} images)") in words
     assert sizes["aa-cluster-aae-k10"][-1] == 1
     for row, kind in (("aa-cluster-aae-k10", "augmented"), ("cluster-aae-k10", "plain")):
-        c = [x["val_clusters_used"] for x in map(json.loads, text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines())
+        c = [x["val_clusters_used"] for x in run_log(*LABELS, "runs", f"folder-{row}")
              if "val_clusters_used" in x]
         since = next(i for i in range(len(c)) if all(n == c[-1] for n in c[i:])) + 1
         assert len(c) == 30 and f"from epoch {since} on ({kind})" in words and c[-1] == 3 and min(c) == 3
@@ -569,11 +576,10 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert (f"the used ones {min(used_v(h)):.2f}-{max(used_v(h)):.2f} (augmented, the single-image cluster aside) and "
             f"{min(used_v(p)):.2f}-{max(used_v(p)):.2f} (plain), with y as confident ({h['y_confidence']:.2f} and "
             f"{p['y_confidence']:.2f})") in words
-    more = {row: [json.loads(line) for line in text(*LABELS, "runs", f"folder-{row}", "log.jsonl").splitlines()]
+    more = {row: run_log(*LABELS, "runs", f"folder-{row}")
             for row in ("semi-aae-10percent", "aa-cluster-aae-k10", "cluster-aae-k10")}
-    zspan = lambda row: "-".join(f"{f(x['disc_loss_z'] for x in more[row] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
-    yspan = "-".join(f"{f(x['disc_loss_y'] for x in more['semi-aae-10percent'] if 'loss' in x and x['step'] >= 100):.2f}" for f in (min, max))
-    assert f"the plain run's hardly at all (`disc_loss_y` {yspan}, where log 2" in words
+    zspan = lambda row: loss_span(more[row], "disc_loss_z")
+    assert f"the plain run's hardly at all (`disc_loss_y` {loss_span(more['semi-aae-10percent'], 'disc_loss_y')}, where log 2" in words
     assert (f"loss {zspan('semi-aae-10percent')} (plain semi-supervised at 10 %), {zspan('aa-cluster-aae-k10')} and "
             f"{zspan('cluster-aae-k10')} (clustering at K = 10") in words
     assert (f"({len(used)} of 16; {len(sizes['aa-cluster-aae-k10'])} or {len(sizes['cluster-aae-k10'])} of 10)" in readme_words
