@@ -279,10 +279,11 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
     codes = {"z": (phases.style, z)}
     if use.categorical:
         codes["y"] = (phases.categorical, F.softmax(logits[:n], 1))
+    weight = {"z": args.adv_weight, "y": args.adv_weight if args.adv_weight_y is None else args.adv_weight_y}
     for name, (adversary, code) in codes.items():  # regularisation: each discriminator, then the generator's share
         parts[f"disc_loss_{name}"] = adversary.discriminator_step(code.detach(), g)
         fool = adversary.generator_loss(code)
-        loss = loss + (args.adv_weight_y if name == "y" and args.adv_weight_y is not None else args.adv_weight) * fool
+        loss = loss + weight[name] * fool
         parts[f"gen_loss_{name}"] = fool.detach()
     if use.kind == "semi":  # the labelled phase, on the labelled images only
         ce = F.cross_entropy(logits[n:], l_labels)
