@@ -80,6 +80,10 @@ def get_args_parser():
     g.add_argument("--adv_weight_y", type=float, default=None,
                    help="semi, cluster, dimred: the weight of the fooling loss of y's categorical discriminator alone "
                         "(default --adv_weight, which then weighs both)")
+    g.add_argument("--y_straight_through", action="store_true", default=None,
+                   help="semi, cluster, dimred, a diagnostic: y's fooling loss reaches y's logits as if the softmax were "
+                        "the identity (its value unchanged), to see whether the softmax's saturation is what keeps y "
+                        "in few clusters")
     g.add_argument("--clusters", type=int, default=None,
                    help="cluster, dimred: K, the categories of y (default 16; the AAE paper used 16 and 30 on MNIST); "
                         "the supervised and semi-supervised uses take K = the classes")
@@ -113,8 +117,9 @@ def validate(args):
     if use.kind not in ("cluster", "dimred") and args.clusters is not None:
         raise UserError(f"--clusters is the clustering and dimensionality-reduction uses' K; --method {args.method} "
                         "takes K = the classes")
-    if not use.categorical and given("adv_weight_y"):
-        raise UserError(f"--adv_weight_y weighs y's categorical discriminator, which --method {args.method} does not have")
+    if not use.categorical and given("adv_weight_y", "y_straight_through"):
+        raise UserError(f"{', '.join(given('adv_weight_y', 'y_straight_through'))}: y's categorical discriminator is the "
+                        f"semi-supervised, clustering and dimensionality-reduction uses', not --method {args.method}'s")
     if use.kind != "dimred" and given("head_margin", "head_weight"):
         raise UserError("--head_margin and --head_weight are for the cluster heads of --method dimred_aae or aa_dimred_aae")
     if use.kind in ("supervised", "semi") and args.dataset == "stl10":
@@ -279,10 +284,13 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
     codes = {"z": (phases.style, z)}
     if use.categorical:
         codes["y"] = (phases.categorical, F.softmax(logits[:n], 1))
+    fooled = dict(codes)  # what each fooling loss sees: the codes, or y's value with the logits' gradient
+    if args.y_straight_through:
+        fooled["y"] = (phases.categorical, logits[:n] + (codes["y"][1] - logits[:n]).detach())
     weight = {"z": args.adv_weight, "y": args.adv_weight if args.adv_weight_y is None else args.adv_weight_y}
     for name, (adversary, code) in codes.items():  # regularisation: each discriminator, then the generator's share
         parts[f"disc_loss_{name}"] = adversary.discriminator_step(code.detach(), g)
-        fool = adversary.generator_loss(code)
+        fool = adversary.generator_loss(fooled[name][1])
         loss = loss + weight[name] * fool
         parts[f"gen_loss_{name}"] = fool.detach()
     if use.kind == "semi":  # the labelled phase, on the labelled images only

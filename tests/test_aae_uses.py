@@ -200,7 +200,8 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "invalid choice: 'aavae'" in err("--method", "aavae")
     assert "--latent_dim must be positive, got 0" in err("--method", "aa_dimred_aae", "--latent_dim", "0")
     assert "needs labels, which STL-10's" in err("--method", "semi_aae", "--label_fraction", "0.1", "--dataset", "stl10")
-    assert "which --method aa_supervised_aae does not have" in err("--method", "aa_supervised_aae", "--adv_weight_y", "1")
+    assert "--adv_weight_y: y's categorical discriminator is the" in err("--method", "aa_supervised_aae", "--adv_weight_y", "1")
+    assert "not --method supervised_aae's" in err("--method", "supervised_aae", "--y_straight_through")
     assert "--adv_weight_y must be >= 0, got -1.0" in err("--method", "cluster_aae", "--adv_weight_y", "-1")
     args = aae_uses.validate(aae_uses.get_args_parser().parse_args(use_args(folder, tmp_path, "semi_aae", subset,
                                                                              "--label_batch", "3")))
@@ -224,6 +225,13 @@ def test_adv_weight_y_weighs_ys_fooling_loss_alone(folder, subset, tmp_path):
     assert_same(default, same)
     assert not torch.equal(default["model.categorical.mu.weight"], zero["model.categorical.mu.weight"])
     assert all(torch.equal(default[k], zero[k]) for k in default if ".disc." in k)
+    # --y_straight_through: the same fooling loss, its gradient past the softmax; the discriminators' steps unchanged
+    run("straight", "--y_straight_through")
+    straight = state_of(tmp_path / "straight" / "checkpoint.pt")
+    assert not torch.equal(default["model.categorical.mu.weight"], straight["model.categorical.mu.weight"])
+    assert all(torch.equal(default[k], straight[k]) for k in default if ".disc." in k)
+    logs = {d: [r for r in read_log(tmp_path / d) if "loss" in r][0] for d in ("default", "straight")}
+    assert logs["default"]["gen_loss_y"] == logs["straight"]["gen_loss_y"]  # the value it fools with is y's own
 
 
 @pytest.fixture(scope="module")
