@@ -1201,7 +1201,8 @@ def main(argv=None):
     p.add_argument("--rows", default=None, help="small: the rows to run, comma-separated (default all: "
                    + ",".join(SMALL_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
-                   help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0'")
+                   help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
+                        "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
     p.add_argument("--holdout", type=int, default=0,
                    help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
                         "to choose a recipe without looking at val/")

@@ -378,8 +378,28 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
         if w != "0.1":
             pairs += [experiments.paired_difference(ev(w, m)["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
             pairs.append(experiments.bootstrap_nmi(ev(w, "head"), ev("0.1", "head")))
+    # the straight-through run (st/), beside the 0.1 run, by the rule fixed before it ran
+    st = {m: data(*folder, "st", "evals", f"{m}-folder-aa-cluster-aae-k16", "result.json") for m in ("head", "linear", "knn")}
+    rows = dict((r[0], r[1:]) for r in table_after(part, "| y's fooling gradient |"))
+    assert rows["through the softmax (`y0.1/`)"] == quoted[0][1:]
+    assert rows["past it (`st/`)"] == [f"{st['head']['clusters_used']} of 16", f"{st['head']['majority_top1']:.1f}",
+                                       f"{st['head']['nmi']:.3f}", f"{st['linear']['top1']:.1f}", f"{st['knn']['top1']:.1f}"]
+    assert data(*folder, "st", "runs", "folder-aa-cluster-aae-k16", "args.json")["y_straight_through"] is True
+    assert st["head"]["clusters_used"] <= 7 and "not what keeps y in a few clusters" in prose(part)  # the rule's verdict
+    pairs += [experiments.paired_difference(st[m]["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
+    pairs.append(experiments.bootstrap_nmi(st["head"], ev("0.1", "head")))
     wrong = [f"{v} ± {e}" for v, e in quoted_pairs(part) if not matches(v, e, pairs)]
     assert not wrong and len(quoted_pairs(part)) == len(pairs), wrong
+    st_log = run_log(*folder, "st", "runs", "folder-aa-cluster-aae-k16")
+    st_used = [x["val_clusters_used"] for x in st_log if "val_clusters_used" in x]
+    st_sizes = sorted((n for n in st["head"]["cluster_sizes"] if n), reverse=True)
+    assert f"({', '.join(f'{n:,}' for n in st_sizes[:-1])} and {st_sizes[-1]:,} images)" in prose(part)
+    assert f"counted {st_used[0]} clusters on the 1,000 after the first epoch, then fewer, {st_used[-1]} after the last" in prose(part)
+    assert st_used[0] == max(st_used) and f"largest probability {st['head']['y_confidence']:.2f})" in prose(part)
+    assert (f"on {loss_span(st_log, 'disc_loss_y')}, the encoder's fooling loss {loss_span(st_log, 'gen_loss_y')})"
+            in prose(part))
+    st_minutes = data(*folder, "st", "run.json")["invocations"][-1]["steps"][0]
+    assert f"`st/`, the same way ({st_minutes['minutes']:.1f} min)" in prose(part)
     words = prose(part)
     logs = {w: run_log(*folder, f"y{w}", "runs", "folder-aa-cluster-aae-k16") for w, *_ in quoted}
     y_span = lambda w, k: loss_span(logs[w], k)
