@@ -284,13 +284,12 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
     codes = {"z": (phases.style, z)}
     if use.categorical:
         codes["y"] = (phases.categorical, F.softmax(logits[:n], 1))
-    fooled = dict(codes)  # what each fooling loss sees: the codes, or y's value with the logits' gradient
-    if args.y_straight_through:
-        fooled["y"] = (phases.categorical, logits[:n] + (codes["y"][1] - logits[:n]).detach())
     weight = {"z": args.adv_weight, "y": args.adv_weight if args.adv_weight_y is None else args.adv_weight_y}
     for name, (adversary, code) in codes.items():  # regularisation: each discriminator, then the generator's share
         parts[f"disc_loss_{name}"] = adversary.discriminator_step(code.detach(), g)
-        fool = adversary.generator_loss(fooled[name][1])
+        if name == "y" and args.y_straight_through:  # y's value, with the gradient its logits would get without the softmax
+            code = logits[:n] + (code - logits[:n]).detach()
+        fool = adversary.generator_loss(code)
         loss = loss + weight[name] * fool
         parts[f"gen_loss_{name}"] = fool.detach()
     if use.kind == "semi":  # the labelled phase, on the labelled images only
