@@ -1,0 +1,67 @@
+"""Every method's first steps, pinned: the losses and diagnostics each command logs over three steps of a tiny
+run (fp32, a learning rate large enough that the steps move the model), against the values recorded in
+tests/pinned_steps.json before the code was reorganised (at b90b959). A change that moves a number, in the model,
+the augmentation, the data order, an objective or a diagnostic, fails here; a change of layout does not.
+
+fp32 kernels differ in their last bits between instruction sets, and three steps and a validation carry the
+difference into the third digit of a diagnostic, so the values are pinned per ATen CPU capability: AVX512 (the
+same on CPUs with and without AVX512-BF16 or AMX) and AVX2 (recorded with ATEN_CPU_CAPABILITY=avx2
+ONEDNN_MAX_CPU_ISA=AVX2). The thread count changes how oneDNN splits its sums, so the runs take one thread, as
+each of the suite's two workers does; on one capability the numbers then repeat exactly."""
+import contextlib
+import io
+import json
+import os
+
+import pytest
+import torch
+
+import aavae
+from conftest import read_log, tiny_args
+import aae_uses
+
+PINNED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pinned_steps.json")
+TIMING = {"img_per_s", "tflop_per_s", "mfu"}  # measured, not computed
+USES = [f"{aa}{kind}_aae" for kind in ("supervised", "semi", "cluster", "dimred") for aa in ("", "aa_")]
+# name -> (the command's main, its --method)
+RUNS = {**{m: (aavae.main, m) for m in ("ae", "aaae", "vae", "aavae")},
+        "aaae-authors": (aavae.main, "aaae"),
+        **{m: (aavae.main, m) for m in ("simclr", "supervised", "iwae", "aa_iwae", "aae", "aa_aae")},
+        **{m: (aae_uses.main, m) for m in USES}}
+
+
+def pinned_log(name, folder, out, subset):
+    """The run's log.jsonl rows, without the timings."""
+    main, method = RUNS[name]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    extra = ["--target", "augmented"] if name == "aaae-authors" else []
+    extra += ["--subset_file", subset] if "semi" in name else []
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(tiny_args(folder, out, "--method", method, "--max_steps", "3", "--no-amp", "--lr", "0.02",
+                           "--warmup_epochs", "0", "--monitor_images", "0", *extra))
+    finally:
+        torch.set_num_threads(threads)
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in read_log(out)]
+
+
+@pytest.fixture(scope="module")
+def subset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pinned") / "labelled.txt"
+    path.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    return str(path)
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_the_first_steps_of_each_method_log_the_pinned_numbers(folder, tmp_path, subset, name):
+    capability = torch.backends.cpu.get_cpu_capability()
+    with open(PINNED) as f:
+        pinned = json.load(f)
+    if capability not in pinned:
+        pytest.skip(f"the first steps are pinned on {' and '.join(pinned)} CPUs, and this one computes as {capability}")
+    expected = pinned[capability][name]
+    got = pinned_log(name, folder, tmp_path, subset)
+    assert [sorted(r) for r in got] == [sorted(r) for r in expected]
+    for row, want in zip(got, expected):
+        assert row == {k: pytest.approx(v, rel=1e-6, abs=1e-9) for k, v in want.items()}, row["step"]
