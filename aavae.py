@@ -11,14 +11,13 @@ reconstruct the original x, and the KL term of the ELBO is dropped: Eq. 3 of the
     # any ImageFolder tree with train/ and val/
     python aavae.py --dataset folder --data_path data/cifar10-mini --encoder resnet18 --batch_size 32
 
-The method reads from top to bottom in the paper's order: arguments; the model (Appendix A.1,
-"Architecture"); the objective, one function per equation (Eqs. 1-3); the augmentation (Appendix A.1,
-"Augmentation pipeline"), crop and flip included, each op defined plainly, then fused for speed; the training
-step; the schedule and the loop. Table 1's baselines (AE, AAAE, VAE) are the same code with --method. After
-the method, in sections of their own: two other latent regularisers (IWAE, Burda et al. 2016; the
-adversarial autoencoder, Makhzani et al. 2016), two controls that are not autoencoders (SimCLR and supervised
-training, reference rows trained in the same pipeline), the held-out diagnostics, and the run directory.
-Loading the data is data.py's, plumbing (process group, signals, atomic writes) utils.py's.
+The file reads in the paper's order: arguments; the model (Appendix A.1, "Architecture"); the objective, one
+function per equation (Eqs. 1-3); the augmentation (Appendix A.1, "Augmentation pipeline"), each op defined
+plainly, then fused for speed; the training step, from a loaded batch to the optimiser; the held-out
+diagnostics (Figs. 2 and 5); the schedule and the loop. Table 1's baselines (AE, AAAE, VAE) are the same code
+with --method. Methods beyond the paper (methods/: SimCLR and supervised controls, IWAE, the adversarial
+autoencoder) reuse this loop through `train(args, recipe)`; this file imports none of them. Loading the data,
+the run directory and the process group are util/'s.
 
 Re-running the same command resumes from OUTPUT_DIR/checkpoint.pt. Every random draw of a run (data order,
 crop boxes, colour jitter, reparameterisation noise) is a pure function of (stream, seed, epoch or step,
@@ -30,66 +29,40 @@ import functools
 import math
 import os
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
-import torch.distributed.nn as dist_nn
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.flop_counter import FlopCounterMode
 
-import data
-import probe
-from rundir import StepLog, announce, open_output_dir, save_checkpoint
-from utils import (Parser, Preempted, SavePolicy, UserError, algorithms, all_reduce, autocast, broadcast_buffers,
-                   default_workers, generator, is_main, native_bf16, peak_tflops, print0, run_cli, save_atomic, setup_distributed,
-                   write_log)
-
+from util import data, probe
+from util.misc import (Parser, Preempted, SavePolicy, UserError, algorithms, all_reduce, autocast, broadcast_buffers,
+                       default_workers, generator, is_main, native_bf16, peak_tflops, print0, run_cli, save_atomic,
+                       setup_distributed, write_log)
+from util.rundir import StepLog, announce, open_output_dir, save_checkpoint
 
 @dataclass(frozen=True)
 class Method:
-    """What distinguishes the autoencoders of Table 1 and the two other regularisers from one another."""
+    """What tells Table 1's autoencoders apart."""
     augmented: bool  # the encoder sees x+ ~ A(x) instead of x (the decoder's target stays x)
-    latent: str  # "deterministic": z = mu = head(h); "gaussian": z ~ q(z|x) = N(mu, exp(log_var))
-    regulariser: str  # "none"; "kl": beta * KL(q(z|x) || N(0, I)); "iw": the IWAE bound; "adv": a discriminator on z
-    objective: str = "reconstruction"  # the autoencoders'; the controls': "contrastive" (SimCLR) or "supervised"
-
-    @property
-    def variational(self):
-        return self.latent == "gaussian"
-
-    @property
-    def control(self):
-        return self.objective != "reconstruction"
+    variational: bool  # z ~ q(z|x) = N(mu, exp(log_var)) and a Gaussian likelihood; else z = mu and the MSE
 
     @property
     def views(self):
-        """Augmented views of each image a training step needs: SimCLR's two, one for the other augmented methods."""
-        return 2 if self.objective == "contrastive" else int(self.augmented)
-
+        """Augmented crops of each image a training step needs."""
+        return int(self.augmented)
 
 METHODS = {
-    "ae": Method(False, "deterministic", "none"),  # Table 1
-    "aaae": Method(True, "deterministic", "none"),
-    "vae": Method(False, "gaussian", "kl"),  # beta = 1 by default
-    "aavae": Method(True, "gaussian", "kl"),  # beta = 0 by default: Eq. 3, the KL only logged
-    "iwae": Method(False, "gaussian", "iw"),  # Burda et al. 2016: the k-sample bound L_k
-    "aa_iwae": Method(True, "gaussian", "iw"),
-    "aae": Method(False, "deterministic", "adv"),  # Makhzani et al. 2016: a discriminator on z instead of the KL
-    "aa_aae": Method(True, "deterministic", "adv"),
-    # Controls, not autoencoders: the reference rows of Tables 1 and 2 trained in the same pipeline ("Controls" below)
-    "simclr": Method(True, "deterministic", "none", "contrastive"),  # Chen et al. 2020, NT-Xent on two views
-    "supervised": Method(True, "deterministic", "none", "supervised"),  # cross-entropy on the labels of x+
+    "ae": Method(augmented=False, variational=False),  # Table 1
+    "aaae": Method(augmented=True, variational=False),
+    "vae": Method(augmented=False, variational=True),  # beta = 1 by default
+    "aavae": Method(augmented=True, variational=True),  # beta = 0 by default: Eq. 3, the KL only logged
 }
 FEATURE_DIM = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-
 DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "decoder50"}
-
-# Methods defined in other modules (aae_uses.py: the adversarial autoencoder's other uses) register their Method
-# in METHODS and here what replaces this file's build_model, train_step and monitor for them; this file's need none.
-RECIPES = {}
 
 # Arguments that may differ when a run is resumed: they do not change what the steps compute. --in_memory is not
 # one: the memory path crops a batch on the device from one stream, the streamed path each image in PIL from its own.
@@ -97,19 +70,16 @@ RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every",
                   "val_size", "val_samples", "workers", "compile", "overwrite", "amp",
                   "save_every_minutes", "deterministic", "monitor_images"}
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # Arguments
 
-
-def get_args_parser(prog="aavae.py"):
+def get_args_parser(prog="aavae.py", methods=METHODS, default="aavae"):
+    """The paper's flags. A method of methods/ passes its own `methods` (the --method choices) and adds its flags."""
     p = Parser(prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("method (Section 3, Table 1)")
-    g.add_argument("--method", default="aavae", choices=sorted(set(METHODS) - set(RECIPES)),
+    g.add_argument("--method", default=default, choices=sorted(methods),
                    help="ae/aaae: deterministic latent, MSE; vae/aavae: Gaussian latent and likelihood. "
-                        "The 'aa' variants feed the encoder an augmented view; the target is the original. "
-                        "simclr and supervised are controls (no decoder): SimCLR, and training on the labels")
+                        "The 'aa' variants feed the encoder an augmented view; the target is the original")
     g.add_argument("--target", default="original", choices=["original", "augmented"],
                    help="the decoder's target. augmented reproduces the authors' AE/AAAE baseline, which "
                         "reconstructed the augmented view (their Table 1 AAAE row); for methods whose encoder sees one")
@@ -119,12 +89,6 @@ def get_args_parser(prog="aavae.py"):
                    help="log-VARIANCE of the Gaussian likelihood, sigma = exp(log_scale / 2) (Fig. 4d: [-5, 2])")
     g.add_argument("--learn_scale", action=argparse.BooleanOptionalAction, default=False,
                    help="learn log_scale instead of fixing it (Fig. 2)")
-    g.add_argument("--iw_samples", type=int, default=None, help="iwae: importance samples k of the bound L_k (default 5)")
-    g.add_argument("--adv_weight", type=float, default=None, help="aae: weight of the encoder's fool-the-discriminator loss (default 1)")
-    g.add_argument("--disc_hidden", type=int, default=None, help="aae: width of the discriminator's two hidden layers (default 1000)")
-    g.add_argument("--disc_lr", type=float, default=None, help="aae: Adam lr of the discriminator (default: the model's lr)")
-    g.add_argument("--temperature", type=float, default=None,
-                   help="simclr: temperature of the NT-Xent loss (default 0.5, SimCLR's for CIFAR-10)")
 
     g = p.add_argument_group("model (Appendix A.1, Architecture)")
     g.add_argument("--encoder", default="resnet50", choices=sorted(FEATURE_DIM))
@@ -193,36 +157,19 @@ def get_args_parser(prog="aavae.py"):
                         "already), at some cost in speed")
     return p
 
-
-def validate(args):
+def validate(args, method=None):
     """Rejects flag combinations that cannot mean anything, with one sentence each, then resolves every
-    default once, here: the method's beta and regulariser settings, the decoder, the data's image size,
-    stem, augmentation strength and memory path (data.resolve_data), the monitor's images and the output
-    directory. --amp alone waits for the output directory (resolve_amp): a resumed run keeps its precision.
-    What args (and so args.json) holds is what the run does."""
-    method = METHODS[args.method]
+    default once, here: beta, the decoder, the data's image size, stem, augmentation strength and memory path
+    (data.resolve_data), the monitor's images and the output directory. --amp alone waits for the output
+    directory (resolve_amp): a resumed run keeps its precision. What args (and so args.json) holds is what the
+    run does. A method of methods/ checks its own flags first and passes its Method."""
+    method = method or METHODS[args.method]
     if not method.variational and (args.beta or args.learn_scale):
         raise UserError(f"--method {args.method} has a deterministic latent: --beta and --learn_scale need a Gaussian one")
-    if method.control and (args.target != "original" or args.decoder or args.learn_scale or args.log_scale):
-        raise UserError(f"--method {args.method} is a control without a decoder: --target, --decoder, --log_scale "
-                        "and --learn_scale are the autoencoders'")
-    if method.objective == "supervised" and args.dataset == "stl10":
-        raise UserError("--method supervised needs labels, which STL-10's unlabelled pretraining split does not have")
-    if method.objective != "contrastive" and args.temperature is not None:
-        raise UserError("--temperature is for --method simclr")
-    if args.temperature is not None and args.temperature <= 0:
-        raise UserError(f"--temperature must be positive, got {args.temperature}")
     if args.target == "augmented" and not method.augmented:
         raise UserError(f"--target augmented needs an augmented view, which --method {args.method} does not make")
-    if method.regulariser == "iw" and args.beta is not None:
-        raise UserError("--beta has no place in the IWAE bound, which weighs the prior itself")
-    if method.regulariser != "iw" and args.iw_samples is not None:
-        raise UserError("--iw_samples is for --method iwae or aa_iwae")
-    if method.regulariser != "adv" and any(getattr(args, k) is not None for k in ("adv_weight", "disc_hidden", "disc_lr")):
-        raise UserError("--adv_weight, --disc_hidden and --disc_lr are for --method aae or aa_aae")
-    for name, low in (("iw_samples", 1), ("disc_hidden", 1), ("adv_weight", 0), ("beta", 0)):
-        if getattr(args, name) is not None and getattr(args, name) < low:
-            raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
+    if args.beta is not None and args.beta < 0:
+        raise UserError(f"--beta must be >= 0, got {args.beta}")
     for name in ("latent_dim", "batch_size", "epochs", "base_batch", "log_every", "val_every", "save_every",
                  "val_samples"):
         if getattr(args, name) <= 0:
@@ -234,27 +181,16 @@ def validate(args):
     if args.lr <= 0 or args.warmup_epochs < 0 or args.val_size < 0 or (args.monitor_images or 0) < 0:
         raise UserError("--lr must be positive and --warmup_epochs, --val_size, --monitor_images non-negative")
     args.beta = args.beta if args.beta is not None else 1.0 if args.method == "vae" else 0.0
-    if method.regulariser == "iw":
-        args.iw_samples = args.iw_samples or 5
-    if method.regulariser == "adv":
-        args.adv_weight = 1.0 if args.adv_weight is None else args.adv_weight
-        args.disc_hidden = args.disc_hidden or 1000
-        args.disc_lr = args.disc_lr or args.lr * args.batch_size / args.base_batch  # the model's lr
-    args.decoder = None if method.control else args.decoder or DECODER_FOR[args.encoder]
-    if method.objective == "contrastive":
-        args.temperature = args.temperature or 0.5
+    args.decoder = args.decoder or DECODER_FOR[args.encoder]
     data.resolve_data(args)
     if args.monitor_images is None:  # enough labelled images per class for the monitor's head and kNN vote
         args.monitor_images = max(1000, 10 * data.num_classes(args))
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # The model (Appendix A.1, "Architecture"): a torchvision ResNet encoder, a projection head as SimCLR's,
 # and an inverted ResNet without BatchNorm as the decoder. Layer details follow the authors' code.
-
 
 class GlobalMeanPool(nn.Module):
     """(N, C, H, W) -> (N, C): ResNet's adaptive average pool to 1 x 1, written as a mean. The same function,
@@ -262,7 +198,6 @@ class GlobalMeanPool(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3))
-
 
 def build_encoder(name, stem):
     """torchvision ResNet without its classifier; returns pooled features h. The stem follows the dataset:
@@ -277,7 +212,6 @@ def build_encoder(name, stem):
     net.fc = nn.Identity()
     return net
 
-
 class ProjectionHead(nn.Module):
     """Linear(h, h) -> BN -> ReLU, then bias-free Linear(h, latent) for mu (and log_var if variational)."""
 
@@ -290,7 +224,6 @@ class ProjectionHead(nn.Module):
     def forward(self, h):
         t = self.trunk(h)
         return self.mu(t), (self.log_var(t) if self.log_var is not None else None)
-
 
 class DecoderBlock(nn.Module):
     """Residual block of the inverted ResNet, no BatchNorm, convs with bias. With `upsample` (a resize),
@@ -312,7 +245,6 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x):
         return F.relu(self.body(self.upsample(self.pre(x))) + self.skip(x))
-
 
 class Decoder(nn.Module):
     """Inverted ResNet: z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
@@ -355,7 +287,6 @@ class Decoder(nn.Module):
             x = F.interpolate(x, scale_factor=2)
         return self.final(x)
 
-
 class AutoEncoder(nn.Module):
     """Encoder + projection head + decoder. Variational: z = mu + sigma * eps; otherwise z = head(h)."""
 
@@ -381,22 +312,16 @@ class AutoEncoder(nn.Module):
         z = reparameterize(mu, log_var, eps) if self.variational else mu
         return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
 
-
-
 # ----------------------------------------------------------------------------------------------------
 # The objective (Section 3). One function per equation; likelihoods and KL in float32, summed over
 # pixels / latent dimensions per image, then averaged over the batch. x is always the original image.
-# The log-weight and the bound L_k serve the held-out bits per dimension (and the IWAE, after the method).
-
+# The log-weight and the bound L_k serve the held-out bits per dimension.
 
 LOG_VAR_RANGE = (-10.0, 10.0)  # clamp for log_var and a learned log_scale: exp() stays far from overflow
-
-
 
 def reparameterize(mu, log_var, eps):
     """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I); shapes (N, latent)."""
     return mu.float() + torch.exp(0.5 * log_var) * eps
-
 
 def gaussian_log_likelihood(x_hat, x, log_scale):
     """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); (..., C, H, W) -> (...)."""
@@ -404,18 +329,15 @@ def gaussian_log_likelihood(x_hat, x, log_scale):
     sq = (x.float() - x_hat.float()) ** 2
     return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(-3).sum(-1)
 
-
 def kl_divergence(mu, log_var):
     """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over latent dims; (N, latent) -> (N,)."""
     mu, log_var = mu.float(), log_var.float()
     return 0.5 * (mu ** 2 + torch.exp(log_var) - 1 - log_var).sum(1)
 
-
 def reconstruction_loss(x_hat, x):
     """The AE family's loss (Table 1's AE and AAAE, the AAE's reconstruction phase): the mean squared error
     between the reconstruction and the original x, over pixels and images."""
     return F.mse_loss(x_hat.float(), x.float())
-
 
 def elbo_loss(x_hat, x, mu, log_var, log_scale, beta):
     """Eq. 2: the batch mean of -L(x), Eq. 1, with one sample z ~ q(z|x) per image:
@@ -426,56 +348,44 @@ def elbo_loss(x_hat, x, mu, log_var, log_scale, beta):
     kl = kl_divergence(mu, log_var).mean()
     return (recon + beta * kl if beta > 0 else recon), recon, kl
 
-
 def log_normal(z, mu, log_var):
     """log N(z; mu, exp(log_var)) summed over the last dimension; (..., latent) -> (...)."""
     return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
-
 
 def log_weight(x, x_hat, z, mu, log_var, log_scale):
     """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I); shapes (..., N, ...) -> (..., N)."""
     prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
     return gaussian_log_likelihood(x_hat, x, log_scale) + prior - log_normal(z, mu.float(), log_var)
 
-
 def iwae_bound(log_w):
     """L_k = log (1/k) sum_i w_i (Burda et al. 2016): (k, N) log-weights -> (N,). L_1 is the ELBO
     (as a one-sample estimate), and E[L_k] grows with k towards log p(x)."""
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
 
-
-def compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps, method):
-    """Returns (loss, metrics) of `method` for one forward; metrics["mu"] is the latent mean with its graph,
-    for a regulariser that trains the encoder through it (the AAE's Adversary)."""
-    if method.latent == "deterministic":
+def compute_loss(x, x_hat, mu, log_var, log_scale, beta, method):
+    """Returns (loss, metrics to log) of `method` for one forward."""
+    if not method.variational:
         loss = reconstruction_loss(x_hat, x)
-        return loss, {"recon": loss.detach(), "mu": mu}
-    if method.regulariser == "iw":
-        loss = iwae_loss(x_hat, x, reparameterize(mu, log_var, eps), mu, log_var, log_scale)
-        recon, kl = -gaussian_log_likelihood(x_hat[0], x, log_scale).mean(), kl_divergence(mu, log_var).mean()
-    else:
-        loss, recon, kl = elbo_loss(x_hat, x, mu, log_var, log_scale, beta)
-    return loss, {"recon": recon.detach(), "kl": kl.detach(), "mu": mu}
-
+        return loss, {"recon": loss.detach()}
+    loss, recon, kl = elbo_loss(x_hat, x, mu, log_var, log_scale, beta)
+    return loss, {"recon": recon.detach(), "kl": kl.detach()}
 
 def training_loss(model, x, x_aug, eps, method, beta, amp=contextlib.nullcontext):
     """One forward: the encoder sees x_aug, the decoder's target is the original x (Eq. 3 for AAVAE)."""
     with amp():
         x_hat, mu, log_var, log_scale = model(x_aug, eps)
-    return compute_loss(x, x_hat, mu, log_var, log_scale, beta, eps, method)
-
-
+    return compute_loss(x, x_hat, mu, log_var, log_scale, beta, method)
 
 # ----------------------------------------------------------------------------------------------------
 # The augmentation (Appendix A.1, "Augmentation pipeline": SimCLR's), x+ ~ A(x): a random resized crop and
 # flip, then colour jitter, grayscale and blur, every image with its own random parameters. The crop runs
-# where the images are: on the training device for images held in memory, in data.py's DataLoader workers for
-# streamed ones, which reach it through the AugmentSpec they are given. The photometric half runs on the
-# training device. Each op is first defined plainly on float images in [0, 1], (N, 3, H, W), with one
-# factor per image, equal to torchvision's functional op; apply_photometric_reference composes them image by
-# image as the pipeline is written, and apply_photometric is the same function fused into whole-batch passes
-# (tests/test_augment.py holds the two equal, and both equal to torchvision's ops).
-
+# where the images are: on the training device for images held in memory (crop_and_flip, called by the step's
+# batch), in the DataLoader workers of a streamed folder (util/data.py's ViewFolder, which draws its boxes with
+# sample_crop_boxes and crops in PIL). The photometric half runs on the training device. Each op is first
+# defined plainly on float images in [0, 1], (N, 3, H, W), with one factor per image, equal to torchvision's
+# functional op; apply_photometric_reference composes them image by image as the pipeline is written, and
+# apply_photometric is the same function fused into whole-batch passes (tests/test_augment.py holds the two
+# equal, and both equal to torchvision's ops).
 
 @dataclass
 class AugmentSpec:
@@ -504,12 +414,11 @@ class AugmentSpec:
     def crop_boxes(self, n, height, width, g):
         return sample_crop_boxes(n, height, width, self.scale, self.ratio, g)
 
-    def crop(self, x, boxes, flip):
-        return resized_crop(x, boxes, self.size, flip)
+    def crop_and_flip(self, images01, views, g):
+        return crop_and_flip(images01, views, self, g)
 
     def __getstate__(self):  # sent to DataLoader workers without the device tensors of stats()
         return {k: v for k, v in self.__dict__.items() if k != "_stats"}
-
 
 def augment_spec(args):
     """The AugmentSpec of args resolved by data.resolve_data: image size, jitter strength, blur, and the
@@ -517,13 +426,11 @@ def augment_spec(args):
     mean, std = data.STATS.get(args.dataset, data.STATS["imagenet"])
     return AugmentSpec(size=args.image_size, jitter=args.jitter_strength, blur=args.blur, mean=mean, std=std)
 
-
 def load_data(args, device, probe=False):
     """(train Split, second Split, AugmentSpec): data.load_data's splits of resolved args, which crop their
     views with this augmentation."""
     spec = augment_spec(args)
     return (*data.load_data(args, device, spec, probe), spec)
-
 
 def sample_crop_boxes(n, height, width, scale, ratio, g):
     """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
@@ -553,7 +460,6 @@ def sample_crop_boxes(n, height, width, scale, ratio, g):
     w = torch.where(ok, w, torch.full_like(w, fw))
     return torch.stack([i, j, h, w], 1).long()
 
-
 def resized_crop(x, boxes, size, flip=None):
     """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
 
@@ -575,7 +481,15 @@ def resized_crop(x, boxes, size, flip=None):
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
-
+def crop_and_flip(images01, views, spec, g):
+    """The geometric half of A: `views` random resized crops of each image (N, 3, H, W), each mirrored with
+    p = 0.5, every image with its own box and coin from g; returns a list of `views` (N, 3, size, size)."""
+    out = []
+    for _ in range(views):
+        boxes = spec.crop_boxes(len(images01), images01.shape[2], images01.shape[3], g)
+        flip = torch.rand(len(images01), device=g.device, generator=g) < 0.5
+        out.append(resized_crop(images01, boxes, spec.size, flip))
+    return out
 
 def _blend(a, b, factor):
     # torchvision's _blend, factor * a + (1 - factor) * b clamped to the float image range, in two passes over
@@ -583,24 +497,19 @@ def _blend(a, b, factor):
     f = factor.view(-1, 1, 1, 1)
     return torch.addcmul((1 - f) * b, a, f).clamp_(0, 1)
 
-
 def grayscale(x):
     """ITU-R 601-2 luma, as torchvision's rgb_to_grayscale, kept as (N, 1, H, W)."""
     r, g, b = x.unbind(1)
     return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
 
-
 def adjust_brightness(x, factor):
     return _blend(x, torch.zeros_like(x), factor)
-
 
 def adjust_contrast(x, factor):
     return _blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), factor)
 
-
 def adjust_saturation(x, factor):
     return _blend(x, grayscale(x), factor)
-
 
 def adjust_hue(x, factor):
     """Rotate hue by factor (in turns, |factor| <= 0.5): RGB -> HSV, shift H modulo 1, HSV -> RGB."""
@@ -619,7 +528,6 @@ def adjust_hue(x, factor):
     k = torch.remainder(torch.stack([5 + 6 * h, 3 + 6 * h, 1 + 6 * h], 1), 6)
     return (v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))).clamp(0, 1)
 
-
 def gaussian_blur(x, sigma, kernel_size):
     """Per-image Gaussian blur with reflect padding, as torchvision's gaussian_blur, done separably."""
     n, c, hgt, wid = x.shape
@@ -633,11 +541,8 @@ def gaussian_blur(x, sigma, kernel_size):
     y = F.conv2d(y, k.view(n * c, 1, 1, kernel_size), groups=n * c)
     return y.view(n, c, hgt, wid)
 
-
-
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # the jitter ops, and their columns in "factors"
-
 
 def draw_photometric(n, spec, g):
     """Every random draw of the photometric half for n images, from the generator g and on its device, before
@@ -657,8 +562,6 @@ def draw_photometric(n, spec, g):
         p["blur"] = torch.rand(n, device=dev, generator=g) < 0.5
     return p
 
-
-
 def apply_photometric_reference(x, p, spec):
     """The photometric half as it is defined, with the draws p (draw_photometric): each image on its own,
     ColorJitter's four ops one after the other in that image's order if it is jittered, then RandomGrayscale,
@@ -676,7 +579,6 @@ def apply_photometric_reference(x, p, spec):
             v = gaussian_blur(v, p["sigma"][one], spec.blur_kernel)
         out.append(v)
     return torch.cat(out)
-
 
 def apply_photometric(x, p, spec):
     """apply_photometric_reference, optimised: ColorJitter (ops in each image's order), RandomGrayscale and
@@ -707,314 +609,66 @@ def apply_photometric(x, p, spec):
         x = torch.where(p["blur"].view(-1, 1, 1, 1), gaussian_blur(x, p["sigma"], spec.blur_kernel), x)
     return x
 
-
-
 def photometric(x, spec, g):
     """x+ from the cropped and flipped views x: SimCLR's ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8 and
     the four ops in a random order per image, RandomGrayscale (p = 0.2), GaussianBlur (p = 0.5), every image
     with its own draws from g."""
     return apply_photometric(x, draw_photometric(len(x), spec, g), spec)
 
-
 def normalize(x, spec):
     mean, std = spec.stats(x.device)
     return (x - mean) / std
-
 
 def denormalize(x, spec):
     mean, std = spec.stats(x.device)
     return (x.float() * std + mean).clamp(0, 1)
 
-
-
 # ----------------------------------------------------------------------------------------------------
-# The training step: the encoder sees x+ ~ A(x), the decoder reconstructs x (Eq. 3)
+# The training step, from the loader's batch to the optimiser: the encoder sees x+ ~ A(x), the decoder
+# reconstructs x (Eq. 3)
 
+def training_batches(batches, views, spec, start_step, seed, rank):
+    """The steps' batches [x01, *views01, labels] from start_step on: this rank's share of each epoch's seeded
+    order (data.TrainBatches), x01 the original images in [0, 1], then `views` crops of each. Images held in
+    memory come whole and are cropped and flipped here, on the device, with step s's own generator; a streamed
+    folder's DataLoader workers crop each image as they decode it (data.ViewFolder)."""
+    if batches.split.images is None:
+        yield from batches(start_step, ("crops", seed, rank))
+        return
+    for step, (x01, whole01, labels) in enumerate(batches(start_step, whole=True), start_step):
+        g = generator(x01.device, "crops", seed, rank, step)
+        yield [x01, *crop_and_flip(whole01, views, spec, g), labels]
 
-def train_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
-    """One optimiser step on a batch [x01, (view01,) labels] from data.TrainBatches; g draws this step's
-    randomness. Returns the loss and the metrics to log (all device tensors)."""
-    method = METHODS[args.method]
+def step_inputs(batch, spec, g, args, method):
+    """(x, x_aug) of a batch [x01, (view01,) labels]: the decoder's target, the original image, and the encoder's
+    input, x+ ~ A(x) (the view's photometric half drawn from g) for an augmented method and x otherwise; both
+    normalised, channels-last."""
     x01, *view, _ = batch
     x = normalize(x01, spec)  # the decoder's target: the original image
     x_aug = normalize(photometric(view[0], spec, g), spec) if method.augmented else x  # the encoder's input, x+ ~ A(x)
     if args.target == "augmented":  # the authors' AAAE baseline: the view itself is the target
         x = x_aug
-    x, x_aug = x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
-    shape = ((args.iw_samples,) if method.regulariser == "iw" else ()) + (x.shape[0], args.latent_dim)
-    eps = torch.randn(shape, device=x.device, generator=g) if method.variational else None
+    return x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
+
+def optimise(optimizer, loss):
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+def train_step(model, optimizer, batch, spec, g, args, amp, extra=None):
+    """One optimiser step; g draws this step's randomness (the view's jitter, then the reparameterisation
+    noise). Returns the loss and the metrics to log (all device tensors)."""
+    method = METHODS[args.method]
+    x, x_aug = step_inputs(batch, spec, g, args, method)
+    eps = torch.randn((len(x), args.latent_dim), device=x.device, generator=g) if method.variational else None
     loss, parts = training_loss(model, x, x_aug, eps, method, args.beta, amp)
-    mu = parts.pop("mu")
-    if adversary is not None:  # the AAE's regularisation phase: the discriminator first, then the encoder's share
-        disc_loss = adversary.discriminator_step(mu.detach(), g)
-        gen_loss = adversary.generator_loss(mu)
-        loss = loss + adversary.weight * gen_loss
-        parts.update(disc_loss=disc_loss, gen_loss=gen_loss.detach())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    optimise(optimizer, loss)
     return loss, parts
 
-
-
 # ----------------------------------------------------------------------------------------------------
-# Schedule: a pure function of the global step.
-
-
-def get_lr(step, total_steps, warmup_steps, lr, schedule):
-    """Linear warm-up from lr / warmup_steps (never exactly zero), then constant, cosine or linear decay."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return lr
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return lr * (0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress)
-
-
-
-# ----------------------------------------------------------------------------------------------------
-# The training loop
-
-
-@dataclass
-class Schedule:
-    """The run's length in steps and its lr (Appendix A.1: Adam, linear warm-up, then constant)."""
-    steps_per_epoch: int
-    total_steps: int  # of --epochs: what the lr schedule follows
-    last_step: int  # where this invocation stops: total_steps, or --max_steps
-    warmup_steps: int
-    lr: float  # --lr scaled linearly from --base_batch to the global batch (Goyal et al.)
-
-    @classmethod
-    def of(cls, args, steps_per_epoch):
-        total = args.epochs * steps_per_epoch
-        return cls(steps_per_epoch, total, min(total, args.max_steps or total), round(args.warmup_epochs * steps_per_epoch),
-                   args.lr * args.batch_size / args.base_batch)
-
-    def lr_at(self, step, args):
-        return get_lr(step, self.total_steps, self.warmup_steps, self.lr, args.schedule)
-
-    def epoch_end(self, done):
-        """The epoch that ends with step `done`, or 0 mid-epoch."""
-        return done // self.steps_per_epoch if done % self.steps_per_epoch == 0 else 0
-
-
-def train(args):
-    rank, world, device = setup_distributed()
-    if args.batch_size % world:
-        raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    method = METHODS[args.method]
-    train_split, val_split, spec = load_data(args, device)
-    batches = data.TrainBatches(train_split, args.batch_size, rank, world, views=method.views, workers=args.workers)
-    sched = Schedule.of(args, batches.steps_per_epoch)
-    ckpt = open_output_dir(args, RESUMABLE_ARGS)  # None for a new run
-    kept_precision = args.amp is None and ckpt is not None
-    amp = autocast(resolve_amp(args, ckpt), device)
-    recipe = RECIPES.get(args.method)
-    raw_model, optimizer, adversary = (recipe.build(args, spec, device, world, train_split) if recipe
-                                       else build_model(args, spec, device, world))
-    start_step = restore(ckpt, raw_model, optimizer, adversary, args)
-    del ckpt
-    model = parallel(raw_model, args, device, world)  # the steps go through DDP and compile; nothing else does
-    log = StepLog(args, sched, device, world, raw_model, step_flops(args, spec), peak_tflops(device))
-    announce(args, train_split, val_split, spec, device, world, sched, log, kept_precision)
-    if start_step >= sched.last_step:
-        print0(f"{args.output_dir} is already at step {start_step}: nothing to do")
-        return finish(args, raw_model, start_step, sched.steps_per_epoch)
-    if start_step:
-        print0(f"resuming from step {start_step} (epoch {start_step // sched.steps_per_epoch})")
-
-    validate_and_log = functools.partial(run_validation, raw_model, train_split, val_split, args, spec, amp, rank, world,
-                                         recipe.monitor if recipe else None)
-    step_fn = recipe.step if recipe else control_step if method.control else train_step
-    stream = batches(start_step, ("crops", args.seed, rank))
-    log.start(start_step)
-    model.train()
-    with SavePolicy(args.save_every_minutes, device) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
-        for step in range(start_step, sched.last_step):
-            for group in optimizer.param_groups:
-                group["lr"] = sched.lr_at(step, args)
-            g = generator(device, "step", args.seed, step, rank)  # every random draw of this step
-            loss, parts = step_fn(model, optimizer, next(stream), spec, g, args, amp, adversary)
-            log.add(step, loss, parts, optimizer)  # on the device; a log.jsonl line every --log_every steps
-            done = step + 1
-            if done == sched.last_step:
-                break  # the last step's checkpoint and validation follow the loop
-            save, stop = policy.poll()
-            epoch = sched.epoch_end(done)
-            if epoch and epoch % args.val_every == 0:
-                validate_and_log(done, sched.steps_per_epoch)
-            if save or epoch and epoch % args.save_every == 0:
-                log.check_finite()
-                save_checkpoint(args, raw_model, optimizer, adversary, done, sched.steps_per_epoch)
-                policy.saved()
-            if stop:
-                log.close()
-                raise Preempted(f"stopped by {policy.received or 'a signal to another rank'} after step {done} "
-                                f"(epoch {done / sched.steps_per_epoch:.2f}), which "
-                                f"{os.path.join(args.output_dir, 'checkpoint.pt')} holds; run the same command to "
-                                "continue from there")
-    log.close()
-    log.check_finite()
-    save_checkpoint(args, raw_model, optimizer, adversary, sched.last_step, sched.steps_per_epoch)
-    metrics = validate_and_log(sched.last_step, sched.steps_per_epoch)
-    finish(args, raw_model, sched.last_step, sched.steps_per_epoch)
-    return metrics
-
-
-def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-
-    def run():
-        validate(args)
-        with algorithms(args.deterministic):
-            return train(args)
-
-    return run_cli("aavae.py", run)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Beyond the method. Everything below serves the loop above, or is one of the rows the paper and this
-# repository set beside AAVAE; nothing below is needed to read what AAVAE is.
-
-
-# ----------------------------------------------------------------------------------------------------
-# Two other latent regularisers, each plain and augmentation-augmented (--method iwae, aa_iwae, aae, aa_aae):
-# the importance-weighted bound (Burda et al. 2016) and the adversarial autoencoder (Makhzani et al. 2016).
-
-
-def iwae_loss(x_hat, x, z, mu, log_var, log_scale):
-    """-L_k, the batch mean of the importance-weighted bound with k samples per image (Burda et al. 2016);
-    x_hat (k, N, C, H, W), z (k, N, latent). k = 1 is the ELBO with beta = 1."""
-    return -iwae_bound(log_weight(x, x_hat, z, mu, log_var, log_scale)).mean()
-
-
-class Adversary:
-    """The regularisation phase of the adversarial autoencoder (Makhzani et al. 2016): an MLP
-    discriminator learns to tell samples of the prior N(0, I) from codes of data, and the encoder, as the
-    generator, learns to fool it; the KL term has no part in it.
-
-    The discriminator has its own Adam. The encoder's fool-the-discriminator loss is added to the
-    reconstruction loss with weight --adv_weight, and both take one step of the model's Adam: a separate
-    Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
-    not change when its loss is multiplied by a constant."""
-
-    def __init__(self, args, device, world, dim=None, sample_prior=None):
-        """dim: the code's size (default --latent_dim); sample_prior(shape, g): the prior's samples (N(0, I))."""
-        h = args.disc_hidden
-        self.sample_prior = sample_prior or (lambda shape, g: torch.randn(shape, device=g.device, generator=g))
-        self.disc = nn.Sequential(nn.Linear(dim or args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
-                                  nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
-        self.wrapped = wrap_ddp(self.disc, device) if world > 1 else self.disc
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
-        self.weight = args.adv_weight
-
-    def discriminator_step(self, z, g):
-        """One Adam step of the discriminator on prior samples (label 1) and the codes z (label 0), both
-        (N, latent); z is detached. Returns the discriminator's loss."""
-        prior = self.sample_prior(z.shape, g)
-        logits = self.wrapped(torch.cat([prior, z.float()]))
-        real = (torch.arange(2 * len(z), device=logits.device) < len(z)).to(logits.dtype)[:, None]  # made on the device
-        loss = F.binary_cross_entropy_with_logits(logits, real)
-        self.disc_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.disc_opt.step()
-        return loss.detach()
-
-    def generator_loss(self, mu):
-        """-log D(mu), the encoder's loss: small when the discriminator takes the codes for prior samples.
-        The discriminator's weights enter as constants, so the gradient reaches the encoder alone."""
-        weights = {k: v.detach() for k, v in self.disc.named_parameters()}
-        logits = torch.func.functional_call(self.disc, weights, (mu.float(),))
-        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-
-    def state_dict(self):
-        return {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
-
-    def load_state_dict(self, state):
-        self.disc.load_state_dict(state["disc"])
-        self.disc_opt.load_state_dict(state["disc_opt"])
-
-
-
-# ----------------------------------------------------------------------------------------------------
-# Controls: the reference rows of the paper's Tables 1 and 2, SimCLR and supervised training, in the same
-# pipeline as the autoencoders (encoder, augmentation, data, optimiser, epochs and probes), so that a table at
-# a small budget says what that budget allows. Neither is the paper's method; neither has a decoder.
-
-
-class Control(nn.Module):
-    """The encoder with SimCLR's projection head (Chen et al. 2020: Linear -> BN -> ReLU -> Linear, the
-    autoencoders' own ProjectionHead with z = mu) or, given `classes`, a linear classifier on h."""
-
-    def __init__(self, encoder, stem, latent_dim, classes=None):
-        super().__init__()
-        h = FEATURE_DIM[encoder]
-        self.encoder = build_encoder(encoder, stem)
-        self.projection = ProjectionHead(h, latent_dim, variational=False) if classes is None else None
-        self.classifier = nn.Linear(h, classes) if classes is not None else None
-        self.decoder, self.variational = None, False
-        self.latent_dim = latent_dim if classes is None else h  # what encode() returns: z, or the pooled h
-
-    def encode(self, x):
-        """x -> (z, None) for SimCLR, (h, None) for the classifier: the diagnostics' latent."""
-        h = self.encoder(x)
-        return (self.projection(h)[0] if self.projection is not None else h), None
-
-    def forward(self, x):
-        """SimCLR's projections z, or the classifier's logits."""
-        h = self.encoder(x)
-        return self.projection(h)[0] if self.projection is not None else self.classifier(h)
-
-
-def nt_xent_loss(z1, z2, temperature):
-    """SimCLR's NT-Xent loss (Chen et al. 2020, Eq. 1), the mean over the 2N views of the global batch of
-    -log exp(cos(z_i, z_j) / t) / sum_{k != i} exp(cos(z_i, z_k) / t), j the other view of i's image.
-
-    z1, z2: (n, d), the projections of two views of this rank's n images. Under torchrun every rank's are
-    gathered with their gradients (torch.distributed.nn), so each view has all 2N - 2 others of the global
-    batch as negatives; the rank's anchors are its rows of the gathered tensor, and its loss is the mean over
-    them, which DDP's gradient average turns into the global batch's."""
-    a, b = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    n, rank = len(a), 0
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        rank = dist.get_rank()
-        a, b = torch.cat(dist_nn.all_gather(a)), torch.cat(dist_nn.all_gather(b))
-    views = torch.cat([a, b])  # (2N, d): the first views of every image, then the second views
-    mine = torch.arange(rank * n, (rank + 1) * n, device=views.device)
-    anchors = torch.cat([mine, mine + len(a)])
-    positives = torch.cat([mine + len(a), mine])
-    logits = views[anchors] @ views.T / temperature  # (2n, 2N)
-    logits = logits.masked_fill(anchors[:, None] == torch.arange(len(views), device=views.device), float("-inf"))
-    return F.cross_entropy(logits, positives)
-
-
-def control_step(model, optimizer, batch, spec, g, args, amp, adversary=None):
-    """One optimiser step of a control on a batch [x01, *views01, labels]: SimCLR's two augmented views of
-    each image through the encoder and head in one forward, then NT-Xent; or one view x+ and cross-entropy on
-    its label. The augmentation is the autoencoders' (photometric on the cropped views)."""
-    method = METHODS[args.method]
-    _, *views, labels = batch
-    x_aug = torch.cat([normalize(photometric(v, spec, g), spec) for v in views])
-    x_aug = x_aug.contiguous(memory_format=torch.channels_last)
-    with amp():
-        out = model(x_aug).float()
-    if method.objective == "contrastive":
-        loss, parts = nt_xent_loss(*out.chunk(2), args.temperature), {}
-    else:
-        loss = F.cross_entropy(out, labels)
-        parts = {"train_top1": 100 * (out.detach().argmax(1) == labels).float().mean()}
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss, parts
-
-
-
-# ----------------------------------------------------------------------------------------------------
-# Diagnostics on the held-out split: reconstruction, KL, IWAE bits per dimension, same- vs different-image
-# latent similarity (Fig. 5), active units (Burda et al. 2016), the monitor's probes, and the FLOPs of a step.
-
+# Diagnostics on the held-out split: reconstruction, KL, importance-sampled bits per dimension (Table 1),
+# the latent's signal over noise (Fig. 2), same- vs different-image latent similarity (Fig. 5), active units
+# (Burda et al. 2016), and the monitor's probes.
 
 def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, more, step, steps_per_epoch):
     """evaluate and monitor (and a recipe's own diagnostics, `more`) on the held-out images: a log.jsonl line."""
@@ -1029,7 +683,6 @@ def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, wor
             save_grid(first, spec, os.path.join(args.output_dir, f"recon_{step:07d}.png"))
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics
-
 
 @torch.no_grad()
 def evaluate(model, split, args, spec, amp, rank, world):
@@ -1099,11 +752,9 @@ def evaluate(model, split, args, spec, amp, rank, world):
     model.train(was_training)
     return out, first
 
-
 def held_out_subset(n, args):
     """The --val_size held-out images the diagnostics use (all with 0), a seeded choice in a random order."""
     return torch.randperm(n, generator=generator("cpu", "val_subset"))[: args.val_size or n]
-
 
 def monitor(model, train_split, val_split, args, spec, amp, rank, world):
     """How good the encoder's pooled features are for classification, on labels the run already has: a
@@ -1136,104 +787,120 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
                          held.labels)[0]
     return {"val_linear_top1": linear, "val_knn_top1": knn}
 
-
 def save_grid(first, spec, path):
     """Rows: original, augmented view, decoded mu(view) (what training asks for: the original back),
     decoded mu(original); all de-normalised."""
     rows = [denormalize(t, spec).cpu() for t in first]
     torchvision.utils.save_image(torch.cat(rows), path, nrow=len(first[0]), padding=1)
 
+# ----------------------------------------------------------------------------------------------------
+# Schedule: a pure function of the global step.
 
-def step_flops(args, spec):
-    """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
-    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken. The
-    counter counts matrix products and convolutions, which depend on the latent's kind, the IWAE's samples
-    and the architecture, not on what the encoder sees, the loss's weights or the likelihood's scale. A
-    control's step is its encoder and head on each of its views (NT-Xent's own products are left out)."""
-    method = METHODS[args.method]
-    if method.control:
-        return _control_flops(method.views, args.encoder, args.stem, args.latent_dim, spec.size)
-    return _step_flops(method.latent, args.iw_samples if method.regulariser == "iw" else None, args.encoder,
-                       args.decoder, args.stem, args.latent_dim, spec.size)
+def get_lr(step, total_steps, warmup_steps, lr, schedule):
+    """Linear warm-up from lr / warmup_steps (never exactly zero), then constant, cosine or linear decay."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return lr * (0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress)
 
+@dataclass
+class Schedule:
+    """The run's length in steps and its lr (Appendix A.1: Adam, linear warm-up, then constant)."""
+    steps_per_epoch: int
+    total_steps: int  # of --epochs: what the lr schedule follows
+    last_step: int  # where this invocation stops: total_steps, or --max_steps
+    warmup_steps: int
+    lr: float  # --lr scaled linearly from --base_batch to the global batch (Goyal et al.)
 
-@functools.lru_cache(maxsize=None)
-def _control_flops(views, encoder, stem, latent_dim, size):
-    with torch.device("meta"):
-        model = Control(encoder, stem, latent_dim)
-        x = torch.zeros(2 * views, 3, size, size)
-    with FlopCounterMode(display=False) as counter:
-        model(x).sum().backward()
-    return counter.get_total_flops() / 2
+    @classmethod
+    def of(cls, args, steps_per_epoch):
+        total = args.epochs * steps_per_epoch
+        return cls(steps_per_epoch, total, min(total, args.max_steps or total), round(args.warmup_epochs * steps_per_epoch),
+                   args.lr * args.batch_size / args.base_batch)
 
+    def lr_at(self, step, args):
+        return get_lr(step, self.total_steps, self.warmup_steps, self.lr, args.schedule)
 
-@functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
-def _step_flops(latent, iw_samples, encoder, decoder, stem, latent_dim, size):
-    method = Method(False, latent, "iw" if iw_samples else "kl" if latent == "gaussian" else "none")
-    with torch.device("meta"):
-        model = AutoEncoder(encoder, decoder, stem, latent_dim, size, method.variational)
-        x = torch.zeros(2, 3, size, size)
-        eps = torch.zeros(((iw_samples,) if iw_samples else ()) + (2, latent_dim)) if method.variational else None
-    with FlopCounterMode(display=False) as counter:  # (the AAE's discriminator, a small MLP, is left out)
-        training_loss(model, x, x, eps, method, 1.0)[0].backward()
-    return counter.get_total_flops() / 2
-
-
-def finish(args, raw_model, step, steps_per_epoch):
-    """Exports the encoder alone: a torchvision ResNet state dict without fc (see README for loading)."""
-    if is_main():
-        save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
-        print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
-               f"{os.path.join(args.output_dir, 'encoder.pth')}")
-
-
+    def epoch_end(self, done):
+        """The epoch that ends with step `done`, or 0 mid-epoch."""
+        return done // self.steps_per_epoch if done % self.steps_per_epoch == 0 else 0
 
 # ----------------------------------------------------------------------------------------------------
-# The run: its model and optimiser, restored from a checkpoint, and how the steps run it. The output directory,
-# the log and the checkpoints are rundir.py's.
+# The run: what a method hands the loop, its model and optimiser, restored from a checkpoint. The output
+# directory, the log and the checkpoints are util/rundir.py's.
 
+@dataclass
+class Recipe:
+    """What train() needs of a method. paper_recipe serves Table 1's four; a method of methods/ passes its own.
 
-def build_model(args, spec, device, world=1):
-    """The autoencoder, or a control (same initial weights on every rank), its Adam optimiser, and the
-    Adversary of the AAE methods (None otherwise)."""
+    build(args, spec, device, world, train_split) -> (model, optimizer, extra): the model (the same initial
+      weights on every rank), its optimiser, and `extra`, None or what else a step trains (a discriminator and
+      its optimiser), with state_dict() and load_state_dict(): it is checkpointed beside the model.
+    step(model, optimizer, batch, spec, g, args, amp, extra) -> (loss, metrics to log): one optimiser step.
+    views: the augmented crops of each image a step's batch carries.
+    flops(args, spec): FLOPs per image of one step, for the log's TFLOP/s.
+    monitor(model, train_split, val_split, args, spec, amp, rank, world) -> dict: diagnostics beside evaluate's.
+    """
+    build: Callable
+    step: Callable
+    views: int
+    flops: Callable
+    monitor: Optional[Callable] = None
+
+def paper_recipe(args):
+    """The recipe of --method ae, aaae, vae and aavae."""
+    return Recipe(build_model, train_step, METHODS[args.method].views, step_flops)
+
+def build_model(args, spec, device, world=1, train_split=None, method=None):
+    """The autoencoder of --method (or of `method`, a methods/ module's), same initial weights on every rank, its
+    Adam optimiser, and no extra state."""
     torch.manual_seed(args.seed)
-    method = METHODS[args.method]
-    if method.control:
-        model = Control(args.encoder, args.stem, args.latent_dim,
-                        data.num_classes(args) if method.objective == "supervised" else None).to(device)
-    else:
-        model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, method.variational,
-                            args.log_scale, args.learn_scale).to(device)
-    # channels_last suits the convolutions of tensor cores and of oneDNN alike (CPU step here: +8-24 %).
-    model = model.to(memory_format=torch.channels_last)
+    model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size,
+                        (method or METHODS[args.method]).variational, args.log_scale, args.learn_scale)
+    return (*with_adam(model, args, device, world), None)
+
+def with_adam(model, args, device, world):
+    """(model, optimizer): the model on the device in channels-last (the convolutions of tensor cores and of oneDNN
+    alike prefer it: CPU step here +8-24 %), with SyncBatchNorm for --sync_bn under torchrun, and Adam at --lr
+    (the loop sets each step's lr)."""
+    model = model.to(device, memory_format=torch.channels_last)
     if args.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
-                                 weight_decay=args.weight_decay, fused=device.type == "cuda")
-    adversary = Adversary(args, device, world) if METHODS[args.method].regulariser == "adv" else None
-    return model, optimizer, adversary
+    return model, torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                   weight_decay=args.weight_decay, fused=device.type == "cuda")
 
+def step_flops(args, spec, method=None):
+    """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
+    torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken. They
+    depend on the latent's kind and the architecture, not on what the encoder sees or the loss's weights."""
+    return _step_flops((method or METHODS[args.method]).variational, args.encoder, args.decoder, args.stem, args.latent_dim,
+                       spec.size)
 
-def restore(ckpt, model, optimizer, adversary, args):
+@functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
+def _step_flops(variational, encoder, decoder, stem, latent_dim, size, samples=None):
+    """samples: the importance samples of an IWAE step (methods/iwae.py), each one more pass of the decoder."""
+    with torch.device("meta"):
+        model = AutoEncoder(encoder, decoder, stem, latent_dim, size, variational)
+        x = torch.zeros(2, 3, size, size)
+        eps = torch.zeros(((samples,) if samples else ()) + (2, latent_dim)) if variational else None
+    with FlopCounterMode(display=False) as counter:  # matrix products and convolutions; the loss's are elementwise
+        training_loss(model, x, x, eps, Method(False, variational), 1.0)[0].backward()
+    return counter.get_total_flops() / 2
+
+def restore(ckpt, model, optimizer, extra, args):
     """Loads a resumed run's states from its checkpoint; returns the step to continue from (0: a new run)."""
     if ckpt is None:
         return 0
     try:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        if adversary:
-            adversary.load_state_dict(ckpt["adversary"])
+        if extra:
+            extra.load_state_dict(ckpt["extra"])
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
     return ckpt["step"]
-
-
-def parallel(raw_model, args, device, world):
-    """The model the steps run: DDP under torchrun, torch.compile with --compile. State dicts, evaluation and
-    pictures use the plain module."""
-    model = wrap_ddp(raw_model, device, static_graph=not args.compile) if world > 1 else raw_model
-    return torch.compile(model) if args.compile else model
-
 
 def wrap_ddp(module, device, static_graph=True):
     """DistributedDataParallel whose gradients are views of its all-reduce buckets (no copy between the two).
@@ -1243,15 +910,98 @@ def wrap_ddp(module, device, static_graph=True):
     return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
                static_graph=static_graph)
 
-
 def resolve_amp(args, ckpt=None):
     """--amp when it was not given: the precision a resumed run started with (a run begun on a CPU without
-    native bf16 stays in fp32 on one with it), else bf16 autocast where it is native (utils.native_bf16)."""
+    native bf16 stays in fp32 on one with it), else bf16 autocast where it is native (util.misc.native_bf16)."""
     if args.amp is None:
         args.amp = ckpt["args"]["amp"] if ckpt is not None else native_bf16()
     return args
 
+def finish(args, raw_model, step, steps_per_epoch):
+    """Exports the encoder alone: a torchvision ResNet state dict without fc (see README for loading)."""
+    if is_main():
+        save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
+        print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
+               f"{os.path.join(args.output_dir, 'encoder.pth')}")
 
+# ----------------------------------------------------------------------------------------------------
+# The training loop
+
+def train(args, recipe=None):
+    """Pretrains with `recipe` (default: the paper's, for --method ae, aaae, vae or aavae) on args resolved by
+    validate; returns the last validation's metrics."""
+    recipe = recipe or paper_recipe(args)
+    rank, world, device = setup_distributed()
+    if args.batch_size % world:
+        raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
+    train_split, val_split, spec = load_data(args, device)
+    batches = data.TrainBatches(train_split, args.batch_size, rank, world, views=recipe.views, workers=args.workers)
+    sched = Schedule.of(args, batches.steps_per_epoch)
+    ckpt = open_output_dir(args, RESUMABLE_ARGS)  # None for a new run
+    kept_precision = args.amp is None and ckpt is not None
+    amp = autocast(resolve_amp(args, ckpt), device)
+    raw_model, optimizer, extra = recipe.build(args, spec, device, world, train_split)
+    start_step = restore(ckpt, raw_model, optimizer, extra, args)
+    del ckpt
+    # The steps go through DDP (under torchrun) and torch.compile (--compile); state dicts, evaluation and
+    # pictures use the plain module.
+    model = wrap_ddp(raw_model, device, static_graph=not args.compile) if world > 1 else raw_model
+    model = torch.compile(model) if args.compile else model
+    log = StepLog(args, sched, device, world, raw_model, recipe.flops(args, spec), peak_tflops(device))
+    announce(args, train_split, val_split, spec, device, world, sched, log, kept_precision)
+    if start_step >= sched.last_step:
+        print0(f"{args.output_dir} is already at step {start_step}: nothing to do")
+        return finish(args, raw_model, start_step, sched.steps_per_epoch)
+    if start_step:
+        print0(f"resuming from step {start_step} (epoch {start_step // sched.steps_per_epoch})")
+
+    validate_and_log = functools.partial(run_validation, raw_model, train_split, val_split, args, spec, amp, rank, world,
+                                         recipe.monitor)
+    stream = training_batches(batches, recipe.views, spec, start_step, args.seed, rank)
+    log.start(start_step)
+    model.train()
+    with SavePolicy(args.save_every_minutes, device) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
+        for step in range(start_step, sched.last_step):
+            for group in optimizer.param_groups:
+                group["lr"] = sched.lr_at(step, args)
+            g = generator(device, "step", args.seed, step, rank)  # every random draw of this step
+            loss, parts = recipe.step(model, optimizer, next(stream), spec, g, args, amp, extra)
+            log.add(step, loss, parts, optimizer)  # on the device; a log.jsonl line every --log_every steps
+            done = step + 1
+            if done == sched.last_step:
+                break  # the last step's checkpoint and validation follow the loop
+            save, stop = policy.poll()
+            epoch = sched.epoch_end(done)
+            if epoch and epoch % args.val_every == 0:
+                validate_and_log(done, sched.steps_per_epoch)
+            if save or epoch and epoch % args.save_every == 0:
+                log.check_finite()
+                save_checkpoint(args, raw_model, optimizer, extra, done, sched.steps_per_epoch)
+                policy.saved()
+            if stop:
+                log.close()
+                raise Preempted(f"stopped by {policy.received or 'a signal to another rank'} after step {done} "
+                                f"(epoch {done / sched.steps_per_epoch:.2f}), which "
+                                f"{os.path.join(args.output_dir, 'checkpoint.pt')} holds; run the same command to "
+                                "continue from there")
+    log.close()
+    log.check_finite()
+    save_checkpoint(args, raw_model, optimizer, extra, sched.last_step, sched.steps_per_epoch)
+    metrics = validate_and_log(sched.last_step, sched.steps_per_epoch)
+    finish(args, raw_model, sched.last_step, sched.steps_per_epoch)
+    return metrics
+
+def run(prog, args, validate_args, make_recipe=paper_recipe):
+    """A pretraining command's main: validates, then trains with the convolution algorithms --deterministic
+    asks for; bad input ends as one sentence and exit status 2 (util.misc.run_cli)."""
+    def go():
+        validate_args(args)
+        with algorithms(args.deterministic):
+            return train(args, make_recipe(args))
+    return run_cli(prog, go)
+
+def main(argv=None):
+    return run("aavae.py", get_args_parser().parse_args(argv), validate)
 
 if __name__ == "__main__":
     main()

@@ -1,6 +1,6 @@
 """Evaluations of a pretrained AAVAE encoder (Appendix A.1-A.4 of the paper): the linear probe, kNN, semi-supervised
-fine-tuning (Table 2) and the latent similarity matrices of Fig. 5; and a score that needs no labels to fit,
-k-means on the frozen features read against the labels (not in the paper).
+fine-tuning (Table 2), the transfer probe of Table 3 (a probe on another dataset, Places205) and the latent
+similarity matrices of Fig. 5.
 
     # linear probe, SimCLR protocol: frozen encoder in eval(), one linear layer on the pooled features
     python linear_eval.py --checkpoint runs/cifar10-aavae/checkpoint.pt --dataset cifar10 --data_path data
@@ -12,18 +12,19 @@ k-means on the frozen features read against the labels (not in the paper).
     python linear_eval.py --checkpoint CKPT --mode knn ...
     python linear_eval.py --checkpoint CKPT --mode finetune --label_fraction 0.01 --dataset imagenet ...
     python linear_eval.py --checkpoint CKPT --mode similarity ...
-    # the probe on the same labelled images only; k-means clusters (K = classes by default) read three ways
+    # the probe on the same labelled images only
     python linear_eval.py --checkpoint CKPT --cached_features --label_fraction 0.01 ...
-    python linear_eval.py --checkpoint CKPT --mode cluster ...
-    # the adversarial autoencoder's uses (aae_uses.py): y's head scored, the style/content grid, a 2-D map
-    python linear_eval.py --checkpoint runs/cifar10-semi-aae/checkpoint.pt --mode head ...
-    python linear_eval.py --checkpoint CKPT --mode grid ...; python linear_eval.py --checkpoint CKPT --mode map ...
+    # Table 3: the frozen ImageNet encoder probed on Places205 (step schedule, weight decay, plain momentum)
+    python linear_eval.py --checkpoint CKPT --dataset folder --data_path /data/places205 --epochs 14 --schedule step \
+        --weight_decay 5e-4 --no-nesterov
     # several GPUs: only the linear head is wrapped in DDP (the whole model for finetune)
     torchrun --nproc_per_node=4 linear_eval.py --checkpoint CKPT --dataset imagenet --data_path /data/imagenet
 
 The whole test split is scored exactly once, also under DDP. Results: OUTPUT_DIR/result.json and
 OUTPUT_DIR/log.jsonl (one line per epoch). linear and finetune save OUTPUT_DIR/probe_checkpoint.pt after
-every epoch; running the same command again after a crash resumes there.
+every epoch; running the same command again after a crash resumes there. Evaluations of the methods beyond the
+paper run through this file's get_args_parser and evaluate from their own modules: k-means clusters
+(python -m methods.clustering) and the adversarial autoencoder's uses (python -m methods.aae_uses evaluate).
 """
 import argparse
 import contextlib
@@ -41,15 +42,11 @@ import torchvision
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-import aae_uses
 import aavae
-import clustering
-import data
-import probe
-import utils
+from util import data, misc, probe
 from aavae import normalize
-from probe import probe_lr
-from utils import UserError, all_reduce, generator, is_main, print0
+from util.probe import probe_lr
+from util.misc import UserError, all_reduce, generator, is_main, print0
 
 # Table 2 (Appendix A.1, "Semi-supervised learning evaluation"): (backbone lr, head lr) by label fraction
 FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
@@ -59,9 +56,9 @@ FINETUNE_LR = {0.01: (0.02, 0.5), 0.1: (0.01, 0.2)}
 # Arguments
 
 
-def get_args_parser():
-    p = utils.Parser("linear_eval.py", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def get_args_parser(prog="linear_eval.py", modes=None, default="linear"):
+    """The probes' flags; a module of methods/ passes its own `modes` (name -> function, see evaluate)."""
+    p = misc.Parser(prog, description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("encoder")
     g.add_argument("--checkpoint", default=None, help="checkpoint.pt or encoder.pth written by aavae.py")
     g.add_argument("--random_init", action="store_true", help="evaluate an untrained encoder (the baseline row)")
@@ -74,13 +71,11 @@ def get_args_parser():
     g.add_argument("--data_path", default="data", help="as for aavae.py; folder: train/ is trained on, val/ is the test set")
     g.add_argument("--image_size", type=int, default=None, help="folder only, as for aavae.py")
     g.add_argument("--in_memory", action=argparse.BooleanOptionalAction, default=None)
-    g.add_argument("--workers", type=int, default=utils.default_workers(), help="as for aavae.py")
+    g.add_argument("--workers", type=int, default=misc.default_workers(), help="as for aavae.py")
     g.add_argument("--train_limit", type=int, default=None,
                    help="train the probe / fill the kNN bank with this many (seeded) training images; the test split is always whole")
     g = p.add_argument_group("protocol")
-    g.add_argument("--mode", default="linear", choices=["linear", "knn", "finetune", "similarity", "cluster", "head", "grid", "map"],
-                   help="head, grid: the adversarial autoencoder's uses (aae_uses.py): y's head scored, the supervised "
-                        "use's style/content grid; map: the test split in 2-D (a dimred AAE's code, or mu's two principal components)")
+    g.add_argument("--mode", default=default, choices=sorted(modes or MODES))
     g.add_argument("--cached_features", action="store_true",
                    help="linear: encode both splits once without augmentation and train the head (after a "
                         "BatchNorm without affine parameters) on those features: seconds instead of hours, and a "
@@ -107,9 +102,6 @@ def get_args_parser():
     g.add_argument("--knn_t", type=float, default=0.1, help="temperature of the kNN vote weights exp(cos / t)")
     g.add_argument("--num_images", type=int, default=8, help="similarity, grid: test images")
     g.add_argument("--views", type=int, default=4, help="similarity: augmented views per image")
-    g.add_argument("--clusters", type=int, default=None, help="cluster: k of k-means (default: the number of classes)")
-    g.add_argument("--restarts", type=int, default=10, help="cluster: seeded k-means++ starts, the lowest inertia kept")
-    g.add_argument("--kmeans_iters", type=int, default=300, help="cluster: most Lloyd iterations per start")
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default=None,
                    help="default runs/eval-ENCODER-PROTOCOL-DATA, e.g. runs/eval-cifar10-aavae-linear-cifar10 for "
@@ -128,8 +120,6 @@ def validate(args):
         raise UserError("give either --checkpoint PATH or --random_init (with --encoder)")
     if args.random_init and not args.encoder:
         raise UserError("--random_init needs --encoder to know which architecture to build")
-    if args.mode in ("head", "grid", "map") and not args.checkpoint:
-        raise UserError(f"--mode {args.mode} reads a trained model: give the run's --checkpoint")
     if args.mode == "finetune":
         if args.label_fraction is None and args.subset_file is None:
             raise UserError("--mode finetune needs --label_fraction (0.01 or 0.1) or --subset_file")
@@ -141,14 +131,12 @@ def validate(args):
         raise UserError("--label_fraction and --subset_file belong to --mode finetune and linear")
     elif args.label_fraction is not None and not 0 < args.label_fraction <= 1:
         raise UserError(f"--label_fraction must lie in (0, 1], got {args.label_fraction}")
-    if args.mode != "cluster" and args.clusters is not None:
-        raise UserError("--clusters belongs to --mode cluster")
     args.epochs = args.epochs or (20 if args.mode == "finetune" else 90)
     args.nesterov = args.mode != "finetune" if args.nesterov is None else args.nesterov
-    args.amp = utils.native_bf16() if args.amp is None else args.amp
+    args.amp = misc.native_bf16() if args.amp is None else args.amp
     args.lr = args.lr if args.lr is not None else 0.1 * args.batch_size / 256  # a float: the authors' int(b / 256) was 0 below 256
     for name in ("batch_size", "epochs", "knn_k", "num_images", "restarts", "kmeans_iters", "clusters"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
+        if getattr(args, name, None) is not None and getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     if args.cached_features and args.mode != "linear":
         raise UserError("--cached_features is a form of --mode linear")
@@ -167,7 +155,8 @@ def default_output_dir(args):
     path = os.path.normpath(args.checkpoint or "")
     encoder = (f"random-{args.encoder}" if args.random_init  # a checkpoint named without a folder: its own name
                else os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0])
-    protocol = args.mode + ("-cached" if args.cached_features else "") + (f"-k{args.clusters}" if args.clusters else "")
+    clusters = getattr(args, "clusters", None)
+    protocol = args.mode + ("-cached" if args.cached_features else "") + (f"-k{clusters}" if clusters else "")
     if args.label_fraction is not None or args.subset_file is not None:
         protocol += f"-{args.label_fraction:g}" if args.subset_file is None else \
             "-" + os.path.splitext(os.path.basename(args.subset_file))[0]
@@ -193,7 +182,7 @@ def load_encoder(args):
     if args.random_init:
         stem = args.stem if args.stem != "auto" else None
         return None, None, {"encoder": args.encoder, "stem": stem, "source": "random init"}
-    ckpt = utils.load_checkpoint(args.checkpoint)
+    ckpt = misc.load_checkpoint(args.checkpoint)
     if not isinstance(ckpt, dict):
         raise UserError(f"{args.checkpoint} holds a {type(ckpt).__name__}, not a state dict or a checkpoint of aavae.py")
     if "model" in ckpt and "args" in ckpt:  # checkpoint.pt: the run's own record of its architecture
@@ -201,7 +190,7 @@ def load_encoder(args):
         state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
         proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
         info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
-                "variational": aavae.METHODS[run["method"]].variational if run.get("method") in aavae.METHODS else True,
+                "variational": "log_var.weight" in proj,  # a Gaussian latent's head has a second output
                 "method": run.get("method")}
     else:  # encoder.pth: a plain torchvision state dict
         state, proj = ckpt, None
@@ -280,10 +269,10 @@ class Head(nn.Linear):
 @torch.no_grad()
 def score(predict, test, spec, args, rank, world, desc="test"):
     """Top-1 and top-5 accuracy (%) of predict(x) -> (N, classes) over the whole test split, each image once
-    (each rank scores its block, utils.block), and every test image's top-1 hit ("correct", hits)."""
+    (each rank scores its block, misc.block), and every test image's top-1 hit ("correct", hits)."""
     counts = torch.zeros(3, dtype=torch.float64, device=test.device)
-    start, stop = utils.block(len(test), rank, world)
-    every = torch.zeros(utils.padded(len(test), world), dtype=torch.uint8, device=test.device)
+    start, stop = misc.block(len(test), rank, world)
+    every = torch.zeros(misc.padded(len(test), world), dtype=torch.uint8, device=test.device)
     b = max(1, args.batch_size // world)
     for x01, y in tqdm(test.batches(torch.arange(start, stop), b, 0, ("score", args.seed, rank), args.workers), desc=desc,
                        leave=False, total=math.ceil((stop - start) / b), disable=not is_main() or None):
@@ -293,7 +282,7 @@ def score(predict, test, spec, args, rank, world, desc="test"):
         start += len(y)
     top1, top5 = probe.percent(all_reduce(counts))
     return {"top1": top1, "top5": top5, "test_images": int(counts[2].item()),
-            "correct": utils.gather_blocks(every, rank, world)[:len(test)].tolist()}
+            "correct": misc.gather_blocks(every, rank, world)[:len(test)].tolist()}
 
 
 def num_classes(split):
@@ -314,17 +303,17 @@ def resume_probe(args, modules, optimizer):
     path = os.path.join(args.output_dir, PROBE_CHECKPOINT)
     if not os.path.exists(path):
         return 0
-    ckpt = utils.load_checkpoint(path)
+    ckpt = misc.load_checkpoint(path)
     if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
         raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
-    changes = utils.args_differ(ckpt["args"], probe_args(args))
+    changes = misc.args_differ(ckpt["args"], probe_args(args))
     if changes:
         raise UserError(f"{path} belongs to a probe with other arguments ({changes}); "
                         "choose another --output_dir, or pass --overwrite to start afresh there")
     for name, module in modules.items():
         module.load_state_dict(ckpt[name])
     optimizer.load_state_dict(ckpt["optimizer"])
-    utils.trim_log(os.path.join(args.output_dir, "log.jsonl"), "epoch", ckpt["epoch"])  # later epochs are redone
+    misc.trim_log(os.path.join(args.output_dir, "log.jsonl"), "epoch", ckpt["epoch"])  # later epochs are redone
     print0(f"resuming the probe from {path} at epoch {ckpt['epoch']}")
     return ckpt["epoch"]
 
@@ -363,12 +352,12 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
             bar.update(1)
         all_reduce(acc)
         for m in modules.values():  # rank 0's BatchNorm statistics on every rank, saved and scored alike
-            utils.broadcast_buffers(m)
+            misc.broadcast_buffers(m)
         row = {"epoch": epoch + 1, "loss": acc[0].item() / seen, "train_top1": 100 * acc[1].item() / seen,
                "lr": optimizer.param_groups[0]["lr"], "img_per_s": seen / (time.perf_counter() - t0)}
         if is_main():  # the log line first: one that outruns the checkpoint is dropped on resume
-            utils.write_log(os.path.join(args.output_dir, "log.jsonl"), row)
-            utils.save_atomic({"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+            misc.write_log(os.path.join(args.output_dir, "log.jsonl"), row)
+            misc.save_atomic({"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                                "args": probe_args(args),
                                **{name: m.state_dict() for name, m in modules.items()}},
                               os.path.join(args.output_dir, PROBE_CHECKPOINT))
@@ -383,8 +372,11 @@ def fit(model, params_groups, trainable, modules, train, spec, info, args, rank,
 # Modes
 
 
-def linear(args, train, test, spec, encoder, info, rank, world, amp):
-    """SimCLR protocol: the encoder is frozen and stays in eval(); only the head learns."""
+def linear(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
+    """SimCLR protocol: the encoder is frozen and stays in eval(); only the head learns. With --cached_features,
+    linear_cached instead."""
+    if args.cached_features:
+        return linear_cached(args, train, test, spec, encoder, info, rank, world, amp)
     device = train.device
     encoder.eval().requires_grad_(False)
     before = copy.deepcopy(encoder.state_dict())
@@ -428,7 +420,7 @@ def cached_features(encoder, split, spec, args, info, rank, world, amp, **kw):
                                  ("features", args.seed, rank), rank, world, args.workers, **kw)
 
 
-def linear_cached(args, train, test, spec, encoder, info, rank, world, amp):
+def linear_cached(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
     """--cached_features: the encoder runs once over both splits without augmentation, and the head
     (BatchNorm without affine parameters, then Linear) trains on those features with the probe's optimiser
     and schedule. Every rank holds all features and trains the same head; the whole test split is scored."""
@@ -445,18 +437,18 @@ def linear_cached(args, train, test, spec, encoder, info, rank, world, amp):
             "correct": hits(scores, test.labels).tolist()}
 
 
-def knn(args, train, test, spec, encoder, info, rank, world, amp):
+def knn(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
     """Weighted kNN: the k most cosine-similar training features vote for their class with exp(cos / t).
     Every rank holds the whole bank, normalised as it is encoded, and scores its own block of the test
     images. The bank stays float32: in float16 it moved top-1 on cifar10-mini by 0.6 points (random init)."""
     bank = cached_features(encoder, train, spec, args, info, rank, world, amp, normalize=True)
     queries = cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True, gather=False)
-    start, stop = utils.block(len(test), rank, world)
+    start, stop = misc.block(len(test), rank, world)
     votes = probe.knn_scores(bank, train.labels, queries, num_classes(train), args.knn_k, args.knn_t)
     top1, top5 = probe.percent(all_reduce(probe.correct(votes, test.labels[start:stop])))
-    every = torch.zeros(utils.padded(len(test), world), dtype=torch.uint8, device=votes.device)
+    every = torch.zeros(misc.padded(len(test), world), dtype=torch.uint8, device=votes.device)
     every[start:stop] = hits(votes, test.labels[start:stop])
-    correct = utils.gather_blocks(every, rank, world)[:len(test)].tolist()
+    correct = misc.gather_blocks(every, rank, world)[:len(test)].tolist()
     return {"top1": top1, "top5": top5, "test_images": len(test), "k": args.knn_k, "t": args.knn_t, "correct": correct}
 
 
@@ -472,7 +464,7 @@ def labelled_only(train, args, world):
     return train.subset(keep)
 
 
-def finetune(args, train, test, spec, encoder, info, rank, world, amp):
+def finetune(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
     """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on the labelled subset
     that `train` was cut to (labelled_only)."""
     subset = train
@@ -491,32 +483,6 @@ def finetune(args, train, test, spec, encoder, info, rank, world, amp):
         result = score(lambda x: model(x).float(), test, spec, args, rank, world)
     return {**result, "train_images": len(subset), "label_fraction": args.label_fraction,
             "backbone_lr": args.lr, "head_lr": args.head_lr, "backbone_tensors_changed": moved}
-
-
-@torch.no_grad()
-def cluster(args, train, test, spec, encoder, info, rank, world, amp):
-    """k-means (clustering.kmeans: k-means++ starts, the lowest inertia of --restarts kept) on the frozen
-    encoder's L2-normalised pooled features of the training split, with no labels; then the clusters read
-    against the labels (clustering.scores): each cluster's majority training label, the best one-to-one
-    matching of clusters to classes (k = classes), both scored on the test split through each test image's
-    nearest centroid, and the NMI of the test images' clusters and labels. Every rank holds all features and
-    computes the same clusters, as the cached probe trains the same head."""
-    train_f = cached_features(encoder, train, spec, args, info, rank, world, amp, normalize=True)
-    test_f = cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True)
-    classes = num_classes(train)
-    k = args.clusters or classes
-    if k > len(train):
-        raise UserError(f"--clusters {k} exceeds the {len(train)} training images")
-    t0 = time.perf_counter()
-    km = clustering.kmeans(train_f, k, args.restarts, args.seed, args.kmeans_iters)
-    test_assign = clustering.nearest(test_f, km.centroids)[0]
-    read = clustering.scores(km.assign, train.labels, test_assign, test.labels, k, classes)
-    sizes = torch.bincount(km.assign, minlength=k)
-    return {"top1": read["majority_top1"], "test_images": len(test), "clusters": k, "classes": classes,
-            "features": "pooled, L2-normalised", "inertia": km.inertia, "restarts": args.restarts,
-            "best_restart": km.restart, "iterations": km.iterations, "kmeans_seconds": time.perf_counter() - t0,
-            "cluster_sizes": sizes.tolist(), **{k_: v for k_, v in read.items() if k_ != "majority_correct"},
-            "correct": read["majority_correct"], "test_clusters": test_assign.tolist(), "test_labels": test.labels.tolist()}
 
 
 def colour(m):
@@ -559,11 +525,13 @@ def similarity(args, train, test, spec, encoder, info, rank, world, amp, project
 # Main
 
 
-def evaluate(args):
-    rank, world, device = utils.setup_distributed()
+def evaluate(args, modes=None):
+    """Runs --mode, one of `modes` (default MODES): mode(args, train, test, spec, encoder, info, rank, world, amp,
+    projection) -> the result's own fields; writes result.json."""
+    rank, world, device = misc.setup_distributed()
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
-    amp = utils.autocast(args, device)
+    amp = misc.autocast(args, device)
     result_path = os.path.join(args.output_dir, "result.json")
     if os.path.exists(os.path.join(args.output_dir, "args.json")):  # its log.jsonl is not ours to replace
         raise UserError(f"{args.output_dir} holds a pretraining run of aavae.py; give linear_eval.py an --output_dir of its own")
@@ -585,32 +553,29 @@ def evaluate(args):
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "
            f"{args.batch_size // world}; " + (f"lr {args.lr:g} ({args.schedule}, weight decay {args.weight_decay:g}); "
                                               f"{args.epochs} epochs; " if trains else "") + f"device {device}")
-    modes = {"linear": linear_cached if args.cached_features else linear, "knn": knn, "finetune": finetune,
-             "cluster": cluster, "head": aae_uses.head, "grid": aae_uses.grid}
-    with utils.algorithms(deterministic=False):
-        if args.mode in ("similarity", "map"):
-            draw = similarity if args.mode == "similarity" else aae_uses.map_2d
-            result = draw(args, train, test, spec, encoder, info, rank, world, amp, projection)
-        else:
-            result = modes[args.mode](args, train, test, spec, encoder, info, rank, world, amp)
+    with misc.algorithms(deterministic=False):
+        result = (modes or MODES)[args.mode](args, train, test, spec, encoder, info, rank, world, amp, projection)
     result = {"mode": args.mode, "checkpoint": info["source"], "encoder": info["encoder"], "stem": info["stem"],
               "dataset": args.dataset, "epochs": args.epochs if trains else None, "batch_size": args.batch_size,
               **({"schedule": args.schedule, "weight_decay": args.weight_decay, "nesterov": args.nesterov} if trains else {}),
               **({"features": "cached" if args.cached_features else "augmented views"} if args.mode == "linear" else {}),
               **({"train_images": len(train), "label_fraction": args.label_fraction, "subset_file": args.subset_file}
                  if args.mode == "linear" and (args.label_fraction or args.subset_file) else {}),
-              **result, "provenance": utils.provenance()}
+              **result, "provenance": misc.provenance()}
     if is_main():
-        utils.save_atomic_json(result, result_path)
+        misc.save_atomic_json(result, result_path)
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()
                           if k not in ("provenance", "cluster_sizes", "prior_verdict", "test_clusters", "test_labels", "coords")
                           and not k.endswith("correct")))
     return result
 
 
+MODES = {"linear": linear, "knn": knn, "finetune": finetune, "similarity": similarity}
+
+
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
-    return utils.run_cli("linear_eval.py", lambda: evaluate(validate(args)))
+    return misc.run_cli("linear_eval.py", lambda: evaluate(validate(args)))
 
 
 if __name__ == "__main__":

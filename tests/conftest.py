@@ -17,6 +17,12 @@ from PIL import Image  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # bench, gpu_check, launch
+import aavae  # noqa: E402
+from methods import aae, aae_uses, controls, iwae  # noqa: E402
+
+# Which command trains each method: aavae.py the paper's four, methods/ the others.
+COMMANDS = {**dict.fromkeys(aavae.METHODS, aavae), **dict.fromkeys(controls.METHODS, controls),
+            **dict.fromkeys(iwae.METHODS, iwae), **dict.fromkeys(aae.METHODS, aae), **dict.fromkeys(aae_uses.USES, aae_uses)}
 # Real CIFAR-10 images for the few tests that are about them: the tree that `run_all.sh --profile small` makes from
 # CIFAR-10 (data/cifar10-mini), or a copy of it beside the repository; the tests skip, saying so, without either.
 MINI = next((p for p in (os.path.join(ROOT, "data", "cifar10-mini"), os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"))
@@ -62,6 +68,13 @@ def tiny_args(data, out, *extra):
     return ["--dataset", "folder", "--data_path", data, "--encoder", "resnet18", "--batch_size", "8",
             "--val_size", "8", "--val_samples", "2", "--workers", "0", "--log_every", "1",
             "--output_dir", str(out), *extra]
+
+
+def setup_run(argv):
+    """(args, recipe) of a pretraining command line: parsed and validated by the command of its --method."""
+    module = COMMANDS[argv[argv.index("--method") + 1] if "--method" in argv else "aavae"]
+    args = module.validate(module.get_args_parser().parse_args(argv))
+    return args, (aavae.paper_recipe if module is aavae else module.recipe)(args)
 
 
 def read_log(out):

@@ -1,7 +1,8 @@
-"""aavae.py under torchrun, instrumented for tests/test_distributed.py.
+"""A pretraining command under torchrun, instrumented for tests/test_distributed.py: aavae.py, or the command of
+methods/ that trains the --method given.
 
     [KILL_RANK=R KILL_STEP=S] [SIGNAL_RANK=R SIGNAL_STEP=S [SIGNAL_ATTEMPT=A]] [PRIVATE_DIR_RANK=R] \
-        torchrun ... tests/ddp_worker.py <aavae.py arguments>
+        torchrun ... tests/ddp_worker.py <the command's arguments>
 
 Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt, the sample indices it trained on to
 OUTPUT_DIR/indices{R}.pt, the training images it holds in memory to OUTPUT_DIR/images{R}.pt, and the
@@ -22,7 +23,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import aavae  # noqa: E402
-import data  # noqa: E402
+from conftest import COMMANDS  # noqa: E402 (beside this file)
+from util import data  # noqa: E402
 
 argv = sys.argv[1:]
 out = argv[argv.index("--output_dir") + 1]
@@ -41,7 +43,9 @@ def rank_indices(self, epoch, start_it=0):
     return idx
 
 
-real_step = aavae.train_step
+command = COMMANDS[argv[argv.index("--method") + 1] if "--method" in argv else "aavae"]
+step_name = "step" if hasattr(command, "step") else "train_step"  # the function its recipe reads when the run starts
+real_step = getattr(command, step_name)
 
 
 def train_step(*a, **k):
@@ -57,7 +61,7 @@ def train_step(*a, **k):
     return out
 
 
-real_load_data, real_new_group, groups = data.load_data, aavae.dist.new_group, []
+real_load_data, real_new_group, groups = data.load_data, torch.distributed.new_group, []
 
 
 def load_data(args, device, spec, probe=False):
@@ -85,7 +89,7 @@ def finish(args, raw_model, step, steps_per_epoch):
 
 data.TrainBatches.rank_indices = rank_indices
 data.load_data = load_data
-aavae.dist.new_group = new_group
-aavae.train_step = train_step
+torch.distributed.new_group = new_group
+setattr(command, step_name, train_step)
 aavae.finish = finish
-aavae.main(argv)
+command.main(argv)

@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import data  # noqa: E402
-import utils  # noqa: E402
+from util import data  # noqa: E402
+from util import misc  # noqa: E402
 
 root = sys.argv[1]
 done = []
@@ -36,9 +36,9 @@ class FakeCIFAR10:
 
 
 data.torchvision.datasets.CIFAR10 = FakeCIFAR10
-utils.dist.init_process_group("gloo", timeout=TIMEOUT)
-rank, _, _ = utils.setup_distributed()
+misc.dist.init_process_group("gloo", timeout=TIMEOUT)
+rank, _, _ = misc.setup_distributed()
 data._torchvision_dataset("cifar10", root, "test")
 with open(os.path.join(root, f"rank{rank}.json"), "w") as f:
     json.dump(done, f)
-utils.dist.destroy_process_group()
+misc.dist.destroy_process_group()

@@ -1,6 +1,6 @@
 """linear_eval.py under torchrun, instrumented for tests/test_cluster.py: runs each evaluation of its
-arguments in turn in one launch (evaluations separated by "--then"), and before a test split is scored each
-rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt."""
+arguments in turn in one launch (evaluations separated by "--then"; --mode cluster through methods/clustering.py),
+and before a test split is scored each rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt."""
 import os
 import sys
 
@@ -8,6 +8,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import linear_eval  # noqa: E402
+from methods import clustering  # noqa: E402
 
 rank = int(os.environ["RANK"])
 real_fit, real_score = linear_eval.fit, linear_eval.score
@@ -26,4 +27,4 @@ for argv in " ".join(sys.argv[1:]).split(" --then "):
         return real_score(*a, **k)
 
     linear_eval.fit, linear_eval.score = fit, score
-    linear_eval.main(argv)
+    (clustering.main if "cluster" in argv else linear_eval.main)(argv)

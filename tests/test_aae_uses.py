@@ -12,15 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import aae_uses
+from methods import aae, aae_uses
 import aavae
-import data
+from util import data
 import linear_eval
-import utils
+from util import misc
 from conftest import ROOT, read_log, tiny_args
 from test_distributed import free_port
 from test_train import run_error, tensors_of
-from utils import generator
+from util.misc import generator
 
 USES = sorted(aae_uses.USES)
 
@@ -43,7 +43,7 @@ def state_of(path):
     """Every tensor of a checkpoint: the model's, its Adam's and the discriminators' with their Adams'."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     out = tensors_of(path)
-    for name, part in ckpt["adversary"].items():
+    for name, part in ckpt["extra"].items():
         out.update({f"{name}.disc.{k}": v for k, v in part["disc"].items()})
         out.update({f"{name}.opt.{k}.{n}": v for k, s in part["disc_opt"]["state"].items() for n, v in s.items()})
     return out
@@ -61,7 +61,7 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
     # epoch), then run again: it ends where the uninterrupted run ends, discriminators and their Adams included.
     run = lambda out, steps, *more: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", steps, *more))
     metrics = run("straight", "2")
-    real, calls = aavae.RECIPES[method].step, []
+    real, calls = aae_uses.train_step, []
 
     def step(*a, **k):
         out = real(*a, **k)
@@ -70,10 +70,10 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    monkeypatch.setattr(aavae.RECIPES[method], "step", step)
+    monkeypatch.setattr(aae_uses, "train_step", step)
     with pytest.raises(SystemExit) as stopped:
         run("resumed", "2", "--monitor_images", "0")
-    assert stopped.value.code == utils.EXIT_PREEMPTED
+    assert stopped.value.code == misc.EXIT_PREEMPTED
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 1
     monkeypatch.undo()
     run("resumed", "2", "--monitor_images", "0")
@@ -88,7 +88,7 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
             "dimred": "val_cluster_nmi"}[use.kind]
     assert {mine, "val_linear_top1", "val_knn_top1", "val_active_units", "val_sim_same"} <= set(metrics)
     ckpt = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
-    assert set(ckpt["adversary"]) == ({"style", "categorical"} if use.categorical else {"style"})
+    assert set(ckpt["extra"]) == ({"style", "categorical"} if use.categorical else {"style"})
     args = json.loads((tmp_path / "straight" / "args.json").read_text())
     assert args["clusters"] == (16 if use.kind in ("cluster", "dimred") else 2)
     assert args["latent_dim"] == (2 if use.kind == "dimred" else 128)
@@ -168,7 +168,7 @@ def test_the_discriminators_losses_on_a_known_case(folder, tmp_path):
     # (label 1) and half codes (label 0) of softplus(-b) and softplus(b), the generator's loss softplus(-b).
     args = aae_uses.validate(aae_uses.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "cluster_aae",
                                                                              "--disc_hidden", "8", "--clusters", "4")))
-    adv = aavae.Adversary(args, torch.device("cpu"), 1, dim=4, sample_prior=aae_uses.categorical_prior)
+    adv = aae.Adversary(args, torch.device("cpu"), 1, dim=4, sample_prior=aae_uses.categorical_prior)
     for b in (0.0, 1.5):
         with torch.no_grad():
             adv.disc[-1].weight.zero_(), adv.disc[-1].bias.fill_(b)
@@ -245,8 +245,8 @@ def trained(folder, subset, tmp_path_factory):
 
 
 def evaluate(folder, run, mode, out, *extra):
-    return linear_eval.main(["--checkpoint", str(run / "checkpoint.pt"), "--mode", mode, "--dataset", "folder",
-                             "--data_path", folder, "--workers", "0", "--batch_size", "8", "--output_dir", str(out), *extra])
+    return aae_uses.main(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--mode", mode, "--dataset", "folder",
+                          "--data_path", folder, "--workers", "0", "--batch_size", "8", "--output_dir", str(out), *extra])
 
 
 def test_the_y_head_is_scored_as_a_classifier_or_as_clusters(folder, trained, tmp_path, capsys):
@@ -258,16 +258,16 @@ def test_the_y_head_is_scored_as_a_classifier_or_as_clusters(folder, trained, tm
     assert 0 <= clusters["nmi"] <= 1
     assert 1 / 16 <= clusters["y_confidence"] <= 1  # the mean of softmax(y)'s largest entry on the training images
     verdict = torch.tensor(clusters["prior_verdict"])  # the categorical discriminator on each one-hot, from the checkpoint
-    adversary = torch.load(trained / "cluster_aae" / "checkpoint.pt", weights_only=False)["adversary"]["categorical"]["disc"]
+    adversary = torch.load(trained / "cluster_aae" / "checkpoint.pt", weights_only=False)["extra"]["categorical"]["disc"]
     last = torch.eye(16) @ adversary["0.weight"].T + adversary["0.bias"]  # the same network by hand: Linear-ReLU x2, Linear
     last = torch.relu(torch.relu(last) @ adversary["2.weight"].T + adversary["2.bias"]) @ adversary["4.weight"].T + adversary["4.bias"]
     torch.testing.assert_close(verdict, torch.sigmoid(last).squeeze(1))
     assert "which the supervised AAE does not have" in run_error(
-        ["--checkpoint", str(trained / "aa_supervised_aae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
-         "--data_path", folder, "--output_dir", str(tmp_path / "bad")], capsys, main=linear_eval.main)
-    assert "not a checkpoint.pt of aae_uses.py" in run_error(
-        ["--checkpoint", str(trained / "aavae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
-         "--data_path", folder, "--output_dir", str(tmp_path / "bad2")], capsys, main=linear_eval.main)
+        ["evaluate", "--checkpoint", str(trained / "aa_supervised_aae" / "checkpoint.pt"), "--mode", "head", "--dataset",
+         "folder", "--data_path", folder, "--output_dir", str(tmp_path / "bad")], capsys, main=aae_uses.main)
+    assert "not a checkpoint.pt of methods/aae_uses.py" in run_error(
+        ["evaluate", "--checkpoint", str(trained / "aavae" / "checkpoint.pt"), "--mode", "head", "--dataset", "folder",
+         "--data_path", folder, "--output_dir", str(tmp_path / "bad2")], capsys, main=aae_uses.main)
 
 
 def test_the_style_grid_and_the_maps(folder, trained, tmp_path):

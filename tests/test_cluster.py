@@ -14,7 +14,8 @@ import torch
 
 import aavae
 import linear_eval
-import utils
+from methods import clustering
+from util import misc
 from conftest import ROOT, read_log, tiny_args
 from test_distributed import assert_same_weights_on_every_rank, torchrun
 from test_linear_eval import colour_folder, probe_args
@@ -49,7 +50,7 @@ def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_bit_identical(fol
     signal_after(monkeypatch, 5, signum)
     with pytest.raises(SystemExit) as e:
         aavae.main(tiny_args(folder, tmp_path / "stopped", "--max_steps", "7"))
-    assert e.value.code == utils.EXIT_PREEMPTED == 3
+    assert e.value.code == misc.EXIT_PREEMPTED == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"stopped by {signal.Signals(signum).name} after step 5" in err[0]
     assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 5
@@ -143,7 +144,7 @@ def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_sco
     assert result["test_images"] == 14 and result["top1"] >= 90  # 14 test images, 7 a rank: each once
     ft = json.loads((tmp_path / "ft" / "result.json").read_text())  # every image's hit, gathered in the split's order
     assert len(ft["correct"]) == 14 and 100 * sum(ft["correct"]) / 14 == pytest.approx(ft["top1"])
-    single = linear_eval.main(args("kmeans1", "--mode", "cluster", "--restarts", "2", "--batch_size", "6"))
+    single = clustering.main(args("kmeans1", "--mode", "cluster", "--restarts", "2", "--batch_size", "6"))
     both = json.loads((tmp_path / "kmeans" / "result.json").read_text())
     assert both["test_clusters"] == single["test_clusters"] and both["correct"] == single["correct"]
 
@@ -165,7 +166,7 @@ STREAMS = {"order": 2, "folder_crops": 3, "crops": 3, "step": 3, "val_subset": 0
 
 def test_the_code_draws_only_from_the_named_streams():
     used = set()
-    for name in ("aavae.py", "data.py", "probe.py", "linear_eval.py", "tools/bench.py"):
+    for name in ("aavae.py", "util/data.py", "util/probe.py", "linear_eval.py", "tools/bench.py"):
         with open(os.path.join(ROOT, name)) as f:
             text = f.read()
         used |= set(re.findall(r'generator\([^,()]+, "(\w+)"', text))
@@ -178,7 +179,7 @@ def test_no_two_random_streams_share_a_seed():
     seeds = {}
     for stream, n in STREAMS.items():
         for keys in itertools.product(range(4), repeat=n):
-            seeds.setdefault(utils.seed_for(stream, *keys), []).append((stream, keys))
+            seeds.setdefault(misc.seed_for(stream, *keys), []).append((stream, keys))
     clashes = [v for v in seeds.values() if len(v) > 1]
     assert not clashes, clashes[:3]
-    assert utils.seed_for("step", 1, 2) != utils.seed_for("step", 1, 2, 0)  # no zero padding of short key lists
+    assert misc.seed_for("step", 1, 2) != misc.seed_for("step", 1, 2, 0)  # no zero padding of short key lists

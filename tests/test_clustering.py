@@ -1,4 +1,4 @@
-"""clustering.py and linear_eval.py --mode cluster: k-means finds clusters that are there and invents none
+"""methods/clustering.py, its k-means and its command: k-means finds clusters that are there and invents none
 that are not, equals a reference k-means's inertia, and the three readings of clusters against labels."""
 import itertools
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import clustering
+from methods import clustering
 import linear_eval
 from test_linear_eval import colour_folder, probe_args
 from test_train import run_error
@@ -112,26 +112,26 @@ def test_majority_and_hungarian_readings_of_a_known_table():
     assert read["majority_correct"] == [1, 0, 1, 0] and read["hungarian_correct"] == [0, 0, 1, 1]
 
 
-def test_linear_eval_clusters_separable_images_and_writes_every_reading(tmp_path):
+def test_the_command_clusters_separable_images_and_writes_every_reading(tmp_path):
     data = colour_folder(tmp_path / "data")
-    result = linear_eval.main(probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18",
-                                         "--mode", "cluster", "--restarts", "3"))
+    result = clustering.main(probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18",
+                                        "--mode", "cluster", "--restarts", "3"))
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved == result and result["clusters"] == result["classes"] == 2
     assert result["majority_top1"] >= 90 and result["hungarian_top1"] >= 90 and result["nmi"] > 0.5, result
     assert len(result["correct"]) == len(result["hungarian_correct"]) == len(result["test_clusters"]) == 14
     assert sum(result["cluster_sizes"]) == 32 and result["top1"] == result["majority_top1"]
-    more = linear_eval.main(probe_args(data, tmp_path / "k5", "--random_init", "--encoder", "resnet18",
-                                       "--mode", "cluster", "--clusters", "5", "--restarts", "2"))
+    more = clustering.main(probe_args(data, tmp_path / "k5", "--random_init", "--encoder", "resnet18",
+                                      "--mode", "cluster", "--clusters", "5", "--restarts", "2"))
     assert more["clusters"] == 5 and "hungarian_top1" not in more and len(more["cluster_sizes"]) == 5
 
 
 def test_cluster_flags_are_refused_where_they_mean_nothing(tmp_path, capsys):
     data = colour_folder(tmp_path / "data")
     base = probe_args(data, tmp_path / "out", "--random_init", "--encoder", "resnet18")
-    assert "--clusters belongs to --mode cluster" in run_error(base + ["--clusters", "3"], capsys, linear_eval.main)
-    assert "--clusters must be positive" in run_error(base + ["--mode", "cluster", "--clusters", "0"], capsys, linear_eval.main)
-    assert "exceeds the 32 training images" in run_error(base + ["--mode", "cluster", "--clusters", "40"], capsys, linear_eval.main)
+    assert "unrecognized arguments: --clusters 3" in run_error(base + ["--clusters", "3"], capsys, linear_eval.main)
+    assert "--clusters must be positive" in run_error(base + ["--clusters", "0"], capsys, clustering.main)
+    assert "exceeds the 32 training images" in run_error(base + ["--clusters", "40"], capsys, clustering.main)
     assert "belong to --mode finetune and linear" in run_error(base + ["--mode", "knn", "--label_fraction", "0.1"], capsys, linear_eval.main)
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import aavae
-import data
-from conftest import read_log, tiny_args
+from methods import controls
+from util import data
+from conftest import read_log, setup_run, tiny_args
 from test_distributed import free_port
 from test_train import run_error, tensors_of
 
@@ -35,13 +36,13 @@ def test_nt_xent_equals_a_plain_loop_over_the_anchors():
     g = torch.Generator().manual_seed(0)
     for n, t in ((5, 0.5), (3, 0.1), (8, 1.0)):
         z1, z2 = torch.randn(2, n, 7, generator=g)
-        assert aavae.nt_xent_loss(z1, z2, t).item() == pytest.approx(nt_xent_by_hand(z1, z2, t), rel=1e-5)
+        assert controls.nt_xent_loss(z1, z2, t).item() == pytest.approx(nt_xent_by_hand(z1, z2, t), rel=1e-5)
 
 
 def test_the_positive_of_a_view_is_the_other_view_of_its_image():
     z1 = torch.randn(16, 64, generator=torch.Generator().manual_seed(1))
-    matched = aavae.nt_xent_loss(z1, z1 + 0.01 * torch.randn_like(z1), 0.5)
-    shifted = aavae.nt_xent_loss(z1, z1.roll(1, 0), 0.5)  # every second view belongs to another image
+    matched = controls.nt_xent_loss(z1, z1 + 0.01 * torch.randn_like(z1), 0.5)
+    shifted = controls.nt_xent_loss(z1, z1.roll(1, 0), 0.5)  # every second view belongs to another image
     assert matched < shifted - 1
 
 
@@ -54,14 +55,14 @@ def constant_colour_split(n=16):
 
 
 def test_simclrs_step_feeds_the_encoder_two_views_of_each_image(folder, tmp_path, monkeypatch):
-    args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "simclr")))
+    args = setup_run(tiny_args(folder, tmp_path, "--method", "simclr"))[0]
     split, spec = constant_colour_split()
-    model, optimizer, _ = aavae.build_model(args, spec, torch.device("cpu"))
+    model, optimizer, _ = controls.build(args, spec, torch.device("cpu"), 1)
     seen = []
     model.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].clone()))
     monkeypatch.setattr(aavae, "photometric", lambda x, spec, g: x)  # the crops alone: each keeps its image's colour
-    batch = next(data.TrainBatches(split, 8, 0, 1, views=aavae.METHODS["simclr"].views, workers=0)(0, ("crops", 0, 0)))
-    aavae.control_step(model, optimizer, batch, spec, torch.Generator().manual_seed(0), args, contextlib.nullcontext)
+    batch = next(data.TrainBatches(split, 8, 0, 1, views=controls.VIEWS["simclr"], workers=0)(0, ("crops", 0, 0)))
+    controls.step(model, optimizer, batch, spec, torch.Generator().manual_seed(0), args, contextlib.nullcontext)
     first, second = seen[0].chunk(2)
     assert len(first) == 8 and torch.allclose(first, second)  # row k of both halves: two views of image k
     assert not torch.allclose(first, first.roll(1, 0))  # and the images differ
@@ -75,7 +76,7 @@ def test_two_processes_compute_the_loss_and_gradients_of_one_process_on_the_glob
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     z1, z2 = (z.clone().requires_grad_() for z in torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(0)))
-    loss = aavae.nt_xent_loss(z1, z2, 0.5)
+    loss = controls.nt_xent_loss(z1, z2, 0.5)
     loss.backward()
     ranks = [torch.load(out / f"loss{k}.pt", weights_only=True) for k in range(2)]
     # each rank's loss is the mean over its anchors; the mean of the two is the global batch's loss
@@ -92,9 +93,9 @@ def test_two_processes_compute_the_loss_and_gradients_of_one_process_on_the_glob
 
 @pytest.mark.parametrize("method", ["simclr", "supervised"])
 def test_a_resumed_control_is_bit_identical_to_an_uninterrupted_one(folder, tmp_path, method):
-    aavae.main(tiny_args(folder, tmp_path / "straight", "--method", method, "--max_steps", "4"))
-    aavae.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "2"))
-    aavae.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "4"))
+    controls.main(tiny_args(folder, tmp_path / "straight", "--method", method, "--max_steps", "4"))
+    controls.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "2"))
+    controls.main(tiny_args(folder, tmp_path / "resumed", "--method", method, "--max_steps", "4"))
     a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "resumed" / "checkpoint.pt")
     assert a.keys() == b.keys() and not any(k.startswith("model.decoder") for k in a)
     for k in a:
@@ -115,28 +116,28 @@ def fresh_view_loss(model, batch, spec):
     _, v1, v2, _ = batch
     g = torch.Generator().manual_seed(5)
     z1, z2 = (model.train()(aavae.normalize(aavae.photometric(v, spec, g), spec)) for v in (v1, v2))
-    return aavae.nt_xent_loss(z1, z2, 0.5).item()
+    return controls.nt_xent_loss(z1, z2, 0.5).item()
 
 
 def test_a_short_simclr_run_lowers_its_loss_and_pulls_the_views_of_an_image_together(folder, tmp_path):
     # SimCLR's steps on 8 images, then fresh views of the same images: each now closer to its own other view
-    args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "simclr")))
+    args = setup_run(tiny_args(folder, tmp_path, "--method", "simclr"))[0]
     train, _, spec = aavae.load_data(args, torch.device("cpu"))
     eight = train.subset(torch.arange(8))
-    model, optimizer, _ = aavae.build_model(args, spec, torch.device("cpu"))
+    model, optimizer, _ = controls.build(args, spec, torch.device("cpu"), 1)
     for group in optimizer.param_groups:
         group["lr"] = 1e-3
     stream = data.TrainBatches(eight, 8, 0, 1, views=2, workers=0)(0, ("crops", 0, 0))
     fresh = next(data.TrainBatches(eight, 8, 0, 1, views=2, workers=0)(0, ("fresh", 0, 0)))
     before = fresh_view_loss(model, fresh, spec)
-    losses = [aavae.control_step(model, optimizer, next(stream), spec, torch.Generator().manual_seed(s), args,
+    losses = [controls.step(model, optimizer, next(stream), spec, torch.Generator().manual_seed(s), args,
                                  contextlib.nullcontext)[0].item() for s in range(30)]
     assert sum(losses[-5:]) < sum(losses[:5])
     assert fresh_view_loss(model, fresh, spec) < before - 0.1
 
 
 def test_supervised_training_fits_the_labels_of_the_augmented_views(folder, tmp_path):
-    aavae.main(fast(folder, tmp_path, "supervised", 9))
+    controls.main(fast(folder, tmp_path, "supervised", 9))
     log = [row for row in read_log(tmp_path) if "loss" in row]
     assert log[-1]["loss"] < 0.7 * log[0]["loss"]  # cross-entropy of the 24 images' labels, memorised
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
@@ -146,15 +147,19 @@ def test_supervised_training_fits_the_labels_of_the_augmented_views(folder, tmp_
 def test_flags_that_a_control_cannot_use_are_refused(folder, tmp_path, capsys):
     for extra, said in ((["--method", "simclr", "--decoder", "decoder18"], "is a control without a decoder"),
                         (["--method", "supervised", "--target", "augmented"], "is a control without a decoder"),
-                        (["--method", "aavae", "--temperature", "0.1"], "--temperature is for --method simclr"),
+                        (["--method", "supervised", "--temperature", "0.1"], "--temperature is for --method simclr"),
                         (["--method", "simclr", "--temperature", "0"], "--temperature must be positive")):
-        assert said in run_error(tiny_args(folder, tmp_path, *extra), capsys)
-    assert "needs labels" in run_error(["--dataset", "stl10", "--method", "supervised", "--output_dir", str(tmp_path)], capsys)
+        assert said in run_error(tiny_args(folder, tmp_path, *extra), capsys, controls.main)
+    assert "needs labels" in run_error(["--dataset", "stl10", "--method", "supervised", "--output_dir", str(tmp_path)],
+                                       capsys, controls.main)
+    # aavae.py knows neither the controls' methods nor their flags
+    assert "unrecognized arguments: --temperature" in run_error(tiny_args(folder, tmp_path, "--temperature", "0.1"), capsys)
+    assert "invalid choice: 'simclr'" in run_error(tiny_args(folder, tmp_path, "--method", "simclr"), capsys)
 
 
 def test_a_simclr_step_costs_two_views_of_the_encoder(folder, tmp_path):
-    parse = lambda m: aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", m)))
+    parse = lambda m: setup_run(tiny_args(folder, tmp_path, "--method", m))[0]
     spec = aavae.augment_spec(parse("simclr"))
-    simclr, supervised = (aavae.step_flops(parse(m), spec) for m in ("simclr", "supervised"))
+    simclr, supervised = (controls.step_flops(parse(m), spec) for m in ("simclr", "supervised"))
     assert simclr == pytest.approx(2 * supervised, rel=0.01)  # the heads are a rounding error beside the encoder
     assert supervised < aavae.step_flops(parse("aaae"), spec)  # no decoder

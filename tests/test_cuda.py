@@ -9,44 +9,34 @@ import sys
 import pytest
 import torch
 
-import aae_uses
 import aavae
-import data
-import utils
-from conftest import ROOT, SIZE, read_log, tiny_args
+from util import data
+from util import misc
+from conftest import COMMANDS, ROOT, SIZE, read_log, setup_run, tiny_args
 from test_train import tensors_of
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (or AAVAE_TEST_CUDA unset)")
 CUDA = torch.device("cuda")
 
 
-def cuda_args(folder, out, *extra):
-    return aavae.validate(aavae.get_args_parser().parse_args(tiny_args(folder, out, *extra)))
-
-
-OWN = sorted(set(aavae.METHODS) - set(aavae.RECIPES))  # aavae.py's own; aae_uses.py's (once imported) below
-
-
-@pytest.mark.parametrize("method, memory", [(m, "--in_memory") for m in OWN + sorted(aae_uses.USES)]
-                         + [("aavae", "--no-in_memory")])
+@pytest.mark.parametrize("method, memory", [(m, "--in_memory") for m in sorted(COMMANDS)] + [("aavae", "--no-in_memory")])
 def test_a_bf16_step_of_every_method_is_finite_and_never_waits_for_the_host(folder, tmp_path, method, memory):
-    uses = method in aae_uses.USES
     argv = tiny_args(folder, tmp_path, "--method", method, memory, *(["--label_fraction", "0.2"] if "semi" in method else []))
-    args = aavae.resolve_amp(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)) if uses
-                             else cuda_args(folder, tmp_path, "--method", method, memory))
+    args, recipe = setup_run(argv)
+    aavae.resolve_amp(args)
     assert args.amp, "bf16 autocast is the default on CUDA"
     train, _, spec = aavae.load_data(args, CUDA)
-    model, optimizer, adversary = (aae_uses.build(args, spec, CUDA, 1, train) if uses
-                                   else aavae.build_model(args, spec, CUDA))
-    stream = data.TrainBatches(train, 8, 0, 1, views=aavae.METHODS[method].views, workers=1)(0, ("crops", 0, 0))
-    amp = utils.autocast(args, CUDA)
-    step = aae_uses.train_step if uses else aavae.control_step if aavae.METHODS[method].control else aavae.train_step
+    model, optimizer, adversary = recipe.build(args, spec, CUDA, 1, train)
+    stream = aavae.training_batches(data.TrainBatches(train, 8, 0, 1, views=recipe.views, workers=1), recipe.views, spec,
+                                    0, 0, 0)
+    amp = misc.autocast(args, CUDA)
+    step = recipe.step
     # a first step outside the check: the epoch's indices move to the device, Adam makes its state, cuDNN times
-    step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, 0, 0), args, amp, adversary)
+    step(model, optimizer, next(stream), spec, misc.generator(CUDA, "step", 0, 0, 0), args, amp, adversary)
     torch.cuda.set_sync_debug_mode("error")  # a blocking copy or a read of a device value now raises
     try:
         for k in range(1, 3):
-            loss, parts = step(model, optimizer, next(stream), spec, utils.generator(CUDA, "step", 0, k, 0), args, amp,
+            loss, parts = step(model, optimizer, next(stream), spec, misc.generator(CUDA, "step", 0, k, 0), args, amp,
                                adversary)
     finally:
         torch.cuda.set_sync_debug_mode("default")
@@ -59,7 +49,7 @@ def test_aavae_trains_on_the_gpu_with_falling_loss_and_logs_its_mfu(folder, tmp_
     rows = [r for r in read_log(tmp_path) if "loss" in r]
     losses = [r["loss"] - const for r in rows]
     assert len(losses) == 4 and losses[-1] < 0.9 * losses[0], losses
-    if utils.peak_tflops(CUDA):
+    if misc.peak_tflops(CUDA):
         assert all(0 < r["mfu"] < 1 for r in rows)
 
 

@@ -9,8 +9,8 @@ import torch
 import torchvision
 
 import aavae
-import data
-import utils
+from util import data
+from util import misc
 from conftest import MINI, NO_MINI, make_folder
 
 
@@ -71,13 +71,13 @@ def test_a_streamed_training_run_starts_its_workers_once_for_all_its_epochs(tmp_
 
 
 def test_the_default_workers_share_the_cores_of_a_node_among_its_processes(monkeypatch):
-    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(misc.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert utils.default_workers() == 15  # one process: every core but its own
+    assert misc.default_workers() == 15  # one process: every core but its own
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert utils.default_workers() == 3
-    monkeypatch.setattr(utils.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert utils.default_workers() == 1
+    assert misc.default_workers() == 3
+    monkeypatch.setattr(misc.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert misc.default_workers() == 1
 
 
 def test_a_small_folder_is_decoded_without_worker_processes(tmp_path, monkeypatch):
@@ -104,7 +104,7 @@ def test_a_dataset_that_cannot_be_downloaded_is_named_in_one_sentence(tmp_path, 
         raise RuntimeError("Temporary failure in name resolution")
 
     monkeypatch.setattr(data.torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(utils.UserError, match=r"cifar10 is not under --data_path .* and could not be downloaded there "
+    with pytest.raises(misc.UserError, match=r"cifar10 is not under --data_path .* and could not be downloaded there "
                                               r"\(Temporary failure in name resolution\)"):
         data._torchvision_dataset("cifar10", str(tmp_path), "train")
 
@@ -157,7 +157,7 @@ def test_cifar10_mini_is_rebuilt_from_cifar10s_training_batches_image_for_image(
 def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(tmp_path, monkeypatch):
     import numpy as np
 
-    import experiments
+    from experiments import grid, report
     monkeypatch.setattr(data, "MINI_PER_BATCH", 6)  # a CIFAR-10 of 5 x 8 images, of which cifar10-mini keeps 5 x 6
     monkeypatch.setattr(data, "MINI_VAL", 10)
     rng = np.random.default_rng(0)
@@ -166,7 +166,7 @@ def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(t
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
     (tmp_path / "cifar10-mini.partial" / "train").mkdir(parents=True)  # what an interrupted build leaves
     out = tmp_path / "S"
-    experiments.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
+    grid.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
                       "--rows", "random init", "--no-label_evals"])
     tree = read_tree(tmp_path / "cifar10-mini")
     assert sorted(k[2] for k in tree if k[0] == "val") == [f"{i:05d}.png" for i in range(10)]
@@ -182,7 +182,7 @@ def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(t
     # a folder whose steps are all done is reported again without the data: nothing is made, nothing downloaded
     shutil.rmtree(tmp_path / "cifar10-mini"), shutil.rmtree(tmp_path / "cifar10")
     (out / "table1.md").unlink()
-    experiments.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
+    grid.main(["--profile", "small", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
                       "--rows", "random init", "--no-label_evals"])
     assert not (tmp_path / "cifar10-mini").exists() and not (tmp_path / "cifar10").exists()
     assert (out / "table1.md").exists()

@@ -8,9 +8,9 @@ import sys
 import torch
 
 import aavae
-import data
-import utils
-from conftest import ROOT, read_log, tiny_args
+from util import data
+from util import misc
+from conftest import ROOT, read_log, setup_run, tiny_args
 from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -68,8 +68,7 @@ def test_two_nodes_train_with_identical_weights_disjoint_samples_and_one_log(fol
     assert "2 process(es)" in logs[0] and "batch 8 global = 2 x 4" in logs[0]
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
     # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
-    args = aavae.validate(aavae.get_args_parser().parse_args(argv))
-    alone = aavae.load_data(args, torch.device("cpu"))[0].images
+    alone = aavae.load_data(setup_run(argv)[0], torch.device("cpu"))[0].images
     assert all(torch.equal(torch.load(out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
     # the ranks agree on saving and stopping through the training group: no side group of another backend
     assert all(json.loads((out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))
@@ -85,9 +84,9 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(fold
 def test_each_process_of_a_launcher_that_shows_it_one_gpu_takes_that_one(monkeypatch):
     # srun --gpus-per-task=1 gives every process CUDA_VISIBLE_DEVICES of its own: cuda:0, whatever LOCAL_RANK is
     monkeypatch.setenv("RANK", "3"), monkeypatch.setenv("LOCAL_RANK", "3"), monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setattr(utils.torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(utils.torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(utils.torch.cuda, "set_device", lambda device: None)
-    monkeypatch.setattr(utils.dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(utils.dist, "get_rank", lambda: 3), monkeypatch.setattr(utils.dist, "get_world_size", lambda: 4)
-    assert utils.setup_distributed() == (3, 4, torch.device("cuda", 0))
+    monkeypatch.setattr(misc.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(misc.torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(misc.torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(misc.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(misc.dist, "get_rank", lambda: 3), monkeypatch.setattr(misc.dist, "get_world_size", lambda: 4)
+    assert misc.setup_distributed() == (3, 4, torch.device("cuda", 0))

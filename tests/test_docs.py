@@ -16,9 +16,9 @@ from unittest import mock
 
 import pytest
 
-import aae_uses
+from methods import aae_uses
 import aavae
-import experiments
+from experiments import grid, report
 import gpu_check
 import linear_eval
 from conftest import ROOT, make_folder, tiny_args
@@ -105,7 +105,7 @@ def validate(script, argv, trees):
         assert set(args.parts) <= set(gpu_check.PARTS), args.parts
     else:
         with contextlib.redirect_stdout(io.StringIO()):
-            grid = experiments.main(argv + ["--dry_run"])
+            grid = grid.main(argv + ["--dry_run"])
         return [st.cmd for st in grid.steps]
     return []
 
@@ -256,7 +256,7 @@ PARSERS = [("aavae.py", lambda: aavae.get_args_parser(), "training.md"),
            ("bench.py", lambda: aavae.get_args_parser("bench.py"), "training.md"),  # bench.py takes aavae.py's flags
            ("aae_uses.py", lambda: own_flags(aae_uses.get_args_parser(), aavae.get_args_parser()), "aae-uses.md"),
            ("linear_eval.py", linear_eval.get_args_parser, "evaluation.md"),
-           ("run_all.sh", lambda: parser_of(experiments.main), "experiments.md"),
+           ("run_all.sh", lambda: parser_of(grid.main), "experiments.md"),
            ("gpu_check.py", gpu_check.get_args_parser, "testing.md")]
 
 
@@ -279,7 +279,7 @@ def table_rows(text):
 def test_the_papers_aaae_figures_sit_beside_the_authors_model_alone():
     # The paper's AAAE row is the authors' model, which reconstructs the augmented view (--target augmented).
     pages = PAGES + sorted(glob.glob(os.path.join(ROOT, "results", "*", "README.md")))
-    figures = {experiments.fmt(v) for v in experiments.PAPER_TABLE1["aaae"].values() if v > 10}  # 50.62, 41.94
+    figures = {report.fmt(v) for v in grid.PAPER_TABLE1["aaae"].values() if v > 10}  # 50.62, 41.94
     found = 0
     for page in pages:
         for cells in table_rows(open(page).read()):
@@ -294,10 +294,10 @@ def test_the_dry_run_counts_the_pages_quote_are_the_grids(tmp_path, monkeypatch)
     count = {}
     for profile in ("paper", "quick"):
         with contextlib.redirect_stdout(io.StringIO()):
-            g = experiments.main(["--profile", profile, "--data_path", "d", "--dry_run"])
+            g = grid.main(["--profile", profile, "--data_path", "d", "--dry_run"])
         count[profile] = (len(g.steps), sum(st.kind == "pretrain" for st in g.steps))
-    readme, grid = (open(os.path.join(ROOT, p)).read() for p in ("README.md", "docs/experiments.md"))
-    for text in (readme, grid):
+    readme, page = (open(os.path.join(ROOT, p)).read() for p in ("README.md", "docs/experiments.md"))
+    for text in (readme, page):
         quoted = re.findall(r"the (\d+) commands", text)
         assert quoted and {int(n) for n in quoted} == {count["paper"][0]}, quoted
     quick = re.search(r"(\d+) commands, (\d+) of them pretraining runs", grid)
@@ -329,7 +329,7 @@ def test_the_paper_map_covers_the_paper_and_names_only_functions_and_flags_that_
         for part in name.split("."):
             assert hasattr(obj, part), f"docs/paper-map.md names {module}.py:{name}, which does not exist"
             obj = getattr(obj, part)
-    known = {s for parser in (aae_uses.get_args_parser(), linear_eval.get_args_parser(), parser_of(experiments.main))
+    known = {s for parser in (aae_uses.get_args_parser(), linear_eval.get_args_parser(), parser_of(grid.main))
              for a in parser._actions for s in a.option_strings}
     flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", page))
     assert len(flags) > 30 and not flags - known, sorted(flags - known)

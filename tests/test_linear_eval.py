@@ -144,7 +144,7 @@ def test_an_interrupted_probe_resumes_to_the_same_weights_as_an_uninterrupted_on
     argv = lambda out, *a: probe_args(data, tmp_path / out, "--random_init", "--encoder", "resnet18", "--epochs", "3",
                                       "--batch_size", "4", "--lr", "0.05", *mode, *a)
     straight = linear_eval.main(argv("straight"))
-    real, saves = linear_eval.utils.save_atomic, []
+    real, saves = linear_eval.misc.save_atomic, []
 
     def killed_saving_epoch_two(*a):  # after epoch 2's log line: the resumed probe must drop it and redo epoch 2
         saves.append(1)
@@ -152,10 +152,10 @@ def test_an_interrupted_probe_resumes_to_the_same_weights_as_an_uninterrupted_on
             raise RuntimeError("killed")
         return real(*a)
 
-    monkeypatch.setattr(linear_eval.utils, "save_atomic", killed_saving_epoch_two)
+    monkeypatch.setattr(linear_eval.misc, "save_atomic", killed_saving_epoch_two)
     with pytest.raises(RuntimeError, match="killed"):
         linear_eval.main(argv("resumed"))
-    monkeypatch.setattr(linear_eval.utils, "save_atomic", real)
+    monkeypatch.setattr(linear_eval.misc, "save_atomic", real)
     assert len((tmp_path / "resumed" / "log.jsonl").read_text().splitlines()) == 2
     assert torch.load(tmp_path / "resumed" / "probe_checkpoint.pt", weights_only=True)["epoch"] == 1
     assert "belongs to a probe with other arguments (--lr 0.05 -> 0.1)" in run_error(

@@ -6,6 +6,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 import aavae
+from conftest import setup_run
 
 
 @pytest.mark.parametrize("stem, size", [("cifar", 32), ("stl", 96), ("imagenet", 224)])
@@ -142,44 +143,45 @@ def test_step_flops_are_the_papers_model_costs():
         spec = aavae.AugmentSpec(size, 1.0, True, (0.5,) * 3, (0.5,) * 3)
         assert aavae.step_flops(args, spec) / 1e9 == pytest.approx(gflop, rel=0.01)
     # IWAE decodes k samples; the AAE's generator phase runs the encoder again
-    r18 = lambda *a: aavae.validate(aavae.get_args_parser().parse_args(["--encoder", "resnet18", "--stem", "cifar", *a]))
+    r18 = lambda *a: setup_run(["--encoder", "resnet18", "--stem", "cifar", *a])
+    flops = lambda *a: r18(*a)[1].flops(r18(*a)[0], spec)
     spec = aavae.AugmentSpec(32, 0.5, False, (0.5,) * 3, (0.5,) * 3)
-    base = aavae.step_flops(r18(), spec)
-    iwae = [aavae.step_flops(r18("--method", "iwae", "--iw_samples", str(k)), spec) for k in (1, 2, 3)]
+    base = flops()
+    iwae = [flops("--method", "iwae", "--iw_samples", str(k)) for k in (1, 2, 3)]
     assert iwae[0] == pytest.approx(base, rel=1e-3) and iwae[2] - iwae[0] == pytest.approx(2 * (iwae[1] - iwae[0]))
-    ae = aavae.step_flops(r18("--method", "ae"), spec)
-    assert aavae.step_flops(r18("--method", "aae"), spec) == ae  # its encoder loss joins the same backward
+    ae = flops("--method", "ae")
+    assert flops("--method", "aae") == ae  # its encoder loss joins the same backward
 
 
 @pytest.mark.parametrize("method", ["ae", "aavae", "iwae"])  # a deterministic latent, a Gaussian one, k samples
 def test_the_models_forward_compiles_as_one_graph(method):
     # fullgraph=True makes a graph break an error; the eager backend checks dynamo's capture without code
     # generation (seconds). The compiled training step itself: test_train.py and, with inductor, test_cuda.py.
-    m = aavae.METHODS[method]
-    model = aavae.AutoEncoder("resnet18", "decoder18", "cifar", 16, 8, m.variational).to(memory_format=torch.channels_last)
+    variational, samples = method != "ae", (3,) if method == "iwae" else ()
+    model = aavae.AutoEncoder("resnet18", "decoder18", "cifar", 16, 8, variational).to(memory_format=torch.channels_last)
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
-    eps = torch.randn(((3,) if m.regulariser == "iw" else ()) + (2, 16)) if m.variational else None
+    eps = torch.randn(samples + (2, 16)) if variational else None
     torch._dynamo.reset()
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as training runs it, by default on a GPU
         x_hat = torch.compile(model, fullgraph=True, backend="eager")(x, eps)[0]
-    assert x_hat.shape == (((3,) if m.regulariser == "iw" else ()) + (2, 3, 8, 8))
+    assert x_hat.shape == samples + (2, 3, 8, 8)
 
 
 def test_mfu_is_reported_against_the_peak_of_the_exact_part_and_never_guessed(monkeypatch):
-    import utils
+    from util import misc
     cuda = torch.device("cuda", 0)
     for name, peak in [("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H100 PCIe", 756), ("NVIDIA H100 NVL", 835),
                        ("NVIDIA H200", 989), ("NVIDIA H200 NVL", 835), ("NVIDIA A100-SXM4-80GB", 312),
                        ("NVIDIA GeForce RTX 4090", None), ("NVIDIA H100 SXM5 96GB", None)]:
-        monkeypatch.setattr(utils.torch.cuda, "get_device_name", lambda device, name=name: name)
-        assert utils.peak_tflops(cuda) == peak, name
-    assert utils.peak_tflops(torch.device("cpu")) is None
+        monkeypatch.setattr(misc.torch.cuda, "get_device_name", lambda device, name=name: name)
+        assert misc.peak_tflops(cuda) == peak, name
+    assert misc.peak_tflops(torch.device("cpu")) is None
 
 
 def test_saved_files_hold_cpu_tensors_in_the_same_containers():
-    import utils
+    from util import misc
     state = {"model": {"w": torch.ones(2, requires_grad=True)}, "opt": [(torch.zeros(1), 3)], "step": 7}
-    out = utils.on_cpu(state)
+    out = misc.on_cpu(state)
     assert out["step"] == 7 and isinstance(out["opt"], list) and isinstance(out["opt"][0], tuple)
     assert all(t.device.type == "cpu" and not t.requires_grad for t in (out["model"]["w"], out["opt"][0][0]))
     assert torch.equal(out["model"]["w"], state["model"]["w"])

@@ -18,7 +18,7 @@ import torch
 
 import aavae
 from conftest import read_log, tiny_args
-import aae_uses
+from methods import aae, aae_uses, controls, iwae
 
 PINNED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pinned_steps.json")
 TIMING = {"img_per_s", "tflop_per_s", "mfu"}  # measured, not computed
@@ -26,7 +26,9 @@ USES = [f"{aa}{kind}_aae" for kind in ("supervised", "semi", "cluster", "dimred"
 # name -> (the command's main, its --method)
 RUNS = {**{m: (aavae.main, m) for m in ("ae", "aaae", "vae", "aavae")},
         "aaae-authors": (aavae.main, "aaae"),
-        **{m: (aavae.main, m) for m in ("simclr", "supervised", "iwae", "aa_iwae", "aae", "aa_aae")},
+        **{m: (controls.main, m) for m in ("simclr", "supervised")},
+        **{m: (iwae.main, m) for m in ("iwae", "aa_iwae")},
+        **{m: (aae.main, m) for m in ("aae", "aa_aae")},
         **{m: (aae_uses.main, m) for m in USES}}
 
 

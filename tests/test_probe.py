@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import linear_eval
-import probe
+from util import probe
 from conftest import MINI, NO_MINI
 from test_linear_eval import probe_args
 

@@ -7,10 +7,11 @@ import torch
 from torch.distributions import Normal
 
 import aavae
-import data
-from conftest import read_log, tiny_args
+from methods import aae, iwae
+from util import data
+from conftest import COMMANDS, read_log, setup_run, tiny_args
 from test_train import run_error, tensors_of
-from utils import generator
+from util.misc import generator
 
 
 def toy(n=3, latent=4, seed=0):
@@ -56,7 +57,7 @@ def test_iwae_training_loss_is_minus_the_k_sample_bound():
     model = aavae.AutoEncoder("resnet18", "decoder18", "cifar", 8, 32, variational=True).eval()
     x = torch.randn(2, 3, 32, 32)
     eps = torch.randn(4, 2, 8)
-    loss, parts = aavae.training_loss(model, x, x, eps, aavae.METHODS["iwae"], beta=0.0)
+    loss, parts = iwae.training_loss(model, x, x, eps)
     mu, log_var = model.encode(x)
     z = aavae.reparameterize(mu, log_var, eps)
     x_hat = torch.stack([model.decoder(zi) for zi in z])  # one sample at a time, as an independent check
@@ -67,7 +68,7 @@ def test_iwae_training_loss_is_minus_the_k_sample_bound():
 @pytest.mark.parametrize("method", ["iwae", "aa_iwae", "aae", "aa_aae"])
 def test_each_regulariser_trains_with_the_diagnostics(folder, tmp_path, method):
     extra = ["--iw_samples", "3"] if "iwae" in method else []
-    metrics = aavae.main(tiny_args(folder, tmp_path, "--method", method, "--max_steps", "2", *extra))
+    metrics = COMMANDS[method].main(tiny_args(folder, tmp_path, "--method", method, "--max_steps", "2", *extra))
     rows = [r for r in read_log(tmp_path) if "loss" in r]
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     assert ("disc_loss" in rows[0]) == ("aae" in method)
@@ -75,31 +76,30 @@ def test_each_regulariser_trains_with_the_diagnostics(folder, tmp_path, method):
     assert {"val_active_units", "val_sim_same", "val_sim_diff"} <= set(metrics)
     if "aae" in method:
         ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-        assert set(ckpt["adversary"]) == {"disc", "disc_opt"} and ckpt["adversary"]["disc_opt"]["state"]
+        assert set(ckpt["extra"]) == {"disc", "disc_opt"} and ckpt["extra"]["disc_opt"]["state"]
 
 
 def test_aae_resumes_bit_identically_with_its_discriminator(folder, tmp_path):
-    run = lambda out, steps: aavae.main(tiny_args(folder, tmp_path / out, "--method", "aa_aae", "--max_steps", steps))
+    run = lambda out, steps: aae.main(tiny_args(folder, tmp_path / out, "--method", "aa_aae", "--max_steps", steps))
     run("straight", "5"), run("resumed", "2"), run("resumed", "5")
     ckpts = [torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("straight", "resumed")]
     a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "resumed" / "checkpoint.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     for part in ("disc",):
-        for k, v in ckpts[0]["adversary"][part].items():
-            assert torch.equal(v, ckpts[1]["adversary"][part][k]), k
+        for k, v in ckpts[0]["extra"][part].items():
+            assert torch.equal(v, ckpts[1]["extra"][part][k]), k
 
 
 def aae_update(folder, tmp_path, weight, optimizer="adam"):
     """The change of every encoder parameter in one AA-AAE training step with --adv_weight weight, from the
     same initial weights, batch and random draws."""
-    args = aavae.validate(aavae.get_args_parser().parse_args(
-        tiny_args(folder, tmp_path, "--method", "aa_aae", "--adv_weight", str(weight))))
+    args = setup_run(tiny_args(folder, tmp_path, "--method", "aa_aae", "--adv_weight", str(weight)))[0]
     train, _, spec = aavae.load_data(args, torch.device("cpu"))
-    model, adam, adversary = aavae.build_model(args, spec, torch.device("cpu"))
+    model, adam, adversary = aae.build(args, spec, torch.device("cpu"), 1)
     opt = adam if optimizer == "adam" else torch.optim.SGD(model.parameters(), lr=1.0)
     batch = next(data.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
     before = [p.detach().clone() for p in model.encoder.parameters()]
-    aavae.train_step(model, opt, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, adversary)
+    aae.step(model, opt, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, adversary)
     return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.encoder.parameters(), before)])
 
 
@@ -115,9 +115,10 @@ def test_adversarial_weight_scales_the_encoders_share_of_the_update(folder, tmp_
 
 
 def test_regulariser_flags_belong_to_their_methods(folder, tmp_path, capsys):
-    err = lambda *a: run_error(tiny_args(folder, tmp_path, *a), capsys)
+    err = lambda *a: run_error(tiny_args(folder, tmp_path, *a), capsys, COMMANDS[a[1]].main)
     assert "no place in the IWAE bound" in err("--method", "iwae", "--beta", "1")
-    assert "--iw_samples is for" in err("--method", "vae", "--iw_samples", "4")
-    assert "are for --method aae" in err("--method", "aavae", "--adv_weight", "2")
+    assert "unrecognized arguments: --iw_samples 4" in err("--method", "vae", "--iw_samples", "4")
+    assert "unrecognized arguments: --adv_weight 2" in err("--method", "aavae", "--adv_weight", "2")
     assert "deterministic latent" in err("--method", "aae", "--learn_scale")
     assert "--iw_samples must be >= 1, got 0" in err("--method", "iwae", "--iw_samples", "0")
+    assert "--disc_hidden must be >= 1, got 0" in err("--method", "aa_aae", "--disc_hidden", "0")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-import aae_uses
-import experiments
+from methods import aae_uses
+from experiments import grid, report
 import linear_eval
 from conftest import ROOT
 
@@ -64,9 +64,9 @@ def expected_table1(rows):
     out = []
     for r in rows:
         units = f"{r['active_units']} of {r['active_units_of']}" if r["active_units"] is not None else "—"
-        out.append([experiments.SMALL_LABELS.get(r["row"], r["row"]), experiments.fmt_se(r["linear_top1"], r["linear_se"]),
-                    experiments.fmt_se(r["knn_top1"], r["knn_se"]), units, experiments.fmt(r["val_bpd"], 4),
-                    experiments.fmt(r["paper_cifar10"])])
+        out.append([grid.SMALL_LABELS.get(r["row"], r["row"]), report.fmt_se(r["linear_top1"], r["linear_se"]),
+                    report.fmt_se(r["knn_top1"], r["knn_se"]), units, report.fmt(r["val_bpd"], 4),
+                    report.fmt(r["paper_cifar10"])])
     return out
 
 
@@ -100,8 +100,8 @@ def matches(value, se, pairs):
 def test_every_figure_with_a_standard_error_in_the_prose_is_in_results_json(page, r30):
     labels = data("results", "small-cpu-30-labels", "results.json")  # the README quotes Table 2's differences too
     pairs = json_pairs(r30) + [tuple(d[c]) for d in labels["label_paired_differences"]
-                               for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
-    pairs += [tuple(d[pct]) for d in labels["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
+                               for c in report.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
+    pairs += [tuple(d[pct]) for d in labels["finetune_over_probe"] for pct in grid.LABEL_FRACTIONS.values()]
     pairs += uses_pairs(labels)
     quoted = quoted_pairs(text(*page))
     assert len(quoted) >= 10
@@ -219,7 +219,7 @@ def test_the_budgets_ratio_to_the_papers_is_computed_from_the_runs():
     args = data(*SMALL30, "runs", "folder-aavae", "args.json")
     steps = max(json.loads(line)["step"] for line in open(os.path.join(RESULTS, "small-cpu-30", "runs", "folder-aavae", "log.jsonl")))
     assert steps == args["epochs"] * (4085 // args["batch_size"])
-    seen, paper = steps * args["batch_size"], 3200 * experiments.IMAGES["cifar10"]
+    seen, paper = steps * args["batch_size"], 3200 * grid.IMAGES["cifar10"]
     readme = prose(text("README.md"))
     assert f"each row saw {seen:,} images, 1/{round(paper / seen, -1):,.0f} of the {paper // 10**6} million" in readme
 
@@ -233,10 +233,10 @@ def test_table1_at_10_epochs_is_its_results_json():
     quoted = table_after(text("results", "small-cpu", "README.md"), "| encoder | linear top-1")
     assert len(quoted) == len(rows)
     for cells, r in zip(quoted, rows):
-        label = experiments.SMALL_LABELS.get(r["row"], r["row"])
-        assert cells[0] in (label, r["row"]) and cells[1] == experiments.fmt_se(r["linear_top1"], r["linear_se"])
-        assert cells[2] == experiments.fmt(r["knn_top1"]) and cells[3] == experiments.fmt(r["active_units"])
-        assert cells[4] == experiments.fmt(r["val_bpd"], 4) and cells[5] == experiments.fmt(r["paper_cifar10"])
+        label = grid.SMALL_LABELS.get(r["row"], r["row"])
+        assert cells[0] in (label, r["row"]) and cells[1] == report.fmt_se(r["linear_top1"], r["linear_se"])
+        assert cells[2] == report.fmt(r["knn_top1"]) and cells[3] == report.fmt(r["active_units"])
+        assert cells[4] == report.fmt(r["val_bpd"], 4) and cells[5] == report.fmt(r["paper_cifar10"])
 
 
 def test_the_30_epoch_pages_quote_the_10_epoch_rows_as_they_are():
@@ -271,10 +271,10 @@ LABELS = ("results", "small-cpu-30-labels")
 
 def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted():
     r = data(*LABELS, "results.json")
-    table2 = [[x["label"]] + [experiments.fmt_se(x[c]["top1"], x[c]["se"]) for c in experiments.TABLE2_COLUMNS]
+    table2 = [[x["label"]] + [report.fmt_se(x[c]["top1"], x[c]["se"]) for c in report.TABLE2_COLUMNS]
               for x in r["table2"]]  # the semi-supervised AAE's y head too, in the fine-tuned columns
-    clusters = [[x["label"], experiments.fmt_se(*x["majority_top1"]),
-                 experiments.fmt_se(*x["hungarian_top1"]), experiments.fmt_se(*x["nmi"], digits=3), str(x["clusters"])]
+    clusters = [[x["label"], report.fmt_se(*x["majority_top1"]),
+                 report.fmt_se(*x["hungarian_top1"]), report.fmt_se(*x["nmi"], digits=3), str(x["clusters"])]
                 for x in r["clusters"]]
     assert table2 and clusters
     for page in ("table1.md", "README.md"):
@@ -282,8 +282,8 @@ def test_table2_and_the_clusters_are_their_results_json_wherever_they_are_quoted
         assert table_after(quoted, "| encoder | fine-tuned, 1 %") == table2, page
         assert table_after(quoted, "| encoder | majority label top-1") == clusters, page
     for x in (x for x in r["table2"] if not x.get("y_head")):  # every fine-tuned and probed row learned from the same images
-        assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "1percent" in c} == {40}
-        assert {x[c]["train_images"] for c in experiments.TABLE2_COLUMNS if "10percent" in c} == {407}
+        assert {x[c]["train_images"] for c in report.TABLE2_COLUMNS if "1percent" in c} == {40}
+        assert {x[c]["train_images"] for c in report.TABLE2_COLUMNS if "10percent" in c} == {407}
     lists = {pct: text(*LABELS, "label-subsets", f"{pct}.txt").split() for pct in ("1percent", "10percent")}
     assert len(lists["1percent"]) == 40 and len(lists["10percent"]) == 407
 
@@ -292,9 +292,9 @@ def test_the_readmes_key_rows_of_table2_and_the_clusters_are_results_json():
     r = data(*LABELS, "results.json")
     clusters = {x["label"]: x for x in r["clusters"]}  # k-means at K = the classes: the label is the encoder's
     expected = [[x["label"]]
-                + [experiments.fmt_se(x[c]["top1"], x[c]["se"]) for c in experiments.TABLE2_COLUMNS]
-                + [experiments.fmt_se(*clusters[x["label"]]["majority_top1"]),
-                   experiments.fmt_se(*clusters[x["label"]]["nmi"], digits=3)] for x in r["table2"] if not x.get("y_head")]
+                + [report.fmt_se(x[c]["top1"], x[c]["se"]) for c in report.TABLE2_COLUMNS]
+                + [report.fmt_se(*clusters[x["label"]]["majority_top1"]),
+                   report.fmt_se(*clusters[x["label"]]["nmi"], digits=3)] for x in r["table2"] if not x.get("y_head")]
     assert table_after(text("README.md"), "| encoder | fine-tuned, 1 % | probe, 1 % | fine-tuned, 10 % | probe, 10 % | "
                                           "clusters, majority label") == expected
 
@@ -321,12 +321,12 @@ def test_what_the_retraining_reproduced_and_what_the_labels_show_is_computed_fro
                 "random"):
         for probe in ("linear", "knn"):
             old, new = (data("results", f, "evals", f"{probe}-{row}", "result.json")["top1"] for f in ("small-cpu-30", "small-cpu-30-labels"))
-            diff, se = experiments.paired_difference(hits("small-cpu-30-labels", f"{probe}-{row}"), hits("small-cpu-30", f"{probe}-{row}"))
+            diff, se = report.paired_difference(hits("small-cpu-30-labels", f"{probe}-{row}"), hits("small-cpu-30", f"{probe}-{row}"))
             assert f"{old:.1f} -> {new:.1f}" in words and f"{diff:+.1f} ± {se:.1f}" in words, (row, probe)
             retrained.append((diff, se))
     saved = data(*LABELS, "results.json")
-    pairs = [tuple(d[c]) for d in saved["label_paired_differences"] for c in experiments.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
-    pairs += [tuple(d[pct]) for d in saved["finetune_over_probe"] for pct in experiments.LABEL_FRACTIONS.values()]
+    pairs = [tuple(d[c]) for d in saved["label_paired_differences"] for c in report.TABLE2_COLUMNS + ["majority", "hungarian", "nmi"]]
+    pairs += [tuple(d[pct]) for d in saved["finetune_over_probe"] for pct in grid.LABEL_FRACTIONS.values()]
     pairs += json_pairs(saved) + json_pairs(data("results", "small-cpu-30", "results.json"))  # Table 1's, retrained and committed
     pairs += uses_pairs(saved)
     wrong = [f"{v} ± {s}" for v, s in quoted_pairs(text(*LABELS, "README.md")) if not matches(v, s, pairs + retrained)]
@@ -352,7 +352,7 @@ def test_the_aae_uses_adversarial_weight_choice_is_its_evaluations():
         assert features == [f"{ev(w, f'{m} {u}')['top1']:.1f}" for u in ("semi", "cluster") for m in ("linear", "knn")]
         assert all(r["test_images"] == 1000 for r in (ev(w, "head semi"), c))
     for name in ("head semi", "head cluster", "linear semi", "linear cluster", "knn semi", "knn cluster"):
-        pairs.append(experiments.paired_difference(ev("0.1", name)["correct"], ev("1", name)["correct"]))
+        pairs.append(report.paired_difference(ev("0.1", name)["correct"], ev("1", name)["correct"]))
     quoted_pairs_ = quoted_pairs(text(*folder, "README.md").split("## The categorical adversary")[0])
     assert len(quoted_pairs_) == 6 and all(matches(v, s, pairs) for v, s in quoted_pairs_), quoted_pairs_
     assert data(*folder, "w1", "holdout.json") == data(*folder, "w0.1", "holdout.json")  # one split for both
@@ -376,8 +376,8 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
         split = lambda d: {k: v for k, v in data(*folder, d, "holdout.json").items() if k != "source"}  # where the tree was
         assert head["test_images"] == 1000 and split(f"y{w}") == split("w0.1")
         if w != "0.1":
-            pairs += [experiments.paired_difference(ev(w, m)["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
-            pairs.append(experiments.bootstrap_nmi(ev(w, "head"), ev("0.1", "head")))
+            pairs += [report.paired_difference(ev(w, m)["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
+            pairs.append(report.bootstrap_nmi(ev(w, "head"), ev("0.1", "head")))
     # the straight-through run (st/), beside the 0.1 run, by the rule fixed before it ran
     st = {m: data(*folder, "st", "evals", f"{m}-folder-aa-cluster-aae-k16", "result.json") for m in ("head", "linear", "knn")}
     rows = dict((r[0], r[1:]) for r in table_after(part, "| y's fooling gradient |"))
@@ -386,8 +386,8 @@ def test_the_study_of_ys_adversarial_weight_is_its_evaluations():
                                        f"{st['head']['nmi']:.3f}", f"{st['linear']['top1']:.1f}", f"{st['knn']['top1']:.1f}"]
     assert data(*folder, "st", "runs", "folder-aa-cluster-aae-k16", "args.json")["y_straight_through"] is True
     assert st["head"]["clusters_used"] <= 7 and "not what keeps y in a few clusters" in prose(part)  # the rule's verdict
-    pairs += [experiments.paired_difference(st[m]["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
-    pairs.append(experiments.bootstrap_nmi(st["head"], ev("0.1", "head")))
+    pairs += [report.paired_difference(st[m]["correct"], ev("0.1", m)["correct"]) for m in ("head", "linear", "knn")]
+    pairs.append(report.bootstrap_nmi(st["head"], ev("0.1", "head")))
     wrong = [f"{v} ± {e}" for v, e in quoted_pairs(part) if not matches(v, e, pairs)]
     assert not wrong and len(quoted_pairs(part)) == len(pairs), wrong
     st_log = run_log(*folder, "st", "runs", "folder-aa-cluster-aae-k16")
@@ -438,7 +438,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     assert table == table_after(text(*LABELS, "table1.md"), "| run | linear top-1")
     assert [r[0] for r in table] == list(uses)
     for row, lin, knn, own in table:
-        assert (lin, knn) == (experiments.fmt_se(*uses[row]["linear"]), experiments.fmt_se(*uses[row]["knn"]))
+        assert (lin, knn) == (report.fmt_se(*uses[row]["linear"]), report.fmt_se(*uses[row]["knn"]))
         key = {"head": "majority_top1" if "cluster" in row else "top1", "map": "top1", "grid": "recon_own_label"}[uses[row]["own"]]
         got = data(*LABELS, "evals", f"{uses[row]['own']}-folder-{row}", "result.json")[key]
         assert got == uses[row][key] and f"{got:.{4 if key == 'recon_own_label' else 2}f}" in own, row
@@ -453,7 +453,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     pairs += lens
     assert sorted((row, label) for row, label, _ in pairs) == sorted((row, label) for row, u in uses.items() for label in u.get("paired", {}))
     for row, label, value in pairs:
-        assert value == experiments.fmt_se(*uses[row]["paired"][label], digits=3 if "NMI" in label else 2), (row, label)
+        assert value == report.fmt_se(*uses[row]["paired"][label], digits=3 if "NMI" in label else 2), (row, label)
     words = prose(readme.split("## The adversarial autoencoder's uses")[1])
     wrong = [f"{v} ± {s}" for v, s in quoted_pairs(readme.split("## The adversarial autoencoder's uses")[1])
              if not matches(v, s, uses_pairs(saved))]
@@ -509,7 +509,7 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
     readme_words = prose(text("README.md"))  # README.md's sentences on the uses
     cost = ("cluster-aae-k16", "aa-cluster-aae-k16", "cluster-aae-k10", "aa-cluster-aae-k10", "aa-dimred-aae", "aa-supervised-aae")
     probes = [-d for row in cost for label, (d, _) in uses[row]["paired"].items() if label in ("probe - AAVAE's probe", "kNN - AAVAE's kNN")]
-    assert len(probes) == 12 and len(uses) - 1 == len(experiments.USES_ROWS) == 10 and "the small profile's ten runs" in readme_words
+    assert len(probes) == 12 and len(uses) - 1 == len(grid.USES_ROWS) == 10 and "the small profile's ten runs" in readme_words
     assert f"cost the encoder {min(probes):.0f}-{max(probes):.0f} points of probe and kNN" in readme_words
     for pct, n in (("1percent", 40), ("10percent", 407)):
         assert (f"{uses[f'aa-semi-aae-{pct}']['top1']:.1f} against "

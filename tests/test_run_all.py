@@ -1,4 +1,4 @@
-"""run_all.sh / experiments.py: every cell of the paper's grid, and the quick profile end to end."""
+"""run_all.sh / experiments/: every cell of the paper's grid, and the quick profile end to end."""
 import argparse
 import csv
 import importlib.util
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import experiments
+from experiments import grid, report
 from conftest import ROOT, make_folder
 
 TABLES = ["table1", "fig2", "fig3", "fig4_batch", "fig4_latent", "fig4_decoder", "fig4_logscale", "fig5", "table2",
@@ -25,9 +25,10 @@ def test_the_paper_dry_run_lists_a_command_for_every_cell():
                         "--places_path", "/data/places205", "--output_dir", "R", "--dry_run"], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHON": sys.executable})
     assert r.returncode == 0, r.stderr
-    commands = [line for line in r.stdout.splitlines() if line.startswith(("python aavae.py", "python linear_eval.py"))]
+    commands = [line for line in r.stdout.splitlines() if line.startswith(("python aavae.py", "python linear_eval.py",
+                                                                           "python -m methods."))]
     assert len(commands) >= 20 and len(commands) == r.stdout.count("GPU-h\n")
-    g = experiments.build_grid(argparse.Namespace(profile="paper", data_root="/data", data_path=None,
+    g = grid.build_grid(argparse.Namespace(profile="paper", data_root="/data", data_path=None,
                                                   places_path="/data/places205", nproc=1, output_dir="R", subset_dir=None))
     tables = {c.table for c in g.cells}
     assert set(TABLES) | {"table3"} <= tables
@@ -63,16 +64,16 @@ def test_the_paper_report_sets_the_papers_aaae_figures_beside_the_authors_model_
     # beside the row whose runs pretrain with --target augmented, and never beside the original-target aaae.
     args = argparse.Namespace(profile="paper", data_root="/data", data_path=None, places_path=None, nproc=1,
                               output_dir=str(tmp_path), subset_dir=None)
-    g = experiments.build_grid(args)
+    g = grid.build_grid(args)
     pretrain = {st.dir: shlex.join(st.cmd) for st in g.steps if st.kind == "pretrain"}
     probes = {st.dir: st.cmd for st in g.steps if st.kind == "eval"}
     for c in g.cells:  # every evaluation scores 40 %
         os.makedirs(c.eval, exist_ok=True)
         (tmp_path / c.eval / "result.json").write_text(json.dumps({"top1": 40.0}))
-    experiments.report(g, args)
+    report.report(g, args)
     table = {r[0]: r for r in rows((tmp_path / "table1.md").read_text())}
     for k, d in enumerate(("cifar10", "stl10", "imagenet")):
-        paper = experiments.fmt(experiments.PAPER_TABLE1["aaae"][d])
+        paper = report.fmt(grid.PAPER_TABLE1["aaae"][d])
         assert [row for row, cells in table.items() if cells[2 + 3 * k] == paper] == ["aaae, augmented target"], d
         assert table["aaae"][2 + 3 * k] == table["aaae"][3 + 3 * k] == "—"  # no paper figure, no difference
     runs = {row: {pretrain[os.path.dirname(flag(probes[c.eval], "--checkpoint"))] for c in g.cells
@@ -96,7 +97,7 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "R"
     argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(out), "--in_process", "--quick_steps", "2"]
-    experiments.main(argv)
+    grid.main(argv)
     for name, columns in MEASURED.items():
         table = rows((out / f"{name}.md").read_text())
         assert table, name
@@ -104,14 +105,14 @@ def test_the_quick_profile_runs_end_to_end_and_fills_every_table(tmp_path, capsy
             for c in columns:
                 assert re.fullmatch(r"-?\d+(\.\d+)?", row[c]), (name, row)  # a measured number, not a dash
                 assert math.isfinite(float(row[c])), (name, row)
-    assert [r[0] for r in rows((out / "table1.md").read_text())] == [*experiments.TABLE1_ROWS, "random init"]
-    assert list(experiments.TABLE1_ROWS) == ["ae", "aaae", "aaae, augmented target", "vae", "aavae"]
+    assert [r[0] for r in rows((out / "table1.md").read_text())] == [*grid.TABLE1_ROWS, "random init"]
+    assert list(grid.TABLE1_ROWS) == ["ae", "aaae", "aaae, augmented target", "vae", "aavae"]
     fixed = [r for r in rows((out / "fig2.md").read_text()) if r[0] == "fixed"]
     assert len(fixed) == 2 and fixed[0][3] != fixed[1][3], "each segment reads its own validation"
-    assert [r[0] for r in rows((out / "regularisers.md").read_text())] == experiments.REGULARISERS
+    assert [r[0] for r in rows((out / "regularisers.md").read_text())] == grid.REGULARISERS
     assert (out / "results.json").exists() and (out / "results.csv").exists()
     capsys.readouterr()
-    experiments.main(argv)  # everything is done: nothing runs again, the tables are rewritten
+    grid.main(argv)  # everything is done: nothing runs again, the tables are rewritten
     steps = re.search(r"(\d+) steps, (\d+) already done", capsys.readouterr().out)
     assert steps and steps.group(1) == steps.group(2)
 
@@ -120,7 +121,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
     run = ["random init", "supervised", "simclr", "aaae", "aaae-authors", "aavae"]
-    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1",
+    grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1",
                       "--no-label_evals", "--rows", ",".join(run)])
     text = (out / "table1.md").read_text()
     table = rows(text)[:6]
@@ -153,7 +154,7 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
         shutil.copytree(out / "runs" / f"folder-{other}", out / "runs" / f"folder-{row}-s1")
         for probe in ("linear", "knn"):
             shutil.copytree(out / "evals" / f"{probe}-folder-{other}", out / "evals" / f"{probe}-folder-{row}-s1")
-    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--report_only",
+    grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--report_only",
                       "--small_epochs", "1", "--no-label_evals", "--rows", ",".join(run + ["aaae-s1", "aavae-s1"])])
     text = (out / "table1.md").read_text()
     paired = {r[0]: r for r in rows(text.split("# Paired differences")[1].split("# Seed")[0])}
@@ -167,10 +168,10 @@ def test_the_small_profile_writes_table1_with_both_aaae_rows_the_controls_paired
 
 
 def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_labelled_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
+    monkeypatch.setattr(grid, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
-    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+    g = grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                           "--small_epochs", "1", "--rows", "vae,aavae"])
     lists = {pct: (out / "label-subsets" / f"{pct}.txt").read_text().split() for pct in ("1percent", "10percent")}
     assert len(lists["1percent"]) == 2 and len(lists["10percent"]) == 14  # one and seven of each class's 70
@@ -193,32 +194,32 @@ def test_the_small_profile_fine_tunes_probes_and_clusters_every_row_on_the_same_
     assert [r[0] for r in gains] == ["vae", "aavae"]
     for r in gains:  # what fine-tuning adds to the probe: each row's two evaluations, paired image by image
         for pct, cell in zip(("1percent", "10percent"), r[1:], strict=True):
-            d, se = experiments.paired_difference(hits(f"finetune-{pct}-folder-{r[0]}"), hits(f"linear-{pct}-folder-{r[0]}"))
-            assert cell == experiments.fmt_se(d, se)
+            d, se = report.paired_difference(hits(f"finetune-{pct}-folder-{r[0]}"), hits(f"linear-{pct}-folder-{r[0]}"))
+            assert cell == report.fmt_se(d, se)
     clusters = rows(text.split("# Cluster accuracy")[1].split("# Paired differences, Table 2")[0])
     assert [r[0] for r in clusters] == ["vae", "aavae"] and all(" ± " in c for r in clusters for c in r[1:4])
     pairs = rows(text.split("# Paired differences, Table 2")[1])
     assert [r[0] for r in pairs] == ["aavae - vae"] and all(" ± " in c for c in pairs[0][1:])
     saved = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in saved["table2"]] == ["vae", "aavae"] and saved["clusters"][1]["nmi"][0] is not None
-    assert (out / "table2.png").exists() == experiments.have_matplotlib()  # the two tables as a picture
+    assert (out / "table2.png").exists() == report.have_matplotlib()  # the two tables as a picture
     before = (out / "label-subsets" / "1percent.txt").read_text()
-    experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+    grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                       "--small_epochs", "1", "--rows", "vae,aavae"])  # done: the lists are kept, nothing runs again
     assert (out / "label-subsets" / "1percent.txt").read_text() == before
 
 
 def test_paired_differences_are_the_mean_and_standard_error_of_per_image_differences():
-    mean, se = experiments.paired_difference([1, 1, 0, 1, 0], [0, 1, 0, 0, 1])  # differences 1, 0, 0, 1, -1
+    mean, se = report.paired_difference([1, 1, 0, 1, 0], [0, 1, 0, 0, 1])  # differences 1, 0, 0, 1, -1
     assert mean == pytest.approx(20.0) and se == pytest.approx(100 * (0.7 / 5) ** 0.5)
-    assert experiments.paired_difference([1, 0], [1]) == (None, None)  # not scored on the same images
+    assert report.paired_difference([1, 0], [1]) == (None, None)  # not scored on the same images
 
 
 def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_reading_val(tmp_path):
     data = make_folder(tmp_path / "data", classes=3, train=50, val=2, size=8)
     shutil.rmtree(tmp_path / "data" / "val")  # --holdout must not need it
     out = tmp_path / "H"
-    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+    g = grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                           "--small_epochs", "1", "--holdout", "10", "--rows", "aavae", "--pretrain_args", "--lr 1e-3",
                           "--no-label_evals"])
     held = json.loads((out / "holdout-data" / "holdout.json").read_text())["val"]
@@ -238,35 +239,35 @@ def test_the_small_profile_chooses_a_recipe_on_images_held_out_of_train_without_
         assert all(float(c["val_latent_snr"]) > 0 for c in csv.DictReader(f))
     # the same output directory with another hold-out is refused, and the flags need the small profile
     with pytest.raises(SystemExit, match="hold-out split of other images"):
-        experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--holdout", "9", "--dry_run"])
+        grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--holdout", "9", "--dry_run"])
     with pytest.raises(SystemExit):
-        experiments.main(["--profile", "quick", "--data_path", data, "--holdout", "9", "--dry_run"])
+        grid.main(["--profile", "quick", "--data_path", data, "--holdout", "9", "--dry_run"])
 
 
 def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_path, capsys, monkeypatch):
     data = make_folder(tmp_path / "data", classes=2, train=4, val=1, size=8)
     argv = ["--profile", "quick", "--data_path", data, "--output_dir", str(tmp_path / "R"), "--report_only"]
     if importlib.util.find_spec("matplotlib"):  # the set-up's environment has none; a user's may
-        experiments.main(argv)
+        grid.main(argv)
         assert "matplotlib" not in capsys.readouterr().out and (tmp_path / "R" / "figures.png").exists()
         (tmp_path / "R" / "figures.png").unlink()
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an environment without it imports
-    experiments.main(argv)
+    grid.main(argv)
     out = capsys.readouterr().out
     assert "matplotlib is not installed, so figures.png was not drawn: pip install matplotlib" in out
     assert (tmp_path / "R" / "table1.md").exists() and not (tmp_path / "R" / "figures.png").exists()
 
 
 def test_run_json_keeps_the_commit_an_invocation_began_with(tmp_path, monkeypatch):
-    import utils
+    from util import misc
     args = argparse.Namespace(output_dir=str(tmp_path))
     head = {"git_commit": "a" * 40}  # what a checkout moves
-    monkeypatch.setattr(utils, "provenance", lambda: dict(head))
-    experiments.record_run(args, ["--rows", "aavae"], 0.0, new=True)
+    monkeypatch.setattr(misc, "provenance", lambda: dict(head))
+    grid.record_run(args, ["--rows", "aavae"], 0.0, new=True)
     head["git_commit"] = "b" * 40  # the tree moved while a step ran
-    experiments.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])
+    grid.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])
     head["git_commit"] = "c" * 40
-    experiments.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
+    grid.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
     runs = json.loads((tmp_path / "run.json").read_text())["invocations"]
     assert [r["provenance"]["git_commit"][0] for r in runs] == ["a", "c"]
     assert runs[0]["minutes"] == 1.0 and runs[0]["steps"][0]["step"] == "runs/x" and runs[1]["steps"] == []
@@ -279,29 +280,29 @@ def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
     x, x_hat = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
     for log_scale in (0.0, -2.5, 1.0):
         nll = -aavae.gaussian_log_likelihood(x_hat, x, torch.tensor(log_scale)).mean().item()
-        assert experiments.pixel_mse(nll, log_scale, 3 * 8 * 8) == pytest.approx(aavae.reconstruction_loss(x_hat, x).item(), rel=1e-4)
+        assert report.pixel_mse(nll, log_scale, 3 * 8 * 8) == pytest.approx(aavae.reconstruction_loss(x_hat, x).item(), rel=1e-4)
 
 
 def test_an_interrupted_holdout_build_is_redone_and_never_left_half_made(tmp_path):
     data = make_folder(tmp_path / "data", classes=2, train=6, val=1)
     out = tmp_path / "split"
     (tmp_path / "split.partial" / "train").mkdir(parents=True)  # what a build killed midway leaves
-    assert experiments.holdout_split(data, 4, str(out)) == str(out) and not (tmp_path / "split.partial").exists()
+    assert grid.holdout_split(data, 4, str(out)) == str(out) and not (tmp_path / "split.partial").exists()
     assert sum(len(os.listdir(out / "val" / c)) for c in ("class0", "class1")) == 4
     (tmp_path / "mine").mkdir()  # a directory that is not a split is refused, not filled
     with pytest.raises(SystemExit, match="hold-out split of other images"):
-        experiments.holdout_split(data, 4, str(tmp_path / "mine"))
+        grid.holdout_split(data, 4, str(tmp_path / "mine"))
 
 
 def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_and_images(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiments, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
+    monkeypatch.setattr(grid, "SMALL_FINETUNE_EPOCHS", {0.01: 1, 0.1: 1})
     data = make_folder(tmp_path / "data", classes=2, train=70, val=5, size=8)
     out = tmp_path / "S"
     uses = ["aa-semi-aae-1percent", "cluster-aae-k10", "aa-cluster-aae-k10", "aa-supervised-aae", "aa-dimred-aae"]
-    g = experiments.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
+    g = grid.main(["--profile", "small", "--data_path", data, "--output_dir", str(out), "--in_process",
                           "--small_epochs", "1", "--rows", ",".join(["aavae", *uses])])
     semi = next(st.cmd for st in g.steps if st.dir.endswith("runs/folder-aa-semi-aae-1percent"))
-    assert semi[:2] == ["python", "aae_uses.py"]
+    assert semi[:3] == ["python", "-m", "methods.aae_uses"]
     assert semi[semi.index("--subset_file") + 1] == str(out / "label-subsets" / "1percent.txt")  # Table 2's own list
     text = (out / "table1.md").read_text()
     assert [r[0] for r in rows(text)[:1]] == ["aavae"]  # Table 1 keeps its rows
@@ -322,9 +323,9 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
     hits = lambda name: json.loads((out / "evals" / name / "result.json").read_text())["correct"]
     for row in uses:  # every use's encoder against AAVAE's, paired on the same val/ images
         for probe, label in (("linear", "probe - AAVAE's probe"), ("knn", "kNN - AAVAE's kNN")):
-            d = experiments.paired_difference(hits(f"{probe}-folder-{row}"), hits(f"{probe}-folder-aavae"))
+            d = report.paired_difference(hits(f"{probe}-folder-{row}"), hits(f"{probe}-folder-aavae"))
             assert [r[2] for r in rows(text.split("# Paired differences, the uses against AAVAE")[1])
-                    if r[:2] == [row, label]] == [experiments.fmt_se(*d)]
+                    if r[:2] == [row, label]] == [report.fmt_se(*d)]
     saved = json.loads((out / "results.json").read_text())
     assert [r["row"] for r in saved["uses"]] == [*uses, "aavae"]
     assert (out / "evals" / "grid-folder-aa-supervised-aae" / "grid.png").exists()
@@ -333,5 +334,5 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
     # (no Hungarian: 10 clusters of 2 classes)
     for name, key, label in (("head", "correct", "majority"), ("linear", "correct", "probe"), ("knn", "correct", "kNN")):
         a, b = (json.loads((out / "evals" / f"{name}-folder-{r}" / "result.json").read_text())[key] for r in ("aa-cluster-aae-k10", "cluster-aae-k10"))
-        assert lens[("aa-cluster-aae-k10", f"{label} - cluster-aae-k10's")] == experiments.fmt_se(*experiments.paired_difference(a, b))
-    assert saved["uses"][2]["paired"]["probe - cluster-aae-k10's"] == list(experiments.paired_difference(hits("linear-folder-aa-cluster-aae-k10"), hits("linear-folder-cluster-aae-k10")))
+        assert lens[("aa-cluster-aae-k10", f"{label} - cluster-aae-k10's")] == report.fmt_se(*report.paired_difference(a, b))
+    assert saved["uses"][2]["paired"]["probe - cluster-aae-k10's"] == list(report.paired_difference(hits("linear-folder-aa-cluster-aae-k10"), hits("linear-folder-cluster-aae-k10")))

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import launch
-import utils
+from util import misc
 from conftest import ROOT, read_log, tiny_args
 from test_cluster import assert_same_checkpoints
 from test_distributed import free_port
@@ -270,7 +270,7 @@ def test_launch_keeps_a_notice_that_comes_before_the_workers_start(folder, tmp_p
     assert p.poll() is None and launch.children(p.pid) == []  # no worker yet
     p.send_signal(signal.SIGUSR1)
     out = p.communicate(timeout=120)[0]
-    assert p.returncode == utils.EXIT_PREEMPTED == 3, out
+    assert p.returncode == misc.EXIT_PREEMPTED == 3, out
     stopped = stopped_steps(out)
     assert len(stopped) == 1 and 1 <= stopped[0] <= 2, out  # the process group's flags are read a step late
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == stopped[0]
@@ -285,5 +285,5 @@ def test_launch_says_with_its_exit_status_how_the_workers_ended_and_refuses_rest
     assert launch.exit_status(failed(3, 1)) == 1  # a crash beside a save is a crash
     assert launch.exit_status(failed(2, -signal.SIGTERM)) == 2
     assert launch.exit_status(failed(-signal.SIGKILL)) == launch.exit_status(failed(1, 2)) == 1
-    with pytest.raises(utils.UserError, match="--max-restarts would restart a group that stopped at a"):
+    with pytest.raises(misc.UserError, match="--max-restarts would restart a group that stopped at a"):
         launch.launch(["--max-restarts=1", "--standalone", "--nproc_per_node=1", "aavae.py"])

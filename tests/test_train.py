@@ -10,7 +10,7 @@ import torchvision
 from PIL import Image
 
 import aavae
-from utils import native_bf16
+from util.misc import native_bf16
 from conftest import MINI, NO_MINI, SIZE, read_log, tiny_args
 
 
@@ -193,17 +193,17 @@ def test_target_augmented_needs_an_augmented_method(folder, tmp_path, capsys):
 
 
 def test_bf16_autocast_is_the_default_only_where_it_is_native(monkeypatch):
-    import utils
+    from util import misc
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.setattr(utils.torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(utils.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False}, raising=False)
-    assert utils.native_bf16() is False  # emulated bf16 would be slower than fp32
-    monkeypatch.setattr(utils.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True}, raising=False)
-    assert utils.native_bf16() is True
+    monkeypatch.setattr(misc.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(misc.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": False, "amx_bf16": False}, raising=False)
+    assert misc.native_bf16() is False  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(misc.torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True}, raising=False)
+    assert misc.native_bf16() is True
     parse = lambda *a: aavae.resolve_amp(aavae.validate(aavae.get_args_parser().parse_args(list(a))))
     assert parse().amp is True and parse("--no-amp").amp is False
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN kept below its bf16 instructions: emulated again
-    assert utils.native_bf16() is False and parse().amp is False
+    assert misc.native_bf16() is False and parse().amp is False
 
 
 def test_a_resumed_run_keeps_the_precision_it_began_with_unless_told_otherwise(folder, tmp_path, monkeypatch, capsys):

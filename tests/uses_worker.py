@@ -11,14 +11,13 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import aae_uses  # noqa: E402
+from methods import aae_uses  # noqa: E402
 import aavae  # noqa: E402
 
 out, folder, subset, *methods = sys.argv[1:]
 rank = int(os.environ["RANK"])
 built = {}
-recipe = aavae.RECIPES[methods[0]]  # the uses share one recipe
-real_build = recipe.build
+real_build = aae_uses.build
 
 
 def build(*a, **k):
@@ -26,13 +25,14 @@ def build(*a, **k):
     return built["run"]
 
 
-recipe.build = build
+aae_uses.build = build  # the uses' recipe reads it when a run starts
 for method in methods:
     argv = ["--method", method, "--dataset", "folder", "--data_path", folder, "--encoder", "resnet18", "--batch_size", "8",
             "--val_size", "8", "--val_samples", "2", "--workers", "0", "--log_every", "1", "--monitor_images", "0",
             "--max_steps", "1", "--output_dir", os.path.join(out, method)]
     argv += ["--subset_file", subset] if "semi" in method else []
-    aavae.train(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)))
+    args = aae_uses.validate(aae_uses.get_args_parser().parse_args(argv))
+    aavae.train(args, aae_uses.recipe(args))
     model, _, phases = built["run"]
     discs = {"style": phases.style, "categorical": phases.categorical}
     torch.save({**model.state_dict(), **{f"{name}.{k}": v for name, adv in discs.items() if adv

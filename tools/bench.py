@@ -25,8 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 import aavae  # noqa: E402
-import data  # noqa: E402
-import utils  # noqa: E402
+from util import data  # noqa: E402
+from util import misc  # noqa: E402
 
 
 class ReferenceViews(torch.utils.data.Dataset):
@@ -89,27 +89,27 @@ def run(args, argv=None):
     reference_data_img_per_s, reference_img_per_s and the speedup; with --compile, the compiled step's
     compiled_img_per_s, compiled_tflop_per_s and compiled_mfu, and compile_seconds (its first steps' time
     beyond the steady rate)."""
-    _, _, device = utils.setup_distributed()
+    _, _, device = misc.setup_distributed()
     aavae.resolve_amp(args)
-    amp = utils.autocast(args, device)
+    amp = misc.autocast(args, device)
     train_split, _, spec = aavae.load_data(args, device)
     memory = train_split.images is not None
     b = args.batch_size
     steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
     model, optimizer, adversary = aavae.build_model(args, spec, device)
-    peak, flops = utils.peak_tflops(device), aavae.step_flops(args, spec)
+    peak, flops = misc.peak_tflops(device), aavae.step_flops(args, spec)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
               "date": datetime.datetime.now().isoformat(timespec="seconds"),
               "command": shlex.join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)]),
               "model": f"{args.encoder}+{args.decoder}", "image_size": spec.size, "batch_size": b, "amp": args.amp,
               "data_path": "memory" if memory else "stream", "workers": 0 if memory else args.workers}
-    utils.print0(f"benchmark: {result['model']}, {spec.size}px, batch {b}, {device}, amp {args.amp}, {result['data_path']} "
+    misc.print0(f"benchmark: {result['model']}, {spec.size}px, batch {b}, {device}, amp {args.amp}, {result['data_path']} "
                  f"data path, {args.workers} workers, {steps} timed steps after {warmup}")
 
     # ---- the data path: what one training step consumes
     batches = data.TrainBatches(train_split, b, 0, 1, views=1, workers=args.workers)
     stream = batches(0, ("crops", args.seed, 0))
-    g = utils.generator(device, "step", args.seed, 1, 0)
+    g = misc.generator(device, "step", args.seed, 1, 0)
     views = next(stream)[1]
     result["loader_img_per_s"] = rate(lambda: next(stream), b, steps, warmup, device)
     if not memory:
@@ -170,8 +170,8 @@ def run(args, argv=None):
     if spec.size == 32:  # the paper's CIFAR-10 schedule: 45,000 images x 3,200 epochs
         result["est_hours_cifar10_3200_epochs"] = 45000 * 3200 / max(result["train_img_per_s"], result.get("compiled_img_per_s", 0)) / 3600
     for k, v in result.items():
-        utils.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
-    utils.print0(json.dumps(result))
+        misc.print0(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
+    misc.print0(json.dumps(result))
     return result
 
 
@@ -180,10 +180,10 @@ def main(argv=None):
 
     def measure():
         aavae.validate(args)
-        with utils.algorithms(args.deterministic):  # as aavae.main trains: else another set-up is timed
+        with misc.algorithms(args.deterministic):  # as aavae.main trains: else another set-up is timed
             return run(args, argv)
 
-    return utils.run_cli("bench.py", measure)
+    return misc.run_cli("bench.py", measure)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ torchrun exits with status 1 whatever ended its workers: a crash, bad input, or 
 SIGTERM and exited with status 3. And SIGUSR1 kills torchrun itself. This exits with
 
     0       the workers finished;
-    3       they stopped at a scheduler's notice with their checkpoint saved (utils.EXIT_PREEMPTED): requeue the job,
+    3       they stopped at a scheduler's notice with their checkpoint saved (util.misc.EXIT_PREEMPTED): requeue the job,
             or run the same command, to continue from there;
     2       they refused their arguments;
     1       any other failure of a worker;
@@ -17,7 +17,7 @@ SIGTERM and exited with status 3. And SIGUSR1 kills torchrun itself. This exits 
 
 SIGUSR1 is blocked here before any worker starts, and the workers inherit the mask: a notice that comes while they
 are still starting (reading the data, joining the process group) stays pending until the training loop unblocks it
-(utils.SavePolicy), and the run saves after its first steps instead of dying of the signal with nothing saved.
+(util.misc.SavePolicy), and the run saves after its first steps instead of dying of the signal with nothing saved.
 A notice sent to this process alone is passed on to the workers, also to those started after it.
 """
 import signal
@@ -32,7 +32,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
-from utils import EXIT_PREEMPTED, UserError, run_cli  # noqa: E402
+from util.misc import EXIT_PREEMPTED, UserError, run_cli  # noqa: E402
 
 
 def children(parent=None):

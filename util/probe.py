@@ -11,14 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils import block, gather_blocks, generator, padded
+from util.misc import block, gather_blocks, generator, padded
 
 
 @torch.no_grad()
 def pooled_features(encode, split, dim, batch, keys, rank=0, world=1, workers=0, normalize=False, gather=True):
     """encode(x01) -> (n, dim) for the images of `split` (x01: floats in [0, 1], evaluation preprocessing
     only), written in float32 (L2-normalised rows with `normalize`) into one tensor allocated once. Each rank
-    encodes its block of the split (utils.block). With `gather`, the blocks are gathered in place and every
+    encodes its block of the split (misc.block). With `gather`, the blocks are gathered in place and every
     rank returns all N rows in the split's order; without, a rank returns its own block only, the queries it
     scores. On the split's device."""
     n = len(split)

@@ -3,11 +3,12 @@ batched where the images are.
 
 Two paths give the same batches: [x, *views, labels], floats in [0, 1], where x is the original (the
 decoder's target, with the evaluation preprocessing only) and each view has been cropped and flipped by the
-augmentation's geometric half, which aavae.py defines (AugmentSpec.crop_boxes and crop: a Split is given
-the AugmentSpec of its run). The photometric half (colour jitter, grayscale, blur) runs on the training
+augmentation's geometric half, which aavae.py defines (AugmentSpec.crop_boxes and crop_and_flip: a Split is
+given the AugmentSpec of its run). The photometric half (colour jitter, grayscale, blur) runs on the training
 device in aavae.py.
  - memory: uint8 images held on the device (CIFAR-10, STL-10, folders under 8 GiB); crops done there, in
-   whole-batch tensor operations, with a seeded permutation per epoch.
+   whole-batch tensor operations, with a seeded permutation per epoch. A training run asks for the whole
+   images and crops them in aavae.py's step (TrainBatches(..., whole=True)).
  - stream: an ImageFolder decoded by DataLoader workers, which also crop (ImageNet-sized folders). A
    training run is one pass of one DataLoader over all its epochs: its workers start once, and the next
    epoch's batches are decoded while the last ones of this epoch train.
@@ -21,7 +22,7 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from tqdm import tqdm
 
-from utils import (UserError, block, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, padded,
+from util.misc import (UserError, block, gather_blocks, generator, ignore_stop_signals, is_main, local_rank_zero_first, padded,
                    rank_world)
 
 
@@ -183,18 +184,13 @@ class Split:
     def __len__(self):
         return len(self.images) if self.images is not None else len(self.folder)
 
-    def batch(self, idx, views, g):
+    def batch(self, idx, views, g, whole=False):
         """[x01, *views01] of the in-memory images at idx: each view a random resized crop and flip, drawn
-        from the generator g for the whole batch at once."""
+        from the generator g for the whole batch at once; or, `whole`, [x01, the whole images to crop]."""
         raw = self.images[idx.to(self.images.device)].to(self.device, non_blocking=True)
         x = self.original(raw).float() / 255
         raw = raw.float() / 255
-        out = [x]
-        for _ in range(views):
-            boxes = self.spec.crop_boxes(len(idx), raw.shape[2], raw.shape[3], g)
-            flip = torch.rand(len(idx), device=g.device, generator=g) < 0.5
-            out.append(self.spec.crop(raw, boxes, flip))
-        return out
+        return [x, raw] if whole else [x, *self.spec.crop_and_flip(raw, views, g)]
 
     def epoch_order(self, epoch):
         return torch.randperm(len(self), generator=generator("cpu", "order", self.seed, epoch))
@@ -209,15 +205,16 @@ class Split:
         indices = indices.to(self.index_device)
         return self.iterate(((epoch, indices[k:k + batch]) for k in range(0, len(indices), batch)), views, keys, workers)
 
-    def iterate(self, plan, views, keys, workers=0, first=0):
+    def iterate(self, plan, views, keys, workers=0, first=0, whole=False):
         """[x01, *views01, labels] for each (epoch, index tensor on index_device) of `plan`, an iterable that
         may span many epochs. In memory, the crops of the j-th batch draw from generator(device, *keys,
-        first + j), keys = (stream name, ...); streamed, from (seed, epoch, index) in the workers of one
-        DataLoader for the whole plan."""
+        first + j), keys = (stream name, ...), or with `whole` the batch is [x01, whole01, labels], left to
+        crop; streamed, the crops draw from (seed, epoch, index) in the workers of one DataLoader for the
+        whole plan."""
         if self.images is not None:
             for j, (_, idx) in enumerate(plan):
-                yield [*self.batch(idx, views, generator(self.device, *keys, first + j)),
-                       self.labels[idx].to(self.device, non_blocking=True)]
+                g = None if whole else generator(self.device, *keys, first + j)
+                yield [*self.batch(idx, views, g, whole), self.labels[idx].to(self.device, non_blocking=True)]
             return
         keys = ([(epoch, views, i) for i in idx.tolist()] for epoch, idx in plan)  # ViewFolder keys, batch by batch
         loader = torch.utils.data.DataLoader(self.folder, batch_sampler=keys, num_workers=workers,
@@ -243,9 +240,9 @@ class TrainBatches:
         order = self.split.epoch_order(epoch)[: self.steps_per_epoch * self.b * self.world]
         return order.view(self.steps_per_epoch, self.world, self.b)[start_it:, self.rank].reshape(-1)
 
-    def __call__(self, start_step, keys):
+    def __call__(self, start_step, keys=(), whole=False):
         """Batches from start_step on, one pass over all epochs; in memory, step s crops with
-        generator(device, *keys, s)."""
+        generator(device, *keys, s), or, `whole`, leaves the whole images to the caller to crop."""
         def plan():
             step = start_step
             while True:
@@ -254,7 +251,7 @@ class TrainBatches:
                 yield from ((epoch, idx[k:k + self.b]) for k in range(0, len(idx), self.b))
                 step = (epoch + 1) * self.steps_per_epoch
 
-        return self.split.iterate(plan(), self.views, keys, self.workers, first=start_step)
+        return self.split.iterate(plan(), self.views, keys, self.workers, first=start_step, whole=whole)
 
 
 def label_subset(train, args):

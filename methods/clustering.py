@@ -1,5 +1,9 @@
-"""Scores of a representation that need no labels to fit: k-means on frozen features (linear_eval.py --mode
-cluster), and the three usual ways to read clusters against labels afterwards.
+"""Scores of a representation that need no labels to fit (not in the paper): k-means on the frozen encoder's
+features, and the three usual ways to read clusters against labels afterwards.
+
+    # K = the classes by default; linear_eval.py's flags, and the k-means' own
+    python -m methods.clustering --checkpoint runs/cifar10-aavae/checkpoint.pt --dataset cifar10 --data_path data
+    python -m methods.clustering --random_init --encoder resnet18 --clusters 16 --dataset folder --data_path D
 
     km = kmeans(train_features, k, restarts=10, seed=0)             # k-means++ start, Lloyd, the best inertia kept
     test_assign, _ = nearest(test_features, km.centroids)
@@ -11,12 +15,14 @@ and is not a requirement); the tests hold this one to scikit-learn's inertia on 
 matching (Kuhn 1955, in the shortest-augmenting-path form) is a K x K problem solved on the host.
 """
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from utils import generator
+import linear_eval
+from util.misc import UserError, generator, run_cli
 
 BLOCK = 65536  # rows whose squared distances to every centroid are taken at a time (256 MB at K = 1,000)
 
@@ -199,3 +205,52 @@ def scores(train_assign, train_labels, test_assign, test_labels, k, classes):
         out[f"{name}_correct"] = hit.tolist()
     out["nmi"] = nmi(test_assign.cpu(), test_labels)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command: linear_eval.py's encoder, data and result.json, with k-means as its mode
+
+
+@torch.no_grad()
+def cluster(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
+    """The evaluation (result.json): k-means (kmeans: k-means++ starts, the lowest inertia of --restarts kept) on the frozen
+    encoder's L2-normalised pooled features of the training split, with no labels; then the clusters read
+    against the labels (scores): each cluster's majority training label, the best one-to-one
+    matching of clusters to classes (k = classes), both scored on the test split through each test image's
+    nearest centroid, and the NMI of the test images' clusters and labels. Every rank holds all features and
+    computes the same clusters, as the cached probe trains the same head."""
+    train_f = linear_eval.cached_features(encoder, train, spec, args, info, rank, world, amp, normalize=True)
+    test_f = linear_eval.cached_features(encoder, test, spec, args, info, rank, world, amp, normalize=True)
+    classes = linear_eval.num_classes(train)
+    k = args.clusters or classes
+    if k > len(train):
+        raise UserError(f"--clusters {k} exceeds the {len(train)} training images")
+    t0 = time.perf_counter()
+    km = kmeans(train_f, k, args.restarts, args.seed, args.kmeans_iters)
+    test_assign = nearest(test_f, km.centroids)[0]
+    read = scores(km.assign, train.labels, test_assign, test.labels, k, classes)
+    sizes = torch.bincount(km.assign, minlength=k)
+    return {"top1": read["majority_top1"], "test_images": len(test), "clusters": k, "classes": classes,
+            "features": "pooled, L2-normalised", "inertia": km.inertia, "restarts": args.restarts,
+            "best_restart": km.restart, "iterations": km.iterations, "kmeans_seconds": time.perf_counter() - t0,
+            "cluster_sizes": sizes.tolist(), **{k_: v for k_, v in read.items() if k_ != "majority_correct"},
+            "correct": read["majority_correct"], "test_clusters": test_assign.tolist(), "test_labels": test.labels.tolist()}
+
+
+def get_args_parser():
+    p = linear_eval.get_args_parser("methods/clustering.py", {"cluster": cluster}, default="cluster")
+    p.description = __doc__.split("\n\n")[0]
+    g = p.add_argument_group("k-means")
+    g.add_argument("--clusters", type=int, default=None, help="k of k-means (default: the number of classes)")
+    g.add_argument("--restarts", type=int, default=10, help="seeded k-means++ starts, the lowest inertia kept")
+    g.add_argument("--kmeans_iters", type=int, default=300, help="most Lloyd iterations per start")
+    return p
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
+    return run_cli("methods/clustering.py", lambda: linear_eval.evaluate(linear_eval.validate(args), {"cluster": cluster}))
+
+
+if __name__ == "__main__":
+    main()

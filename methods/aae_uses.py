@@ -2,11 +2,11 @@
 augmentation-augmented, as methods of aavae.py's pipeline: its encoder, decoder, augmentation, data, loop,
 torchrun, exact resume, preemption and diagnostics.
 
-    python aae_uses.py --method aa_semi_aae --subset_file labels.txt --dataset folder --data_path data/cifar10-mini
-    python aae_uses.py --method cluster_aae --clusters 16 --dataset cifar10 --data_path data
-    torchrun --nproc_per_node=4 aae_uses.py --method aa_dimred_aae --latent_dim 2 --dataset cifar10
+    python -m methods.aae_uses --method aa_semi_aae --subset_file labels.txt --dataset folder --data_path data/cifar10-mini
+    python -m methods.aae_uses --method cluster_aae --clusters 16 --dataset cifar10 --data_path data
+    torchrun --nproc_per_node=4 -m methods.aae_uses --method aa_dimred_aae --latent_dim 2 --dataset cifar10
 
-The AAE with a Gaussian prior on its code is aavae.py's --method aae / aa_aae; its Adversary (a discriminator
+The AAE with a Gaussian prior on its code is methods/aae.py's --method aae / aa_aae; its Adversary (a discriminator
 with its own Adam, the encoder as its generator) serves every discriminator here. The four uses, each with an
 "aa_" twin whose encoder sees x+ ~ A(x) while the decoder reconstructs the original x:
 
@@ -22,12 +22,14 @@ with its own Adam, the encoder as its generator) serves every discriminator here
 
 The AAE paper trains in phases on each mini-batch: reconstruction (encoder and decoder), regularisation (each
 discriminator, then the encoder as their generator) and, semi-supervised, classification on a labelled batch.
-Here, as for aavae.py's AAE, the discriminators take their Adam steps first and the encoder and decoder then
+Here, as for methods/aae.py's AAE, the discriminators take their Adam steps first and the encoder and decoder then
 take one step of the model's Adam on the sum: reconstruction + --adv_weight x the fool-the-discriminator
 losses + --label_weight x the labelled cross-entropy (+ --head_weight x the heads' hinge). The paper's phase
 learning rates were for SGD on MNIST's MLPs; with one Adam the weights are what sets the phases' shares.
 """
+import functools
 import os
+import sys
 from types import SimpleNamespace
 from dataclasses import dataclass
 
@@ -37,11 +39,12 @@ import torch.nn.functional as F
 import torchvision
 
 import aavae
-import clustering
-import data
-import probe
+import linear_eval
+from methods import clustering
+from methods.aae import Adversary, add_adversary_args, resolve_adversary
 from aavae import normalize, photometric
-from utils import UserError, algorithms, all_reduce, block, generator, is_main, load_checkpoint, run_cli
+from util import data, probe
+from util.misc import UserError, all_reduce, block, generator, is_main, load_checkpoint, run_cli
 
 
 @dataclass(frozen=True)
@@ -61,22 +64,20 @@ USES = {f"{aa}{kind}_aae": Use(kind, bool(aa)) for kind in ("supervised", "semi"
 # ----------------------------------------------------------------------------------------------------
 # Arguments: aavae.py's, and the uses' own
 
-# The weight of the fool-the-discriminator losses when --adv_weight is not given: 0.1 won over aavae.py's AAE's 1
+# The weight of the fool-the-discriminator losses when --adv_weight is not given: 0.1 won over methods/aae.py's 1
 # on images held out of train/, on both the semi-supervised y head and the clustering y head (docs/aae-uses.md).
 ADV_WEIGHT = 0.1
 
 
 def get_args_parser():
-    p = aavae.get_args_parser("aae_uses.py")
+    p = aavae.get_args_parser("methods/aae_uses.py", USES, default="aa_semi_aae")
     p.description = __doc__.split("\n\n")[0]
     method = next(a for a in p._actions if a.dest == "method")
-    method.choices, method.default = sorted(USES), "aa_semi_aae"
     method.help = "the adversarial autoencoder's use; aa_: the encoder sees x+ ~ A(x), the decoder reconstructs x"
     p.set_defaults(latent_dim=None)  # resolved per use: 128 for z, 2 for dimred's map
-    adv = next(a for a in p._actions if a.dest == "adv_weight")
-    adv.help = f"weight of the encoder's fool-the-discriminator losses (default {ADV_WEIGHT}, chosen on held-out images)"
-    g = p.add_argument_group("the adversarial autoencoder's uses (Makhzani et al. 2016; --adv_weight, --disc_hidden, "
-                             "--disc_lr as for aavae.py's aae)")
+    add_adversary_args(p, f"weight of the encoder's fool-the-discriminator losses (default {ADV_WEIGHT}, chosen on "
+                          "held-out images)")
+    g = p.add_argument_group("the adversarial autoencoder's uses (Makhzani et al. 2016)")
     g.add_argument("--adv_weight_y", type=float, default=None,
                    help="semi, cluster, dimred: the weight of the fooling loss of y's categorical discriminator alone "
                         "(default --adv_weight, which then weighs both)")
@@ -104,7 +105,8 @@ def get_args_parser():
 
 
 def validate(args):
-    """The uses' own flags, with one sentence each for what cannot mean anything, then aavae.validate."""
+    """The uses' own flags, with one sentence each for what cannot mean anything, then the adversary's and
+    aavae.validate."""
     use = USES[args.method]
     given = lambda *names: [f"--{n}" for n in names if getattr(args, n) is not None]
     if use.kind != "semi" and given("label_fraction", "subset_file", "label_batch", "label_weight"):
@@ -132,8 +134,8 @@ def validate(args):
             raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
     if args.latent_dim is None:
         args.latent_dim = 2 if use.kind == "dimred" else 128
-    args.adv_weight = ADV_WEIGHT if args.adv_weight is None else args.adv_weight
-    aavae.validate(args)  # aavae's checks and defaults, the discriminators' among them
+    resolve_adversary(args, ADV_WEIGHT)
+    aavae.validate(args, aavae.Method(augmented=use.augmented, variational=False))
     if use.kind in ("supervised", "semi"):
         args.clusters = data.num_classes(args)
     args.clusters = args.clusters or 16
@@ -217,16 +219,16 @@ def categorical_prior(shape, g):
 
 
 class Phases:
-    """What a use keeps beside the model and its Adam: the discriminators (aavae.Adversary: z against N(0, I),
-    y against Cat(K)) with their optimisers, and the semi-supervised use's labelled subset. The loop checkpoints
-    it in the place of the AAE's Adversary."""
+    """What a use keeps beside the model and its Adam: the discriminators (methods/aae.py's Adversary: z against
+    N(0, I), y against Cat(K)) with their optimisers, and the semi-supervised use's labelled subset. The loop
+    checkpoints it as a method's extra state."""
 
     def __init__(self, args, device, world, train_split):
         use = USES[args.method]
         if use.kind == "semi" and args.label_batch % world:
             raise UserError(f"--label_batch {args.label_batch} (global) does not divide among {world} processes")
-        self.style = aavae.Adversary(args, device, world)
-        self.categorical = (aavae.Adversary(args, device, world, dim=args.clusters, sample_prior=categorical_prior)
+        self.style = Adversary(args, device, world)
+        self.categorical = (Adversary(args, device, world, dim=args.clusters, sample_prior=categorical_prior)
                             if use.categorical else None)
         self.labelled, self.label_batch = None, None
         if use.kind == "semi":
@@ -256,12 +258,8 @@ def build(args, spec, device, world, train_split):
     """The model (same initial weights on every rank), its Adam, and the Phases."""
     torch.manual_seed(args.seed)
     model = UsesAAE(USES[args.method].kind, args.encoder, args.decoder, args.stem, args.latent_dim, spec.size,
-                    args.clusters).to(device, memory_format=torch.channels_last)
-    if args.sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay,
-                                 fused=device.type == "cuda")
-    return model, optimizer, Phases(args, device, world, train_split)
+                    args.clusters)
+    return (*aavae.with_adam(model, args, device, world), Phases(args, device, world, train_split))
 
 
 def train_step(model, optimizer, batch, spec, g, args, amp, phases):
@@ -307,7 +305,7 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
 
 
 # ----------------------------------------------------------------------------------------------------
-# Diagnostics during training (beside aavae.evaluate's and its monitor's), and the evaluations linear_eval.py
+# Diagnostics during training (beside aavae.evaluate's and its monitor's), and the evaluations `evaluate`
 # runs on a finished run: y's head scored (--mode head), the style grid (--mode grid), the 2-D map (--mode map)
 
 
@@ -343,8 +341,8 @@ def labelled_recon(model, split, spec, amp, batch, keys, rank=0, world=1, worker
 
 def monitor(model, train_split, val_split, args, spec, amp, rank, world):
     """The uses' own log.jsonl diagnostics on aavae.evaluate's held-out images, where they have labels (read
-    to score, never to train): the semi-supervised y's top-1 (val_y_top1); y's clusters read as linear_eval.py
-    --mode cluster reads k-means', against the monitor's labelled training images (val_cluster_top1, NMI); the
+    to score, never to train): the semi-supervised y's top-1 (val_y_top1); y's clusters read as k-means' are
+    (clustering.scores), against the monitor's labelled training images (val_cluster_top1, NMI); the
     supervised decoder's error with each image's own label and with another's (val_recon, val_recon_other_label)."""
     if not args.monitor_images or bool((val_split.labels < 0).any()):
         return {}
@@ -373,12 +371,12 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
 
 
 def load_model(checkpoint, device):
-    """The model of a checkpoint.pt written by aae_uses.py, its weights loaded strictly, in eval(); and its
+    """The model of a checkpoint.pt written by methods/aae_uses.py, its weights loaded strictly, in eval(); and its
     run's arguments."""
     ckpt = load_checkpoint(checkpoint)
     run = ckpt.get("args", {}) if isinstance(ckpt, dict) else {}
     if run.get("method") not in USES or "model" not in ckpt:
-        raise UserError(f"{checkpoint} is not a checkpoint.pt of aae_uses.py (its model is needed, not the encoder alone)")
+        raise UserError(f"{checkpoint} is not a checkpoint.pt of methods/aae_uses.py (its model is needed, not the encoder alone)")
     with torch.device("meta"):  # no initialisation to overwrite
         model = UsesAAE(USES[run["method"]].kind, run["encoder"], run["decoder"], run["stem"], run["latent_dim"],
                         run["image_size"], run["clusters"])
@@ -395,8 +393,8 @@ def _kw(args, spec, amp, rank, world, stream):
 
 
 @torch.no_grad()
-def head(args, train, test, spec, encoder, info, rank, world, amp):
-    """linear_eval.py --mode head: y's head of a semi-supervised or clustering AAE, nothing trained here. The
+def head(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
+    """evaluate --mode head: y's head of a semi-supervised or clustering AAE, nothing trained here. The
     semi-supervised y is a classifier: top-1 on the test split. A clustering y is read as k-means' clusters
     are (clustering.scores): argmax y on the training split fits each cluster's label, scored on the test split."""
     model, run = load_model(args.checkpoint, test.device)
@@ -427,14 +425,14 @@ def prior_verdict(checkpoint, run):
     """The categorical discriminator's verdict on each cluster's one-hot e_k: the probability it gives e_k of
     being a prior sample. A y that leaves clusters unused is told apart by these: near 1 for the clusters y
     never takes, lower for those it takes more often than Cat(K)'s 1/K."""
-    adversary = aavae.Adversary(SimpleNamespace(**run), "cpu", 1, dim=run["clusters"], sample_prior=categorical_prior)
-    adversary.disc.load_state_dict(load_checkpoint(checkpoint)["adversary"]["categorical"]["disc"])
+    adversary = Adversary(SimpleNamespace(**run), "cpu", 1, dim=run["clusters"], sample_prior=categorical_prior)
+    adversary.disc.load_state_dict(load_checkpoint(checkpoint)["extra"]["categorical"]["disc"])
     return torch.sigmoid(adversary.disc(torch.eye(run["clusters"]))).squeeze(1).tolist()
 
 
 @torch.no_grad()
-def grid(args, train, test, spec, encoder, info, rank, world, amp):
-    """linear_eval.py --mode grid: the supervised AAE's style and content apart. Row i: --num_images test images'
+def grid(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
+    """evaluate --mode grid: the supervised AAE's style and content apart. Row i: --num_images test images'
     original, then its z decoded with each class's one-hot label in turn (the first GRID_CLASSES classes; grid.png);
     and over the whole test split, the error with each image's own label and with the next class's."""
     model, run = load_model(args.checkpoint, test.device)
@@ -458,7 +456,7 @@ def grid(args, train, test, spec, encoder, info, rank, world, amp):
 
 @torch.no_grad()
 def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection):
-    """linear_eval.py --mode map: the test split in two dimensions, coloured by class (map.png, with matplotlib),
+    """evaluate --mode map: the test split in two dimensions, coloured by class (map.png, with matplotlib),
     the coordinates in result.json. A dimensionality-reduction AAE's code W y + z (its two numbers, or two
     principal components for n > 2); any other autoencoder's latent mean mu by its two principal components (as
     AAVAE's). top1: a leave-one-out 5-nearest-neighbour vote in the map, how far the classes stand apart there."""
@@ -519,23 +517,34 @@ def draw_map(coords, labels, names, title, path):
     return os.path.basename(path)
 
 
-# ----------------------------------------------------------------------------------------------------
-# The uses join aavae.py's pipeline: their Methods (a deterministic code and a discriminator, as the AAE's) and
-# what replaces its model, step and monitor. Importing this module is what registers them.
+def recipe(args):
+    """The uses' model, step and monitor in aavae.py's loop; the step's FLOPs are counted as aavae.py's
+    autoencoder's (the heads and discriminators, small MLPs, left out)."""
+    flops = functools.partial(aavae.step_flops, method=aavae.Method(USES[args.method].augmented, False))
+    return aavae.Recipe(build, train_step, int(USES[args.method].augmented), flops, monitor)
 
-aavae.METHODS.update({name: aavae.Method(use.augmented, "deterministic", "adv") for name, use in USES.items()})
-aavae.RECIPES.update(dict.fromkeys(USES, SimpleNamespace(build=build, step=train_step, monitor=monitor)))
+
+MODES = {"head": head, "grid": grid, "map": map_2d}
+
+
+def evaluate_main(argv):
+    """python -m methods.aae_uses evaluate --mode head|grid|map --checkpoint CKPT ...: linear_eval.py's flags."""
+    args = linear_eval.get_args_parser("methods/aae_uses.py evaluate", MODES, default="head").parse_args(argv)
+
+    def run():
+        if not args.checkpoint:
+            raise UserError(f"--mode {args.mode} reads a trained model: give the run's --checkpoint")
+        return linear_eval.evaluate(linear_eval.validate(args), MODES)
+
+    return run_cli("methods/aae_uses.py evaluate", run)
 
 
 def main(argv=None):
-    args = get_args_parser().parse_args(argv)
-
-    def run():
-        validate(args)
-        with algorithms(args.deterministic):
-            return aavae.train(args)
-
-    return run_cli("aae_uses.py", run)
+    """Trains a use; `evaluate` first evaluates a trained one."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["evaluate"]:
+        return evaluate_main(argv[1:])
+    return aavae.run("methods/aae_uses.py", get_args_parser().parse_args(argv), validate, recipe)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The run directory of aavae.py: args.json, log.jsonl and checkpoint.pt. A run resumes only with the arguments it
-was started with; every file is written atomically and checkpoints are read with weights_only=True (utils.py);
+was started with; every file is written atomically and checkpoints are read with weights_only=True (util/misc.py);
 rank 0 alone reads the directory, so that nodes need not share a filesystem. Nothing of the method is here.
 """
 import contextlib
@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from utils import (UserError, all_reduce, args_differ, broadcast_buffers, broadcast_object, git_sha, is_main,
+from util.misc import (UserError, all_reduce, args_differ, broadcast_buffers, broadcast_object, git_sha, is_main,
                    load_checkpoint, print0, provenance, save_atomic, save_atomic_json, trim_log, write_log)
 
 
@@ -72,12 +72,14 @@ def resume_checkpoint(args):
     return ckpt
 
 
-def save_checkpoint(args, raw_model, optimizer, adversary, step, steps_per_epoch):
+def save_checkpoint(args, raw_model, optimizer, extra, step, steps_per_epoch):
+    """checkpoint.pt: the model, its optimiser, a method's extra state (a discriminator and its optimiser) where
+    it has one, the step and the run's arguments."""
     broadcast_buffers(raw_model)
     if is_main():
-        extra = {"adversary": adversary.state_dict()} if adversary else {}
+        more = {"extra": extra.state_dict()} if extra else {}
         save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "epoch": step // steps_per_epoch, "args": run_args(args), **extra},
+                     "epoch": step // steps_per_epoch, "args": run_args(args), **more},
                     os.path.join(args.output_dir, "checkpoint.pt"))
     if dist.is_initialized():
         dist.barrier()

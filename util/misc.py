@@ -126,7 +126,7 @@ def padded(n, world):
 
 
 def gather_blocks(out, rank, world):
-    """out, (padded(n, world), ...), with every rank's block (utils.block) filled by that rank, on every
+    """out, (padded(n, world), ...), with every rank's block (misc.block) filled by that rank, on every
     rank: gathered in place, with no second copy of out."""
     if world > 1:
         b = len(out) // world

@@ -1,0 +1,646 @@
+"""The experiment grid behind run_all.sh: every table and figure of the paper (Tables 1-3, Figs. 2-5), as
+pretraining runs of aavae.py (and of methods/ for the rows beyond the paper) and evaluations of linear_eval.py,
+then the tables beside the paper's numbers (experiments/report.py).
+
+    python -m experiments.grid --profile paper --data_root /data --dry_run     # every command, with GPU-hours
+    python -m experiments.grid --profile quick --data_path data/cifar10-mini --output_dir R
+
+Each run has its own directory under OUTPUT/runs, each evaluation under OUTPUT/evals. A step that finished
+is skipped (a marker file, or its result.json); an interrupted one is simply run again, and aavae.py (or
+linear_eval.py, for a probe or fine-tuning) resumes it from its checkpoint. Runs whose accuracy is followed
+over training (Fig. 2) are pretrained in segments: raising --epochs (or --max_steps) continues the same run,
+and a probe follows each segment.
+"""
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: the commands run from there
+METHODS = ["ae", "aaae", "vae", "aavae"]
+REGULARISERS = METHODS + ["iwae", "aa_iwae", "aae", "aa_aae"]
+# The commands of the methods beyond the paper (aavae.py trains the paper's four), and of their evaluations
+# (linear_eval.py runs the paper's).
+PRETRAIN = {"methods.controls": ("simclr", "supervised"), "methods.iwae": ("iwae", "aa_iwae"), "methods.aae": ("aae", "aa_aae"),
+            "methods.aae_uses": tuple(f"{aa}{kind}_aae" for kind in ("supervised", "semi", "cluster", "dimred")
+                                      for aa in ("", "aa_"))}
+EVALUATE = {"cluster": ("methods.clustering",), **dict.fromkeys(("head", "grid", "map"), ("methods.aae_uses", "evaluate"))}
+
+# The paper's numbers, top-1 % (Table 1: linear probe; Table 2: fine-tuning; Table 3: Places205 linear probe)
+PAPER_TABLE1 = {"ae": {"cifar10": 56.34, "stl10": 42.26, "imagenet": 0.89},
+                "aaae": {"cifar10": 50.62, "stl10": 41.94, "imagenet": 1.29},
+                "vae": {"cifar10": 57.16, "stl10": 44.15, "imagenet": 4.58},
+                "aavae": {"cifar10": 87.14, "stl10": 84.72, "imagenet": 51.0}}
+# The paper's AAAE row is the authors' model, which reconstructs the augmented view (docs/authors-code.md); this
+# repository's aaae reconstructs the original, as AAVAE's Eq. 3 does. Both are Table 1 rows, and the paper's AAAE
+# figures sit beside the authors' model alone (paper_table1).
+TABLE1_ROWS = {"ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
+               "aaae, augmented target": ["--method", "aaae", "--target", "augmented"],
+               "vae": ["--method", "vae"], "aavae": ["--method", "aavae"]}
+TABLE1_NAMES = {"aaae, augmented target": "aaae-authors"}  # its runs' and evaluations' directory names
+PAPER_ROW = {"aaae": None, "aaae, augmented target": "aaae"}  # the row of PAPER_TABLE1 each Table 1 row compares with
+
+
+def paper_table1(row, dataset):
+    """The paper's Table 1 figure to set beside `row` (a key of TABLE1_ROWS, or "random init"), or None."""
+    return PAPER_TABLE1.get(PAPER_ROW.get(row, row), {}).get(dataset)
+
+
+PAPER_TABLE2 = {"aavae": {0.01: 21.37, 0.1: 39.85}, "vae": {0.01: 0.1, 0.1: 0.98}}
+PAPER_PLACES = {"aavae": 41.45, "vae": 6.78}
+
+# Cost model of the dry run: forward + backward GFLOP per image of ResNet-50 + decoder50 (measured with
+# torch.utils.flop_counter), at an assumed 300 TFLOP/s per GPU (about 30 % of an H100's dense bf16 peak).
+GFLOP = {32: 10.8, 96: 24.4, 224: 38.0}
+ASSUMED_TFLOPS = 300.0
+IMAGES = {"cifar10": 45000, "stl10": 100000, "imagenet": 1276167}
+PROBE_IMAGES = {"cifar10": 45000, "stl10": 4500, "imagenet": 1281167}
+SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
+
+
+def profile_settings(args):
+    """Everything that differs between the paper's grid and the quick one that runs on a laptop CPU (the
+    small profile has a grid of its own: build_small_grid)."""
+    if args.profile == "small":
+        return {"datasets": {"folder": args.data_path}, "main": "folder",
+                # the paper's recipe (Adam, lr 2.5e-4, constant after warm-up, ResNet-18 + decoder18 here) but for
+                # its length, a warm-up of one epoch instead of ten, and the lr's base batch 128 instead of 256
+                "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "128", "--base_batch", "128",
+                                        "--warmup_epochs", "1", "--val_every", "1", "--save_every", "1",
+                                        "--val_size", "0", "--val_samples", "4", "--log_every", "10", "--workers", "2"]},
+                "length": lambda d, frac=1.0: ["--epochs", str(round(args.small_epochs * frac))],
+                "probe": ["--cached_features", "--batch_size", "256", "--workers", "2"],
+                "knn": ["--batch_size", "256", "--workers", "2"], "finetune": [],
+                "cluster": ["--batch_size", "256", "--workers", "2"]}
+    if args.profile == "paper":
+        root = args.data_root
+        return {
+            "datasets": {"cifar10": os.path.join(root, "cifar10"), "stl10": os.path.join(root, "stl10"),
+                         "imagenet": os.path.join(root, "imagenet")},
+            "main": "cifar10", "semi": "imagenet",
+            "pretrain": {"cifar10": ["--encoder", "resnet50", "--batch_size", "256"],
+                         "stl10": ["--encoder", "resnet50", "--batch_size", "512"],
+                         "imagenet": ["--encoder", "resnet50", "--batch_size", "512"]},
+            "length": lambda d, frac=1.0: ["--epochs", str(round({"imagenet": 2100}.get(d, 3200) * frac))],
+            "segments": [0.125, 0.25, 0.5, 1.0],  # 400, 800, 1600, 3200 epochs on CIFAR-10
+            "probe": ["--epochs", "90", "--batch_size", "256"], "sweep_probe": "linear",
+            "knn": ["--batch_size", "256"], "finetune": ["--epochs", "20", "--batch_size", "256"],
+            "batches": [128, 256, 512, 1024], "base_batch": 256, "latents": [64, 128, 256, 512],
+            "decoders": ["decoder18", "decoder34", "decoder50"],  # behind the fixed ResNet-50 encoder
+            "betas": [0.0, 0.01, 0.1, 1.0, 10.0], "seeds": [0, 1, 2],
+        }
+    data = args.data_path
+    return {
+        "datasets": {"folder": data}, "main": "folder", "semi": "folder",
+        "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "32", "--base_batch", "32", "--val_size", "64",
+                                "--val_samples", "2", "--warmup_epochs", "0", "--workers", "2"]},
+        "length": lambda d, frac=1.0: ["--max_steps", str(max(1, round(args.quick_steps * frac)))],
+        "segments": [0.5, 1.0],
+        "probe": ["--epochs", "1", "--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
+        "sweep_probe": "knn", "knn": ["--batch_size", "128", "--train_limit", "1024", "--workers", "2"],
+        "finetune": ["--epochs", "1", "--batch_size", "64", "--workers", "2"],
+        "batches": [16, 32, 64], "base_batch": 32, "latents": [64, 128, 256],
+        "decoders": ["decoder18", "decoder34", "decoder50"],  # behind the fixed ResNet-18 encoder
+        "betas": [0.0, 0.1, 1.0, 10.0], "seeds": [0],
+    }
+
+
+def subset_list(args, frac):
+    """SimCLR's list of the ImageNet training images kept with 1 % or 10 % of the labels."""
+    path = os.path.join(args.subset_dir, {0.01: "1percent.txt", 0.1: "10percent.txt"}[frac])
+    if not os.path.isfile(path):
+        sys.exit(f"run_all: --subset_dir {args.subset_dir} has no {os.path.basename(path)} (SimCLR's ImageNet label list)")
+    return path
+
+
+def log_scales(n=3):
+    """Fig. 4d: log-scales drawn uniformly in [-5, 2] (seeded, so that every invocation agrees)."""
+    rng = random.Random(0)
+    return sorted(round(rng.uniform(-5, 2), 2) for _ in range(n))
+
+
+# ----------------------------------------------------------------------------------------------------
+# The grid: a list of steps, each a command with a directory that tells whether it is done, and the cells
+# of the tables, each read from an evaluation's result.json (and a run's validation line).
+
+
+@dataclass
+class Step:
+    kind: str  # "pretrain" or "eval"
+    cmd: list  # as a user would type it in the repository root
+    dir: str
+    marker: str  # the file in dir whose presence says the step is done
+    hours: float = 0.0  # estimated GPU-hours (paper profile)
+
+
+@dataclass
+class Cell:
+    table: str
+    row: object
+    col: object
+    eval: str  # the evaluation directory whose result.json fills the cell
+    run: str = None  # the pretraining run whose validation line gives active units and bits per dimension
+    at: tuple = None  # which validation line: (key, value), e.g. ("step", 4); the last one if None
+    seed: int = 0
+
+
+def overridden(flags, extra):
+    """flags (a list of --flag [value] items) with those that extra sets again left out, then extra."""
+    given, out, i = {t for t in extra if t.startswith("--")}, [], 0
+    while i < len(flags):
+        n = 2 if i + 1 < len(flags) and not flags[i + 1].startswith("--") else 1
+        if flags[i] not in given:
+            out += flags[i:i + n]
+        i += n
+    return out + list(extra)
+
+
+class Grid:
+    def __init__(self, args):
+        self.args, self.s = args, profile_settings(args)
+        self.steps, self.cells = [], []  # steps in execution order; cells: what the tables read
+
+    def launcher(self, script, *sub):
+        """Commands are kept as a user would type them in the repository root (a script, or a module of methods/
+        run with -m, then its subcommand); runnable() resolves them. Several processes get --sync_bn: BatchNorm then
+        sees the whole global batch, as on the paper's one GPU (a per-process batch of 256 / N would change the
+        statistics the tables are made with)."""
+        target = [script] if script.endswith(".py") else ["-m", script]
+        if self.args.nproc > 1:
+            return ["torchrun", "--standalone", f"--nproc_per_node={self.args.nproc}", *target, *sub, "--sync_bn"]
+        return ["python", *target, *sub]
+
+    def pretrain(self, name, dataset, extra=(), frac=1.0, seed=0):
+        """The pretraining run `name` up to fraction frac of its length: a run followed over training is
+        pretrained in segments, each continuing the last (raising --epochs or --max_steps resumes it). The
+        command is the one that trains extra's --method (PRETRAIN)."""
+        method = extra[list(extra).index("--method") + 1] if "--method" in extra else "aavae"
+        script = next((command for command, methods in PRETRAIN.items() if method in methods), "aavae.py")
+        out = os.path.join(self.args.output_dir, "runs", name)
+        base = ["--dataset", dataset, "--data_path", self.s["datasets"][dataset],
+                *overridden(self.s["pretrain"][dataset] + ["--seed", str(seed)], extra)]
+        cmd = self.launcher(script) + overridden(base, self.s["length"](dataset, frac)) + ["--output_dir", out]
+        self.steps.append(Step("pretrain", cmd, out, f".done_{frac:g}", self.hours(dataset, frac)))
+        return out
+
+    def evaluate(self, name, dataset, mode, run=None, extra=(), data_path=None):
+        """An evaluation of run's encoder (a random-init one without run); returns its directory."""
+        out = os.path.join(self.args.output_dir, "evals", name)
+        source = ["--checkpoint", os.path.join(run, "checkpoint.pt")] if run else ["--random_init"]
+        per_mode = {"linear": self.s["probe"], "knn": self.s["knn"], "finetune": self.s.get("finetune"),
+                    "similarity": ["--workers", "2"], "cluster": self.s.get("cluster", self.s["knn"]),
+                    "head": self.s["knn"], "grid": ["--workers", "2"], "map": self.s["knn"]}[mode]
+        cmd = self.launcher(*EVALUATE.get(mode, ("linear_eval.py",))) + source + [
+            "--dataset", dataset, "--data_path", data_path or self.s["datasets"][dataset], "--mode", mode,
+            *overridden(per_mode, extra), "--output_dir", out]
+        probe_epochs = 90 if mode == "linear" else 20 if mode == "finetune" else 1
+        hours = PROBE_IMAGES.get(dataset, 0) * probe_epochs * GFLOP.get(SIZE.get(dataset), 0) * 0.15 / (ASSUMED_TFLOPS * 1e3) / 3600
+        self.steps.append(Step("eval", cmd, out, "result.json", hours))
+        return out
+
+    def hours(self, dataset, frac):
+        if self.args.profile != "paper":
+            return 0.0
+        epochs = {"imagenet": 2100}.get(dataset, 3200) * frac
+        return IMAGES[dataset] * epochs * GFLOP[SIZE[dataset]] / (ASSUMED_TFLOPS * 1e3) / 3600
+
+    def stop(self, dataset, frac):
+        """Where a segment ends, as the log.jsonl key and value of its validation line: (epoch, E) or (step, S)."""
+        flag, value = self.s["length"](dataset, frac)
+        return ("epoch" if flag == "--epochs" else "step", int(value))
+
+    def cell(self, table, row, col, eval, **where):
+        self.cells.append(Cell(table, row, col, eval, **where))
+
+
+# The small profile's rows: the controls (supervised training and SimCLR, the reference rows of the paper's
+# Tables 2 and 1, in the same pipeline), Table 1's autoencoders, and a second seed of the pair the paper's
+# question turns on. "random init" is a row too (an untrained encoder, evaluated only).
+SMALL_ROWS = {"supervised": ["--method", "supervised"], "simclr": ["--method", "simclr"],
+              "ae": ["--method", "ae"], "aaae": ["--method", "aaae"],
+              "aaae-authors": ["--method", "aaae", "--target", "augmented"],
+              "vae": ["--method", "vae"], "aavae": ["--method", "aavae"],
+              "aaae-s1": ["--method", "aaae", "--seed", "1"], "aavae-s1": ["--method", "aavae", "--seed", "1"]}
+# The adversarial autoencoder's other uses (aae_uses.py) at the same budget, beside the rows above: each trains
+# with the profile's recipe, then gets the probe and kNN on its encoder as every row, and its own evaluation
+# (python -m methods.aae_uses evaluate --mode head, grid or map). The semi-supervised runs read the label lists of
+# Table 2's rows.
+USES_ROWS = {**{f"{aa}semi-aae-{pct}": ["--method", f"{aa.replace('-', '_')}semi_aae", "--subset_file", pct]
+                for pct in ("1percent", "10percent") for aa in ("", "aa-")},
+             **{f"{aa}cluster-aae-k{k}": ["--method", f"{aa.replace('-', '_')}cluster_aae", "--clusters", str(k)]
+                for k in (16, 10) for aa in ("", "aa-")},
+             "aa-supervised-aae": ["--method", "aa_supervised_aae"],
+             "aa-dimred-aae": ["--method", "aa_dimred_aae", "--latent_dim", "2"]}
+USES_EVAL = {"semi": "head", "cluster": "head", "supervised": "grid", "dimred": "map"}
+uses_mode = lambda row: USES_EVAL[next(k for k in USES_EVAL if k in row)]  # a uses row's own evaluation
+SMALL_ALL = ["random init", *SMALL_ROWS, *USES_ROWS]  # --rows' names, in the table's order
+SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",
+                "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
+                "aavae-s1": "aavae, seed 1"}
+PAPER_SIMCLR = 94.00  # the SimCLR row of the paper's Table 1, CIFAR-10
+# Table 2 at the small budget and the clusters: for these rows (not the seed-1 pair), fine-tuning and the cached probe
+# on the same labelled images of train/ (the lists in OUTPUT/label-subsets, one seeded draw per class for every row),
+# and k-means on the frozen features. Fine-tuning at a batch of at most 128 (the subset's size below that), Table 2's
+# head lr (linear_eval.FINETUNE_LR), a tenth of its backbone lr and 100 epochs, all three chosen on images held out
+# of train/ with AAVAE's encoder (results/small-cpu-30-labels/README.md): Table 2's own backbone lr and 20 epochs
+# left AAVAE near chance on 30 labelled images.
+LABEL_ROWS = ["random init", "supervised", "simclr", "ae", "aaae", "aaae-authors", "vae", "aavae"]
+LABEL_FRACTIONS = {0.01: "1percent", 0.1: "10percent"}
+SMALL_FINETUNE = ["--batch_size", "128", "--workers", "2"]
+SMALL_FINETUNE_EPOCHS = {0.01: 100, 0.1: 100}
+SMALL_BACKBONE_LR_SCALE = 0.1
+
+
+def build_small_grid(args):
+    """The small profile: Table 1's encoders and the two controls at equal budget on one ImageFolder dataset,
+    followed over training by the run's own monitor, then a cached-feature linear probe and kNN on val/, and
+    Fig. 5's similarity for VAE and AAVAE. The authors' AAAE (reconstructing the augmented view) is its own row.
+    --rows keeps some rows, --pretrain_args changes the recipe of every run, and --holdout replaces val/ by
+    images of train/ (holdout_split), so that a recipe is chosen without looking at val/."""
+    g = Grid(args)
+    for row, extra in SMALL_ROWS.items():
+        if row not in args.rows:
+            continue
+        name = f"folder-{row}"
+        run = g.pretrain(name, "folder", extra + args.pretrain_args)
+        g.cell("table1", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
+        g.cell("table1", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
+        if row in ("vae", "aavae"):
+            g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
+        if args.label_evals and row in LABEL_ROWS:
+            label_evals(g, args, row, name, run)
+    for row, extra in USES_ROWS.items():
+        if row not in args.rows:
+            continue
+        name, extra = f"folder-{row}", list(extra)
+        if "--subset_file" in extra:  # the list Table 2's rows use (label_subsets writes it)
+            at = extra.index("--subset_file") + 1
+            extra[at] = os.path.join(args.output_dir, "label-subsets", f"{extra[at]}.txt")
+        run = g.pretrain(name, "folder", extra + args.pretrain_args)
+        g.cell("uses", row, "linear", g.evaluate(f"linear-{name}", "folder", "linear", run), run=run)
+        g.cell("uses", row, "knn", g.evaluate(f"knn-{name}", "folder", "knn", run), run=run)
+        mode = uses_mode(row)
+        g.cell("uses", row, mode, g.evaluate(f"{mode}-{name}", "folder", mode, run), run=run)
+    aavae_run = os.path.join(args.output_dir, "runs", "folder-aavae")  # what the uses stand beside: AAVAE's
+    if set(args.rows) & set(USES_ROWS) and ("aavae" in args.rows or os.path.exists(os.path.join(aavae_run, "checkpoint.pt"))):
+        g.cell("cluster", "aavae", "kmeans k16", g.evaluate("cluster-k16-folder-aavae", "folder", "cluster", aavae_run,
+                                                            ["--clusters", "16"]))
+        g.cell("uses", "aavae", "map", g.evaluate("map-folder-aavae", "folder", "map", aavae_run))
+    if "random init" in args.rows:
+        g.cell("table1", "random init", "linear", g.evaluate("linear-random", "folder", "linear", extra=["--encoder", "resnet18"]))
+        g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
+        if args.label_evals:
+            label_evals(g, args, "random init", "random", None, ["--encoder", "resnet18"])
+    return g
+
+
+def label_evals(g, args, row, name, run, extra=()):
+    """Table 2 at the small budget and the clusters for one row: at each label fraction, fine-tuning and the
+    cached probe trained on the same labelled images (the lists label_subsets writes), scored on all of
+    the test split; and k-means on the frozen features (k = classes)."""
+    import linear_eval
+    for frac, pct in LABEL_FRACTIONS.items():
+        subset = ["--subset_file", os.path.join(args.output_dir, "label-subsets", f"{pct}.txt")]
+        lr, head_lr = linear_eval.FINETUNE_LR[frac]
+        lr = round(lr * SMALL_BACKBONE_LR_SCALE, 6)
+        tune = SMALL_FINETUNE + ["--epochs", str(SMALL_FINETUNE_EPOCHS[frac]), "--lr", str(lr), "--head_lr", str(head_lr)]
+        g.cell("table2", row, f"finetune {pct}", g.evaluate(f"finetune-{pct}-{name}", "folder", "finetune", run,
+                                                            [*extra, *tune, *subset]))
+        g.cell("table2", row, f"linear {pct}", g.evaluate(f"linear-{pct}-{name}", "folder", "linear", run, [*extra, *subset]))
+    g.cell("cluster", row, "kmeans", g.evaluate(f"cluster-{name}", "folder", "cluster", run, extra))
+
+
+def label_subsets(data_path, out, seed=0):
+    """Writes out/1percent.txt and out/10percent.txt: a seeded per-class draw of train/'s images
+    (data.per_class_subset), one CLASS/FILE a line, for --subset_file. Lists already there are kept:
+    a copied results folder reuses its own."""
+    paths = {frac: os.path.join(out, f"{pct}.txt") for frac, pct in LABEL_FRACTIONS.items()}
+    if all(map(os.path.exists, paths.values())):
+        return
+    import torch
+    import torchvision
+    from util import data
+    samples = torchvision.datasets.ImageFolder(os.path.join(data_path, "train")).samples
+    names = ["/".join(p.replace(os.sep, "/").split("/")[-2:]) for p, _ in samples]
+    os.makedirs(out, exist_ok=True)
+    for frac, path in paths.items():
+        if not os.path.exists(path):
+            keep = data.per_class_subset(torch.tensor([y for _, y in samples]), frac, seed)
+            with open(path + ".tmp", "w") as f:
+                f.writelines(names[i] + "\n" for i in keep.tolist())
+            os.replace(path + ".tmp", path)
+
+
+def holdout_split(source, n, out, create=True, seed=0):
+    """An ImageFolder tree out/{train,val}/CLASS/ of symlinks into source/train/: n of its images, drawn per
+    class in proportion to the class's size (seeded), become val/; the rest stay train/. source/val/ is not
+    read. Returns out. A tree made earlier from another source, n or seed is refused, not overwritten."""
+    root = os.path.join(source, "train")
+    if not os.path.isdir(root):
+        sys.exit(f"run_all: --holdout needs {root} (an ImageFolder tree, one sub-folder per class)")
+    files = {c: sorted(f for f in os.listdir(os.path.join(root, c)) if not f.startswith("."))
+             for c in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, c))}
+    total = sum(map(len, files.values()))
+    if not 0 < n < total:
+        sys.exit(f"run_all: --holdout {n} must be between 1 and {total - 1}, the images of {root} less one")
+    share = {c: n * len(f) / total for c, f in files.items()}
+    take = {c: int(v) for c, v in share.items()}  # then the largest remainders, until n are taken
+    for c in sorted(share, key=lambda c: (take[c] - share[c], c))[:n - sum(take.values())]:
+        take[c] += 1
+    rng = random.Random(seed)
+    held = {c: sorted(rng.sample(f, take[c])) for c, f in files.items()}
+    manifest = {"source": os.path.abspath(root), "holdout": n, "seed": seed, "val": held}
+    if os.path.exists(out):
+        if read_json(os.path.join(out, "holdout.json")) != manifest:
+            sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
+        return out
+    if not create:
+        return out
+    tmp = out + ".partial"  # built aside and renamed: an interrupted build leaves no half tree at out
+    shutil.rmtree(tmp, ignore_errors=True)
+    for c, f in files.items():
+        kept = set(held[c])
+        for name in f:
+            d = os.path.join(tmp, "val" if name in kept else "train", c)
+            os.makedirs(d, exist_ok=True)
+            os.symlink(os.path.join(manifest["source"], c, name), os.path.join(d, name))
+    with open(os.path.join(tmp, "holdout.json"), "w") as f:
+        json.dump(manifest, f)
+    os.rename(tmp, out)
+    return out
+
+
+def build_grid(args):
+    if args.profile == "small":
+        return build_small_grid(args)
+    g = Grid(args)
+    s, main = g.s, g.s["main"]
+    encoders = {d: next(a for k, a in zip(s["pretrain"][d], s["pretrain"][d][1:]) if k == "--encoder") for d in s["datasets"]}
+
+    # Table 1: the four autoencoders on each dataset, the authors' AAAE beside this repository's, and a
+    # random-init row. The main dataset's AAVAE run is also Fig. 2's fixed-scale curve: pretrained in
+    # segments, each probed.
+    runs = {}
+    for d in s["datasets"]:
+        for m, flags in TABLE1_ROWS.items():
+            for seed in (s["seeds"] if d == main else [0]):
+                name = f"{d}-{TABLE1_NAMES.get(m, m)}" + (f"-s{seed}" if seed else "")
+                followed = d == main and m == "aavae" and seed == 0
+                for frac in (s["segments"] if followed else [1.0]):
+                    run = g.pretrain(name, d, flags, frac, seed)
+                    if followed:
+                        ev = g.evaluate(f"fig2-fixed-{frac:g}", d, s["sweep_probe"], run)
+                        g.cell("fig2", "fixed", frac, ev, run=run, at=g.stop(d, frac))
+                runs[(d, m, seed)] = run
+                ev = g.evaluate(f"table1-{name}", d, "linear", run)
+                g.cell("table1", m, d, ev, seed=seed)
+                if d == main and seed == 0 and m in METHODS:  # the first four rows of the regulariser table
+                    g.cell("regularisers", m, "linear", ev)
+                    g.cell("regularisers", m, "knn", g.evaluate(f"knn-{name}", d, "knn", run), run=run)
+        g.cell("table1", "random init", d, g.evaluate(f"table1-{d}-random", d, "linear", extra=["--encoder", encoders[d]]))
+
+    # Fig. 2: a learned log-scale, followed over training like the fixed one.
+    for frac in s["segments"]:
+        run = g.pretrain(f"{main}-aavae-learned", main, ["--method", "aavae", "--learn_scale"], frac)
+        g.cell("fig2", "learned", frac, g.evaluate(f"fig2-learned-{frac:g}", main, s["sweep_probe"], run), run=run,
+               at=g.stop(main, frac))
+
+    # Fig. 3: beta * KL on top of AAVAE (Section 4.3).
+    aavae_run = runs[(main, "aavae", 0)]
+    for beta in s["betas"]:
+        run = aavae_run if beta == 0 else g.pretrain(f"{main}-aavae-beta{beta:g}", main, ["--method", "aavae", "--beta", str(beta)])
+        g.cell("fig3", beta, "top1", g.evaluate(f"fig3-beta{beta:g}", main, s["sweep_probe"], run))
+
+    # Fig. 4 (Section 4.4): batch size (lr and warm-up scaled linearly), latent size, decoder, log-scale;
+    # each varies one setting of the default AAVAE run.
+    default_batch = s["pretrain"][main][s["pretrain"][main].index("--batch_size") + 1]
+    for b in s["batches"]:
+        warm = [] if args.profile == "quick" else ["--warmup_epochs", f"{10 * b / s['base_batch']:g}"]
+        extra = ["--method", "aavae", "--batch_size", str(b), "--base_batch", str(s["base_batch"]), *warm]
+        run = aavae_run if str(b) == default_batch else g.pretrain(f"{main}-aavae-batch{b}", main, extra)
+        g.cell("fig4_batch", b, "top1", g.evaluate(f"fig4-batch{b}", main, s["sweep_probe"], run))
+    for z in s["latents"]:
+        run = aavae_run if z == 128 else g.pretrain(f"{main}-aavae-latent{z}", main, ["--method", "aavae", "--latent_dim", str(z)])
+        g.cell("fig4_latent", z, "top1", g.evaluate(f"fig4-latent{z}", main, s["sweep_probe"], run))
+    mirror = encoders[main].replace("resnet", "decoder")  # the decoder a run gets by default
+    for dec in s["decoders"]:  # the encoder stays the profile's (ResNet-50 in the paper); only the decoder varies
+        run = aavae_run if dec == mirror else g.pretrain(f"{main}-aavae-{dec}", main, ["--method", "aavae", "--decoder", dec])
+        g.cell("fig4_decoder", dec, "top1", g.evaluate(f"fig4-{dec}", main, s["sweep_probe"], run))
+    for ls in log_scales():
+        run = g.pretrain(f"{main}-aavae-logscale{ls:g}", main, ["--method", "aavae", "--log_scale", str(ls)])
+        g.cell("fig4_logscale", ls, "top1", g.evaluate(f"fig4-logscale{ls:g}", main, s["sweep_probe"], run))
+
+    # Fig. 5 (Appendix A.4): similarity matrices of VAE and AAVAE latents.
+    for m in ("vae", "aavae"):
+        g.cell("fig5", m, "similarity", g.evaluate(f"fig5-{m}", main, "similarity", runs[(main, m, 0)]))
+
+    # Table 2 (Appendix A.2): semi-supervised fine-tuning with 1 % and 10 % of the labels: SimCLR's published
+    # ImageNet lists (the paper's) when --subset_dir holds them, else a seeded per-class subset, labelled so.
+    semi = s["semi"]
+    for m in ("vae", "aavae"):
+        for frac in (0.01, 0.1):
+            subset = ["--subset_file", subset_list(args, frac)] if args.subset_dir else []
+            ev = g.evaluate(f"table2-{m}-{frac:g}", semi, "finetune", runs[(semi, m, 0)], ["--label_fraction", str(frac), *subset])
+            g.cell("table2", m, frac, ev)
+
+    # Table 3 (Appendix A.3): Places205 linear probe of the ImageNet encoders, when the user has the dataset.
+    if args.places_path:
+        for m in ("vae", "aavae"):
+            ev = g.evaluate(f"table3-places-{m}", "folder", "linear", runs[("imagenet", m, 0)],
+                            ["--epochs", "14", "--lr", "0.01", "--schedule", "step", "--weight_decay", "5e-4",
+                             "--no-nesterov", "--image_size", "224"], data_path=args.places_path)
+            g.cell("table3", m, "places205", ev)
+
+    # Latent regularisers: IWAE and AAE, plain and augmentation-augmented, beside Table 1's four.
+    for m in REGULARISERS[4:]:
+        run = g.pretrain(f"{main}-{m}", main, ["--method", m])
+        g.cell("regularisers", m, "linear", g.evaluate(f"reg-{m}", main, "linear", run))
+        g.cell("regularisers", m, "knn", g.evaluate(f"knn-{main}-{m}", main, "knn", run), run=run)
+    return g
+
+
+# ----------------------------------------------------------------------------------------------------
+# Running
+
+
+def execute(cmd, log, in_process=False):
+    """Runs one command with its output appended to log; returns its exit status. In-process (tests
+    only) calls the script's main() directly, which spares the interpreter start-up of each step."""
+    if not in_process:
+        return subprocess.run(runnable(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    name, argv = (cmd[2], cmd[3:]) if cmd[1] == "-m" else (os.path.splitext(cmd[1])[0], cmd[2:])
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            importlib.import_module(name).main(argv)
+        except SystemExit as e:
+            return e.code or 0
+    return 0
+
+
+def make_mini(args):
+    """DATA_ROOT/cifar10-mini, made from CIFAR-10's training batches (downloaded first if absent) unless it is there."""
+    if os.path.isdir(args.data_path):
+        return
+    print(f"making {args.data_path} from CIFAR-10's training batches in {os.path.join(args.data_root, 'cifar10')}",
+          flush=True)
+    from util import data
+    from util import misc
+    try:
+        data.build_cifar10_mini(os.path.join(args.data_root, "cifar10"), args.data_path)
+    except misc.UserError as e:
+        sys.exit(f"run_all: {e}")
+
+
+def runnable(cmd):
+    """python -> this interpreter, torchrun -> its module, so that the grid runs in the caller's environment."""
+    head = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}[cmd[0]]
+    return head + cmd[1:]
+
+
+def done(step):
+    return os.path.exists(os.path.join(step.dir, step.marker))
+
+
+def run_grid(g, args, argv=None):
+    """Runs the steps not yet done, in order; OUTPUT/run.json gets this invocation's record (record_run) at the
+    start and after every step, with each step's minutes, so that a part stopped midway is recorded too."""
+    todo = [st for st in g.steps if not done(st)]
+    print(f"{len(g.steps)} steps, {len(g.steps) - len(todo)} already done", flush=True)
+    t0, timings = time.time(), []
+    record_run(args, argv, 0.0, timings, new=True)
+    for k, st in enumerate(g.steps):
+        if done(st):
+            continue
+        print(f"[{k + 1}/{len(g.steps)}] {shlex.join(st.cmd)}", flush=True)
+        os.makedirs(st.dir, exist_ok=True)
+        log_path = os.path.join(st.dir, f"{st.kind}.log")
+        t = time.time()
+        with open(log_path, "a") as log:
+            code = execute(st.cmd, log, args.in_process)
+        timings.append({"step": os.path.relpath(st.dir, args.output_dir), "minutes": round((time.time() - t) / 60, 2),
+                        "exit": code})
+        record_run(args, argv, time.time() - t0, timings)
+        if code != 0:
+            sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {log_path}. Re-running the same command resumes here.")
+        if st.kind == "pretrain":
+            open(os.path.join(st.dir, st.marker), "w").close()
+    print(f"all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def record_run(args, argv, seconds, steps=(), new=False):
+    """OUTPUT/run.json: per invocation, the command, the code it ran (commit, dirty flag, library versions, as the
+    invocation began: a checkout during a long part does not rewrite it), the machine (and whether its CPU computes
+    bf16 natively), the minutes so far and each step's. new starts this invocation's record; otherwise the last one
+    is brought up to date."""
+    import platform
+
+    from util import misc
+    os.makedirs(args.output_dir, exist_ok=True)
+    path = os.path.join(args.output_dir, "run.json")
+    runs = (read_json(path) or {}).get("invocations", [])
+    entry = {"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
+             "provenance": misc.provenance() if new or not runs else runs[-1]["provenance"],
+             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+             f"{platform.processor() or platform.platform()}", "native_bf16": misc.native_bf16(),
+             "minutes": round(seconds / 60, 1), "steps": list(steps)}
+    runs = runs + [entry] if new or not runs else runs[:-1] + [entry]
+    misc.save_atomic_json({"invocations": runs}, path)
+
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small"],
+                   help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
+                        "Table 1's encoders and two controls at equal budget on a small folder, with curves, Table 2 and "
+                        "clusters, and the AAE's other uses: about 4 hours of pretraining for Table 1's rows on 2 CPU cores "
+                        "with native bf16, more for the uses' rows; in parts with --rows")
+    p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
+    p.add_argument("--data_root", default="data",
+                   help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
+                        "where cifar10-mini is made from cifar10/ (CIFAR-10, downloaded there if absent)")
+    p.add_argument("--data_path", default=None,
+                   help="quick, small: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: 4,085 "
+                        "images in train/ and 1,000 in val/, all from CIFAR-10's training batches)")
+    p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
+    p.add_argument("--subset_dir", default=None,
+                   help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
+                        "(the paper's subsets); without it, fine-tuning uses a seeded per-class subset")
+    p.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun) ")
+    p.add_argument("--output_dir", default=None, help="default runs/all-PROFILE")
+    p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
+    p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
+    p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
+    p.add_argument("--small_epochs", type=int, default=30, help="small: pretraining epochs per run")
+    p.add_argument("--label_evals", action=argparse.BooleanOptionalAction, default=True,
+                   help="small: Table 2 at the small budget (fine-tuning and the probe on 1 %% and 10 %% of train/'s "
+                        "labels) and k-means clusters, for the rows of Table 1 and the controls (their checkpoints are "
+                        "needed: --no-label_evals for a folder whose runs are done but not kept)")
+    p.add_argument("--rows", default=None, help="small: the rows to run, comma-separated (default all: "
+                   + ",".join(SMALL_ALL) + ")")
+    p.add_argument("--pretrain_args", default="",
+                   help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
+                        "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
+    p.add_argument("--holdout", type=int, default=0,
+                   help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
+                        "to choose a recipe without looking at val/")
+    args = p.parse_args(argv)
+    mini = args.profile in ("quick", "small") and not args.data_path
+    if mini:  # cifar10-mini, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
+        args.data_path = os.path.join(args.data_root, "cifar10-mini")
+    small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
+    if args.profile != "small" and small_only:
+        p.error(f"{', '.join(small_only)}: only with --profile small")
+    rows = SMALL_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not rows or set(rows) - set(SMALL_ALL):
+        p.error(f"--rows {args.rows!r}: choose among {', '.join(SMALL_ALL)}")
+    args.rows = [r for r in SMALL_ALL if r in rows]
+    args.pretrain_args = shlex.split(args.pretrain_args)
+    args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
+    if mini and args.holdout and not (args.dry_run or args.report_only):  # the hold-out split is made of its files
+        make_mini(args)
+    if args.holdout:
+        args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
+                                       create=not args.dry_run)
+    g = build_grid(args)
+    if mini and not args.dry_run and not args.report_only and not all(map(done, g.steps)):
+        make_mini(args)  # only when a step will read it: a copied results folder with every step done needs none
+    if args.dry_run:
+        total = 0.0
+        for st in g.steps:
+            total += st.hours
+            print(f"# {st.kind}, ~{st.hours:.2f} GPU-h\n{shlex.join(st.cmd)}")
+        print(f"# {len(g.steps)} commands, ~{total:.0f} GPU-hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s per GPU")
+        return g
+    if not args.report_only:
+        labelled = args.label_evals and set(args.rows) & set(LABEL_ROWS) or any("semi" in r for r in args.rows)
+        if args.profile == "small" and labelled and not all(map(done, g.steps)):
+            label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
+        run_grid(g, args, argv)
+    from experiments.report import have_matplotlib, report, report_small  # the report imports the grid's tables
+    (report_small if args.profile == "small" else report)(g, args)
+    if not have_matplotlib():  # the tables are written either way; the figures wait for it
+        print(f"matplotlib is not installed, so {'curves.png' if args.profile == 'small' else 'figures.png'} was not "
+              "drawn: pip install matplotlib, then the same command with --report_only", flush=True)
+    return g
+
+
+if __name__ == "__main__":
+    main()
+
