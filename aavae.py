@@ -35,14 +35,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.flop_counter import FlopCounterMode
 
 from util import data, probe
 from util.misc import (Parser, Preempted, SavePolicy, UserError, algorithms, all_reduce, autocast, broadcast_buffers,
-                       default_workers, generator, is_main, native_bf16, peak_tflops, print0, run_cli, save_atomic,
-                       setup_distributed, write_log)
-from util.rundir import StepLog, announce, open_output_dir, save_checkpoint
+                       default_workers, generator, is_main, peak_tflops, print0, run_cli, setup_distributed,
+                       wrap_ddp, write_log)
+from util.rundir import StepLog, announce, finish, open_output_dir, resolve_amp, restore, save_checkpoint
+
 
 @dataclass(frozen=True)
 class Method:
@@ -69,6 +69,7 @@ DECODER_FOR = {"resnet18": "decoder18", "resnet34": "decoder34", "resnet50": "de
 RESUMABLE_ARGS = {"epochs", "max_steps", "output_dir", "data_path", "log_every", "val_every", "save_every",
                   "val_size", "val_samples", "workers", "compile", "overwrite", "amp",
                   "save_every_minutes", "deterministic", "monitor_images"}
+
 
 # ----------------------------------------------------------------------------------------------------
 # Arguments
@@ -157,6 +158,7 @@ def get_args_parser(prog="aavae.py", methods=METHODS, default="aavae"):
                         "already), at some cost in speed")
     return p
 
+
 def validate(args, method=None):
     """Rejects flag combinations that cannot mean anything, with one sentence each, then resolves every
     default once, here: beta, the decoder, the data's image size, stem, augmentation strength and memory path
@@ -188,6 +190,7 @@ def validate(args, method=None):
     args.output_dir = args.output_dir or os.path.join("runs", f"{args.dataset}-{args.method}")
     return args
 
+
 # ----------------------------------------------------------------------------------------------------
 # The model (Appendix A.1, "Architecture"): a torchvision ResNet encoder, a projection head as SimCLR's,
 # and an inverted ResNet without BatchNorm as the decoder. Layer details follow the authors' code.
@@ -198,6 +201,7 @@ class GlobalMeanPool(nn.Module):
 
     def forward(self, x):
         return x.mean((2, 3))
+
 
 def build_encoder(name, stem):
     """torchvision ResNet without its classifier; returns pooled features h. The stem follows the dataset:
@@ -212,6 +216,7 @@ def build_encoder(name, stem):
     net.fc = nn.Identity()
     return net
 
+
 class ProjectionHead(nn.Module):
     """Linear(h, h) -> BN -> ReLU, then bias-free Linear(h, latent) for mu (and log_var if variational)."""
 
@@ -224,6 +229,7 @@ class ProjectionHead(nn.Module):
     def forward(self, h):
         t = self.trunk(h)
         return self.mu(t), (self.log_var(t) if self.log_var is not None else None)
+
 
 class DecoderBlock(nn.Module):
     """Residual block of the inverted ResNet, no BatchNorm, convs with bias. With `upsample` (a resize),
@@ -245,6 +251,7 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x):
         return F.relu(self.body(self.upsample(self.pre(x))) + self.skip(x))
+
 
 class Decoder(nn.Module):
     """Inverted ResNet: z -> MLP -> (h/16, 4, 4) -> 1x1 conv -> four residual stages -> image.
@@ -287,6 +294,7 @@ class Decoder(nn.Module):
             x = F.interpolate(x, scale_factor=2)
         return self.final(x)
 
+
 class AutoEncoder(nn.Module):
     """Encoder + projection head + decoder. Variational: z = mu + sigma * eps; otherwise z = head(h)."""
 
@@ -312,6 +320,7 @@ class AutoEncoder(nn.Module):
         z = reparameterize(mu, log_var, eps) if self.variational else mu
         return self.decoder(z.flatten(0, -2)).unflatten(0, z.shape[:-1]), mu, log_var, self.log_scale
 
+
 # ----------------------------------------------------------------------------------------------------
 # The objective (Section 3). One function per equation; likelihoods and KL in float32, summed over
 # pixels / latent dimensions per image, then averaged over the batch. x is always the original image.
@@ -319,9 +328,11 @@ class AutoEncoder(nn.Module):
 
 LOG_VAR_RANGE = (-10.0, 10.0)  # clamp for log_var and a learned log_scale: exp() stays far from overflow
 
+
 def reparameterize(mu, log_var, eps):
     """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I); shapes (N, latent)."""
     return mu.float() + torch.exp(0.5 * log_var) * eps
+
 
 def gaussian_log_likelihood(x_hat, x, log_scale):
     """log p(x|z) = sum over C*H*W of log N(x; x_hat, exp(log_scale)); (..., C, H, W) -> (...)."""
@@ -329,15 +340,18 @@ def gaussian_log_likelihood(x_hat, x, log_scale):
     sq = (x.float() - x_hat.float()) ** 2
     return -0.5 * (sq * torch.exp(-log_scale) + log_scale + math.log(2 * math.pi)).flatten(-3).sum(-1)
 
+
 def kl_divergence(mu, log_var):
     """KL(N(mu, exp(log_var)) || N(0, I)) in closed form, summed over latent dims; (N, latent) -> (N,)."""
     mu, log_var = mu.float(), log_var.float()
     return 0.5 * (mu ** 2 + torch.exp(log_var) - 1 - log_var).sum(1)
 
+
 def reconstruction_loss(x_hat, x):
     """The AE family's loss (Table 1's AE and AAAE, the AAE's reconstruction phase): the mean squared error
     between the reconstruction and the original x, over pixels and images."""
     return F.mse_loss(x_hat.float(), x.float())
+
 
 def elbo_loss(x_hat, x, mu, log_var, log_scale, beta):
     """Eq. 2: the batch mean of -L(x), Eq. 1, with one sample z ~ q(z|x) per image:
@@ -348,19 +362,23 @@ def elbo_loss(x_hat, x, mu, log_var, log_scale, beta):
     kl = kl_divergence(mu, log_var).mean()
     return (recon + beta * kl if beta > 0 else recon), recon, kl
 
+
 def log_normal(z, mu, log_var):
     """log N(z; mu, exp(log_var)) summed over the last dimension; (..., latent) -> (...)."""
     return -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+
 
 def log_weight(x, x_hat, z, mu, log_var, log_scale):
     """log w = log p(x|z) + log p(z) - log q(z|x), p(z) = N(0, I); shapes (..., N, ...) -> (..., N)."""
     prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
     return gaussian_log_likelihood(x_hat, x, log_scale) + prior - log_normal(z, mu.float(), log_var)
 
+
 def iwae_bound(log_w):
     """L_k = log (1/k) sum_i w_i (Burda et al. 2016): (k, N) log-weights -> (N,). L_1 is the ELBO
     (as a one-sample estimate), and E[L_k] grows with k towards log p(x)."""
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
 
 def compute_loss(x, x_hat, mu, log_var, log_scale, beta, method):
     """Returns (loss, metrics to log) of `method` for one forward."""
@@ -370,11 +388,13 @@ def compute_loss(x, x_hat, mu, log_var, log_scale, beta, method):
     loss, recon, kl = elbo_loss(x_hat, x, mu, log_var, log_scale, beta)
     return loss, {"recon": recon.detach(), "kl": kl.detach()}
 
+
 def training_loss(model, x, x_aug, eps, method, beta, amp=contextlib.nullcontext):
     """One forward: the encoder sees x_aug, the decoder's target is the original x (Eq. 3 for AAVAE)."""
     with amp():
         x_hat, mu, log_var, log_scale = model(x_aug, eps)
     return compute_loss(x, x_hat, mu, log_var, log_scale, beta, method)
+
 
 # ----------------------------------------------------------------------------------------------------
 # The augmentation (Appendix A.1, "Augmentation pipeline": SimCLR's), x+ ~ A(x): a random resized crop and
@@ -420,17 +440,20 @@ class AugmentSpec:
     def __getstate__(self):  # sent to DataLoader workers without the device tensors of stats()
         return {k: v for k, v in self.__dict__.items() if k != "_stats"}
 
+
 def augment_spec(args):
     """The AugmentSpec of args resolved by data.resolve_data: image size, jitter strength, blur, and the
     dataset's normalisation."""
     mean, std = data.STATS.get(args.dataset, data.STATS["imagenet"])
     return AugmentSpec(size=args.image_size, jitter=args.jitter_strength, blur=args.blur, mean=mean, std=std)
 
+
 def load_data(args, device, probe=False):
     """(train Split, second Split, AugmentSpec): data.load_data's splits of resolved args, which crop their
     views with this augmentation."""
     spec = augment_spec(args)
     return (*data.load_data(args, device, spec, probe), spec)
+
 
 def sample_crop_boxes(n, height, width, scale, ratio, g):
     """torchvision's RandomResizedCrop.get_params for n images at once: (n, 4) long tensor of (i, j, h, w).
@@ -460,6 +483,7 @@ def sample_crop_boxes(n, height, width, scale, ratio, g):
     w = torch.where(ok, w, torch.full_like(w, fw))
     return torch.stack([i, j, h, w], 1).long()
 
+
 def resized_crop(x, boxes, size, flip=None):
     """Crop each image to its box (i, j, h, w), resize bilinearly to size x size, and mirror where flip.
 
@@ -481,6 +505,7 @@ def resized_crop(x, boxes, size, flip=None):
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
+
 def crop_and_flip(images01, views, spec, g):
     """The geometric half of A: `views` random resized crops of each image (N, 3, H, W), each mirrored with
     p = 0.5, every image with its own box and coin from g; returns a list of `views` (N, 3, size, size)."""
@@ -491,25 +516,31 @@ def crop_and_flip(images01, views, spec, g):
         out.append(resized_crop(images01, boxes, spec.size, flip))
     return out
 
+
 def _blend(a, b, factor):
     # torchvision's _blend, factor * a + (1 - factor) * b clamped to the float image range, in two passes over
     # a. factor = 1 returns a exactly (b is finite): the identity of the fused jitter below.
     f = factor.view(-1, 1, 1, 1)
     return torch.addcmul((1 - f) * b, a, f).clamp_(0, 1)
 
+
 def grayscale(x):
     """ITU-R 601-2 luma, as torchvision's rgb_to_grayscale, kept as (N, 1, H, W)."""
     r, g, b = x.unbind(1)
     return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
 
+
 def adjust_brightness(x, factor):
     return _blend(x, torch.zeros_like(x), factor)
+
 
 def adjust_contrast(x, factor):
     return _blend(x, grayscale(x).mean((1, 2, 3), keepdim=True), factor)
 
+
 def adjust_saturation(x, factor):
     return _blend(x, grayscale(x), factor)
+
 
 def adjust_hue(x, factor):
     """Rotate hue by factor (in turns, |factor| <= 0.5): RGB -> HSV, shift H modulo 1, HSV -> RGB."""
@@ -528,6 +559,7 @@ def adjust_hue(x, factor):
     k = torch.remainder(torch.stack([5 + 6 * h, 3 + 6 * h, 1 + 6 * h], 1), 6)
     return (v.unsqueeze(1) * (1 - s.unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1))).clamp(0, 1)
 
+
 def gaussian_blur(x, sigma, kernel_size):
     """Per-image Gaussian blur with reflect padding, as torchvision's gaussian_blur, done separably."""
     n, c, hgt, wid = x.shape
@@ -543,6 +575,7 @@ def gaussian_blur(x, sigma, kernel_size):
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # the jitter ops, and their columns in "factors"
+
 
 def draw_photometric(n, spec, g):
     """Every random draw of the photometric half for n images, from the generator g and on its device, before
@@ -562,6 +595,7 @@ def draw_photometric(n, spec, g):
         p["blur"] = torch.rand(n, device=dev, generator=g) < 0.5
     return p
 
+
 def apply_photometric_reference(x, p, spec):
     """The photometric half as it is defined, with the draws p (draw_photometric): each image on its own,
     ColorJitter's four ops one after the other in that image's order if it is jittered, then RandomGrayscale,
@@ -579,6 +613,7 @@ def apply_photometric_reference(x, p, spec):
             v = gaussian_blur(v, p["sigma"][one], spec.blur_kernel)
         out.append(v)
     return torch.cat(out)
+
 
 def apply_photometric(x, p, spec):
     """apply_photometric_reference, optimised: ColorJitter (ops in each image's order), RandomGrayscale and
@@ -609,19 +644,23 @@ def apply_photometric(x, p, spec):
         x = torch.where(p["blur"].view(-1, 1, 1, 1), gaussian_blur(x, p["sigma"], spec.blur_kernel), x)
     return x
 
+
 def photometric(x, spec, g):
     """x+ from the cropped and flipped views x: SimCLR's ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with p = 0.8 and
     the four ops in a random order per image, RandomGrayscale (p = 0.2), GaussianBlur (p = 0.5), every image
     with its own draws from g."""
     return apply_photometric(x, draw_photometric(len(x), spec, g), spec)
 
+
 def normalize(x, spec):
     mean, std = spec.stats(x.device)
     return (x - mean) / std
 
+
 def denormalize(x, spec):
     mean, std = spec.stats(x.device)
     return (x.float() * std + mean).clamp(0, 1)
+
 
 # ----------------------------------------------------------------------------------------------------
 # The training step, from the loader's batch to the optimiser: the encoder sees x+ ~ A(x), the decoder
@@ -639,6 +678,7 @@ def training_batches(batches, views, spec, start_step, seed, rank):
         g = generator(x01.device, "crops", seed, rank, step)
         yield [x01, *crop_and_flip(whole01, views, spec, g), labels]
 
+
 def step_inputs(batch, spec, g, args, method):
     """(x, x_aug) of a batch [x01, (view01,) labels]: the decoder's target, the original image, and the encoder's
     input, x+ ~ A(x) (the view's photometric half drawn from g) for an augmented method and x otherwise; both
@@ -650,10 +690,12 @@ def step_inputs(batch, spec, g, args, method):
         x = x_aug
     return x.contiguous(memory_format=torch.channels_last), x_aug.contiguous(memory_format=torch.channels_last)
 
+
 def optimise(optimizer, loss):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
 
 def train_step(model, optimizer, batch, spec, g, args, amp, extra=None):
     """One optimiser step; g draws this step's randomness (the view's jitter, then the reparameterisation
@@ -664,6 +706,7 @@ def train_step(model, optimizer, batch, spec, g, args, amp, extra=None):
     loss, parts = training_loss(model, x, x_aug, eps, method, args.beta, amp)
     optimise(optimizer, loss)
     return loss, parts
+
 
 # ----------------------------------------------------------------------------------------------------
 # Diagnostics on the held-out split: reconstruction, KL, importance-sampled bits per dimension (Table 1),
@@ -683,6 +726,7 @@ def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, wor
             save_grid(first, spec, os.path.join(args.output_dir, f"recon_{step:07d}.png"))
         print0(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return metrics
+
 
 @torch.no_grad()
 def evaluate(model, split, args, spec, amp, rank, world):
@@ -752,17 +796,17 @@ def evaluate(model, split, args, spec, amp, rank, world):
     model.train(was_training)
     return out, first
 
+
 def held_out_subset(n, args):
     """The --val_size held-out images the diagnostics use (all with 0), a seeded choice in a random order."""
     return torch.randperm(n, generator=generator("cpu", "val_subset"))[: args.val_size or n]
 
+
 def monitor(model, train_split, val_split, args, spec, amp, rank, world):
-    """How good the encoder's pooled features are for classification, on labels the run already has: a
-    linear head (probe.fit_linear_head, 90 epochs) trained on the features of --monitor_images seeded
-    training images, and a weighted kNN vote (k = 200, t = 0.1) from the same bank, both scored on the
-    diagnostics' held-out images. A fast, weaker stand-in for linear_eval.py, to follow a run; under
-    torchrun the features are gathered, so each image counts once. Off where the held-out images have no
-    labels (STL-10's come from its unlabelled split)."""
+    """How good the encoder's pooled features are for classification, on labels the run already has
+    (probe.monitor_scores: a linear head and a kNN vote from --monitor_images seeded training images, scored on
+    the diagnostics' held-out images): a fast, weaker stand-in for linear_eval.py, to follow a run. Off where the
+    held-out images have no labels (STL-10's come from its unlabelled split)."""
     if not args.monitor_images or bool((val_split.labels < 0).any()):
         return {}
     bank = train_split.subset(torch.randperm(len(train_split), generator=generator("cpu", "monitor_bank", args.seed))
@@ -775,23 +819,18 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
 
     was_training = model.training
     model.eval()
-    b = max(1, args.batch_size // world)
-    bank_f, held_f = [probe.pooled_features(encode, s, FEATURE_DIM[args.encoder], b, ("monitor", args.seed, rank), rank,
-                                            world, args.workers) for s in (bank, held)]
+    scores = probe.monitor_scores(encode, FEATURE_DIM[args.encoder], bank, held, max(1, args.batch_size // world),
+                                  ("monitor", args.seed, rank), rank, world, args.workers, args.seed)
     model.train(was_training)
-    classes = int(max(bank.labels.max(), held.labels.max())) + 1
-    head = probe.fit_linear_head(bank_f, bank.labels, classes, seed=args.seed)
-    with torch.no_grad():
-        linear = probe.accuracy(head(held_f), held.labels)[0]
-    knn = probe.accuracy(probe.knn_scores(F.normalize(bank_f, dim=1), bank.labels, F.normalize(held_f, dim=1), classes),
-                         held.labels)[0]
-    return {"val_linear_top1": linear, "val_knn_top1": knn}
+    return scores
+
 
 def save_grid(first, spec, path):
     """Rows: original, augmented view, decoded mu(view) (what training asks for: the original back),
     decoded mu(original); all de-normalised."""
     rows = [denormalize(t, spec).cpu() for t in first]
     torchvision.utils.save_image(torch.cat(rows), path, nrow=len(first[0]), padding=1)
+
 
 # ----------------------------------------------------------------------------------------------------
 # Schedule: a pure function of the global step.
@@ -804,6 +843,7 @@ def get_lr(step, total_steps, warmup_steps, lr, schedule):
         return lr
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return lr * (0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else 1 - progress)
+
 
 @dataclass
 class Schedule:
@@ -827,6 +867,7 @@ class Schedule:
         """The epoch that ends with step `done`, or 0 mid-epoch."""
         return done // self.steps_per_epoch if done % self.steps_per_epoch == 0 else 0
 
+
 # ----------------------------------------------------------------------------------------------------
 # The run: what a method hands the loop, its model and optimiser, restored from a checkpoint. The output
 # directory, the log and the checkpoints are util/rundir.py's.
@@ -849,9 +890,11 @@ class Recipe:
     flops: Callable
     monitor: Optional[Callable] = None
 
+
 def paper_recipe(args):
     """The recipe of --method ae, aaae, vae and aavae."""
     return Recipe(build_model, train_step, METHODS[args.method].views, step_flops)
+
 
 def build_model(args, spec, device, world=1, train_split=None, method=None):
     """The autoencoder of --method (or of `method`, a methods/ module's), same initial weights on every rank, its
@@ -860,6 +903,7 @@ def build_model(args, spec, device, world=1, train_split=None, method=None):
     model = AutoEncoder(args.encoder, args.decoder, args.stem, args.latent_dim, spec.size,
                         (method or METHODS[args.method]).variational, args.log_scale, args.learn_scale)
     return (*with_adam(model, args, device, world), None)
+
 
 def with_adam(model, args, device, world):
     """(model, optimizer): the model on the device in channels-last (the convolutions of tensor cores and of oneDNN
@@ -871,12 +915,14 @@ def with_adam(model, args, device, world):
     return model, torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                    weight_decay=args.weight_decay, fused=device.type == "cuda")
 
+
 def step_flops(args, spec, method=None):
     """FLOPs per image of one training step (encoder and decoder, forward and backward), counted by
     torch.utils.flop_counter on a model on the meta device: nothing is computed and no memory is taken. They
     depend on the latent's kind and the architecture, not on what the encoder sees or the loss's weights."""
     return _step_flops((method or METHODS[args.method]).variational, args.encoder, args.decoder, args.stem, args.latent_dim,
                        spec.size)
+
 
 @functools.lru_cache(maxsize=None)  # the count takes ~1 s; runs in one process (tests, run_all) share it
 def _step_flops(variational, encoder, decoder, stem, latent_dim, size, samples=None):
@@ -889,40 +935,6 @@ def _step_flops(variational, encoder, decoder, stem, latent_dim, size, samples=N
         training_loss(model, x, x, eps, Method(False, variational), 1.0)[0].backward()
     return counter.get_total_flops() / 2
 
-def restore(ckpt, model, optimizer, extra, args):
-    """Loads a resumed run's states from its checkpoint; returns the step to continue from (0: a new run)."""
-    if ckpt is None:
-        return 0
-    try:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if extra:
-            extra.load_state_dict(ckpt["extra"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
-    return ckpt["step"]
-
-def wrap_ddp(module, device, static_graph=True):
-    """DistributedDataParallel whose gradients are views of its all-reduce buckets (no copy between the two).
-    Every step uses the same parameters in the same order, so the graph is static and DDP can skip looking
-    for unused ones; torch.compile's DDP support is not known to hold with that, so a compiled model goes
-    without."""
-    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
-               static_graph=static_graph)
-
-def resolve_amp(args, ckpt=None):
-    """--amp when it was not given: the precision a resumed run started with (a run begun on a CPU without
-    native bf16 stays in fp32 on one with it), else bf16 autocast where it is native (util.misc.native_bf16)."""
-    if args.amp is None:
-        args.amp = ckpt["args"]["amp"] if ckpt is not None else native_bf16()
-    return args
-
-def finish(args, raw_model, step, steps_per_epoch):
-    """Exports the encoder alone: a torchvision ResNet state dict without fc (see README for loading)."""
-    if is_main():
-        save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
-        print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
-               f"{os.path.join(args.output_dir, 'encoder.pth')}")
 
 # ----------------------------------------------------------------------------------------------------
 # The training loop
@@ -991,6 +1003,7 @@ def train(args, recipe=None):
     finish(args, raw_model, sched.last_step, sched.steps_per_epoch)
     return metrics
 
+
 def run(prog, args, validate_args, make_recipe=paper_recipe):
     """A pretraining command's main: validates, then trains with the convolution algorithms --deterministic
     asks for; bad input ends as one sentence and exit status 2 (util.misc.run_cli)."""
@@ -999,6 +1012,7 @@ def run(prog, args, validate_args, make_recipe=paper_recipe):
         with algorithms(args.deterministic):
             return train(args, make_recipe(args))
     return run_cli(prog, go)
+
 
 def main(argv=None):
     return run("aavae.py", get_args_parser().parse_args(argv), validate)

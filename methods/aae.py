@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import aavae
-from util.misc import UserError
+from util.misc import UserError, wrap_ddp
 
 METHODS = {"aae": aavae.Method(augmented=False, variational=False),
            "aa_aae": aavae.Method(augmented=True, variational=False)}
@@ -67,7 +67,7 @@ class Adversary:
         self.sample_prior = sample_prior or (lambda shape, g: torch.randn(shape, device=g.device, generator=g))
         self.disc = nn.Sequential(nn.Linear(dim or args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
                                   nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
-        self.wrapped = aavae.wrap_ddp(self.disc, device) if world > 1 else self.disc
+        self.wrapped = wrap_ddp(self.disc, device) if world > 1 else self.disc
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
         self.weight = args.adv_weight
 

@@ -62,14 +62,15 @@ def step(model, optimizer, batch, spec, g, args, amp, extra=None):
     return loss, parts
 
 
+def recipe(args):
+    """aavae.py's autoencoder with a Gaussian latent, trained on -L_k."""
+    build = functools.partial(aavae.build_model, method=METHODS[args.method])
+    return aavae.Recipe(build, step, METHODS[args.method].views, step_flops)
+
+
 def step_flops(args, spec):
     """aavae.py's count with k decoder passes per image."""
     return aavae._step_flops(True, args.encoder, args.decoder, args.stem, args.latent_dim, spec.size, args.iw_samples)
-
-
-def recipe(args):
-    build = functools.partial(aavae.build_model, method=METHODS[args.method])
-    return aavae.Recipe(build, step, METHODS[args.method].views, step_flops)
 
 
 def main(argv=None):

@@ -289,18 +289,3 @@ def test_the_style_grid_and_the_maps(folder, trained, tmp_path):
     assert coords[:, 0].var() >= coords[:, 1].var()  # the first component carries the most variance
     if pca["picture"]:  # drawn where matplotlib is installed
         assert (tmp_path / "aavae" / "map.png").exists()
-
-
-def test_the_uses_train_under_two_process_torchrun(folder, subset, tmp_path):
-    # One launch trains every use in turn in the same process group: each rank ends with the same weights.
-    worker = os.path.join(ROOT, "tests", "uses_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", worker,
-           str(tmp_path), folder, subset, *USES]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    for method in USES:
-        ranks = [torch.load(tmp_path / method / f"rank{r}.pt", weights_only=True) for r in range(2)]
-        assert_same(*ranks)
-        assert [r["step"] for r in read_log(tmp_path / method) if "loss" in r] == [1]
-    assert p.stdout.count("batch 8 global = 2 x 4") == len(USES)

@@ -8,6 +8,7 @@ import sys
 import torch
 
 import aavae
+from methods import aae_uses
 from util import data
 from util import misc
 from conftest import ROOT, read_log, setup_run, tiny_args
@@ -22,8 +23,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(*launch, argv=(), background=False, **env):
-    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, WORKER, *argv]
+def torchrun(*launch, argv=(), background=False, worker=WORKER, **env):
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, worker, *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}
     if background:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
@@ -90,3 +91,23 @@ def test_each_process_of_a_launcher_that_shows_it_one_gpu_takes_that_one(monkeyp
     monkeypatch.setattr(misc.dist, "is_initialized", lambda: True)
     monkeypatch.setattr(misc.dist, "get_rank", lambda: 3), monkeypatch.setattr(misc.dist, "get_world_size", lambda: 4)
     assert misc.setup_distributed() == (3, 4, torch.device("cuda", 0))
+
+
+def test_the_commands_of_methods_train_under_two_process_torchrun(folder, tmp_path):
+    # One launch trains each in turn in the same process group: every use of the adversarial autoencoder, the AAE
+    # and the IWAE as regularisers, the supervised control (SimCLR: test_controls.py), and each rank ends with the
+    # same weights, discriminators included.
+    methods = [*aae_uses.USES, "aa_aae", "aa_iwae", "supervised"]
+    subset = tmp_path / "labelled.txt"
+    subset.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    worker = os.path.join(ROOT, "tests", "methods_worker.py")
+    p = torchrun("--nproc_per_node=2", f"--master_port={free_port()}", worker=worker,
+                 argv=[str(tmp_path), folder, str(subset), *methods])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for method in methods:
+        ranks = [torch.load(tmp_path / method / f"rank{r}.pt", weights_only=True) for r in range(2)]
+        assert ranks[0].keys() == ranks[1].keys() and any(k.startswith("extra.") for k in ranks[0]) == ("aae" in method)
+        for k in ranks[0]:
+            assert torch.equal(ranks[0][k], ranks[1][k]), (method, k)
+        assert [r["step"] for r in read_log(tmp_path / method) if "loss" in r] == [1]
+    assert p.stdout.count("batch 8 global = 2 x 4") == len(methods)

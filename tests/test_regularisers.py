@@ -90,6 +90,15 @@ def test_aae_resumes_bit_identically_with_its_discriminator(folder, tmp_path):
             assert torch.equal(v, ckpts[1]["extra"][part][k]), k
 
 
+def test_iwae_resumes_bit_identically(folder, tmp_path):
+    run = lambda out, steps: iwae.main(tiny_args(folder, tmp_path / out, "--method", "aa_iwae", "--iw_samples", "2",
+                                                 "--max_steps", steps))
+    run("straight", "5"), run("resumed", "2"), run("resumed", "5")
+    a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "resumed" / "checkpoint.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_log(tmp_path / "resumed") if "loss" in r] == [1, 2, 3, 4, 5]
+
+
 def aae_update(folder, tmp_path, weight, optimizer="adam"):
     """The change of every encoder parameter in one AA-AAE training step with --adv_weight weight, from the
     same initial weights, batch and random draws."""

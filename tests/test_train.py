@@ -10,6 +10,7 @@ import torchvision
 from PIL import Image
 
 import aavae
+from util import rundir
 from util.misc import native_bf16
 from conftest import MINI, NO_MINI, SIZE, read_log, tiny_args
 
@@ -209,9 +210,9 @@ def test_bf16_autocast_is_the_default_only_where_it_is_native(monkeypatch):
 def test_a_resumed_run_keeps_the_precision_it_began_with_unless_told_otherwise(folder, tmp_path, monkeypatch, capsys):
     precision, real = [], aavae.train_step
     monkeypatch.setattr(aavae, "train_step", lambda *a: precision.append(a[6] is not contextlib.nullcontext) or real(*a))
-    monkeypatch.setattr(aavae, "native_bf16", lambda: False)  # begun on a CPU without native bf16: fp32
+    monkeypatch.setattr(rundir, "native_bf16", lambda: False)  # begun on a CPU without native bf16: fp32
     aavae.main(tiny_args(folder, tmp_path, "--max_steps", "1"))
-    monkeypatch.setattr(aavae, "native_bf16", lambda: True)  # resumed on one with it
+    monkeypatch.setattr(rundir, "native_bf16", lambda: True)  # resumed on one with it
     aavae.main(tiny_args(folder, tmp_path, "--max_steps", "2"))
     assert "fp32 as the run began" in capsys.readouterr().out
     assert json.loads((tmp_path / "args.json").read_text())["amp"] is False

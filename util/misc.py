@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 class UserError(Exception):
@@ -166,6 +167,15 @@ def local_rank_zero_first():
         if first:
             dist.barrier(group=group)
         dist.destroy_process_group(group)
+
+
+def wrap_ddp(module, device, static_graph=True):
+    """DistributedDataParallel whose gradients are views of its all-reduce buckets (no copy between the two).
+    Every step uses the same parameters in the same order, so the graph is static and DDP can skip looking
+    for unused ones; torch.compile's DDP support is not known to hold with that, so a compiled model goes
+    without."""
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+               static_graph=static_graph)
 
 
 def broadcast_buffers(model):

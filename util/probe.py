@@ -32,6 +32,19 @@ def pooled_features(encode, split, dim, batch, keys, rank=0, world=1, workers=0,
     return gather_blocks(out, rank, world)[:n] if gather else out
 
 
+def monitor_scores(encode, dim, bank, held, batch, keys, rank, world, workers, seed):
+    """A run's monitor (aavae.monitor): the features of the labelled `bank` split and of the `held` images
+    (gathered under torchrun, so each image counts once), a linear head (fit_linear_head, 90 epochs) trained on the
+    bank's, and a weighted kNN vote (k = 200, t = 0.1) from the same bank; both top-1 on the held images."""
+    bank_f, held_f = [pooled_features(encode, s, dim, batch, keys, rank, world, workers) for s in (bank, held)]
+    classes = int(max(bank.labels.max(), held.labels.max())) + 1
+    head = fit_linear_head(bank_f, bank.labels, classes, seed=seed)
+    with torch.no_grad():
+        linear = accuracy(head(held_f), held.labels)[0]
+    knn = accuracy(knn_scores(F.normalize(bank_f, dim=1), bank.labels, F.normalize(held_f, dim=1), classes), held.labels)[0]
+    return {"val_linear_top1": linear, "val_knn_top1": knn}
+
+
 def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
     """cosine: decay per step to zero at the end; step: x0.1 after every ceil(epochs / 3) epochs."""
     if schedule == "cosine":

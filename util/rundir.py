@@ -1,6 +1,7 @@
-"""The run directory of aavae.py: args.json, log.jsonl and checkpoint.pt. A run resumes only with the arguments it
-was started with; every file is written atomically and checkpoints are read with weights_only=True (util/misc.py);
-rank 0 alone reads the directory, so that nodes need not share a filesystem. Nothing of the method is here.
+"""The run directory of aavae.py: args.json, log.jsonl, checkpoint.pt (and the states a resumed run restores from
+it) and encoder.pth. A run resumes only with the arguments it was started with; every file is written atomically
+and checkpoints are read with weights_only=True (util/misc.py); rank 0 alone reads the directory, so that nodes
+need not share a filesystem. Nothing of the method is here.
 """
 import contextlib
 import json
@@ -12,7 +13,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from util.misc import (UserError, all_reduce, args_differ, broadcast_buffers, broadcast_object, git_sha, is_main,
-                   load_checkpoint, print0, provenance, save_atomic, save_atomic_json, trim_log, write_log)
+                       load_checkpoint, native_bf16, print0, provenance, save_atomic, save_atomic_json, trim_log,
+                       write_log)
 
 
 def run_args(args):
@@ -83,6 +85,36 @@ def save_checkpoint(args, raw_model, optimizer, extra, step, steps_per_epoch):
                     os.path.join(args.output_dir, "checkpoint.pt"))
     if dist.is_initialized():
         dist.barrier()
+
+
+def restore(ckpt, model, optimizer, extra, args):
+    """Loads a resumed run's states from its checkpoint; returns the step to continue from (0: a new run)."""
+    if ckpt is None:
+        return 0
+    try:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if extra:
+            extra.load_state_dict(ckpt["extra"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
+    return ckpt["step"]
+
+
+def resolve_amp(args, ckpt=None):
+    """--amp when it was not given: the precision a resumed run started with (a run begun on a CPU without
+    native bf16 stays in fp32 on one with it), else bf16 autocast where it is native (misc.native_bf16)."""
+    if args.amp is None:
+        args.amp = ckpt["args"]["amp"] if ckpt is not None else native_bf16()
+    return args
+
+
+def finish(args, raw_model, step, steps_per_epoch):
+    """Exports the encoder alone: a torchvision ResNet state dict without fc (see README for loading)."""
+    if is_main():
+        save_atomic(raw_model.encoder.state_dict(), os.path.join(args.output_dir, "encoder.pth"))
+        print0(f"done at step {step} (epoch {step / steps_per_epoch:.2f}); encoder weights in "
+               f"{os.path.join(args.output_dir, 'encoder.pth')}")
 
 
 def check_finite(first_bad, args):

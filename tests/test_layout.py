@@ -1,0 +1,57 @@
+"""The repository's layout: the top level is the card (aavae.py, linear_eval.py, run_all.sh), aavae.py is the paper's
+method alone and readable without the study, and the methods beyond the paper reach it, never the reverse."""
+import ast
+import os
+import subprocess
+import sys
+
+import aavae
+import linear_eval
+from conftest import ROOT
+
+EXTRAS = ("--iw_samples", "--adv_weight", "--adv_weight_y", "--disc_hidden", "--disc_lr", "--temperature",
+          "--clusters", "--label_fraction", "--subset_file", "--head_margin")
+
+
+def imported_modules(path):
+    tree = ast.parse(open(os.path.join(ROOT, path)).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_the_top_level_holds_the_cards_two_scripts_and_folders():
+    python = sorted(f for f in os.listdir(ROOT) if f.endswith(".py"))
+    assert python == ["aavae.py", "linear_eval.py"]
+    assert {"util", "methods", "experiments", "tools", "tests", "docs", "results"} <= set(os.listdir(ROOT))
+
+
+def test_aavae_and_linear_eval_import_nothing_of_the_methods_beyond_the_paper():
+    for script in ("aavae.py", "linear_eval.py"):
+        assert not {m for m in imported_modules(script) if m.split(".")[0] in ("methods", "experiments")}, script
+    # and importing aavae loads none of them either
+    code = "import sys, aavae; print(sorted(m for m in sys.modules if m.split('.')[0] in ('methods', 'experiments')))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_aavae_help_lists_the_papers_flags_and_methods_only():
+    text = aavae.get_args_parser().format_help()
+    assert not [flag for flag in EXTRAS if flag in text]
+    method = next(a for a in aavae.get_args_parser()._actions if a.dest == "method")
+    assert sorted(method.choices) == ["aaae", "aavae", "ae", "vae"]
+    modes = next(a for a in linear_eval.get_args_parser()._actions if a.dest == "mode")
+    assert sorted(modes.choices) == ["finetune", "knn", "linear", "similarity"]
+
+
+def test_every_module_of_the_methods_names_aavae_and_runs_as_a_command():
+    for module in ("controls", "iwae", "aae", "aae_uses", "clustering"):
+        path = os.path.join("methods", f"{module}.py")
+        assert {"aavae", "linear_eval"} & imported_modules(path), path
+        r = subprocess.run([sys.executable, "-m", f"methods.{module}", "--help"], capture_output=True, text=True,
+                           cwd=ROOT, timeout=120)
+        assert r.returncode == 0 and f"methods/{module}.py" in r.stdout, r.stderr
