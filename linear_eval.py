@@ -29,7 +29,6 @@ paper run through this file's get_args_parser and evaluate from their own module
 import argparse
 import contextlib
 import copy
-import json
 import math
 import os
 import time
@@ -44,6 +43,8 @@ from tqdm import tqdm
 
 import aavae
 from util import data, misc, probe
+from util.rundir import (PROBE_CHECKPOINT, check_eval_dir, default_output_dir, load_encoder, open_eval_dir, probe_args,
+                         resume_probe)
 from aavae import normalize
 from util.probe import probe_lr
 from util.misc import UserError, all_reduce, generator, is_main, print0
@@ -148,70 +149,6 @@ def validate(args):
     return args
 
 
-def default_output_dir(args):
-    """runs/eval-ENCODER-PROTOCOL-DATA: the encoder (the folder of --checkpoint, which is its run's, or
-    random-ARCH), the protocol (mode, cached features, label fraction) and the data, so that probes of other
-    encoders or by other protocols never meet in one directory."""
-    path = os.path.normpath(args.checkpoint or "")
-    encoder = (f"random-{args.encoder}" if args.random_init  # a checkpoint named without a folder: its own name
-               else os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0])
-    clusters = getattr(args, "clusters", None)
-    protocol = args.mode + ("-cached" if args.cached_features else "") + (f"-k{clusters}" if clusters else "")
-    if args.label_fraction is not None or args.subset_file is not None:
-        protocol += f"-{args.label_fraction:g}" if args.subset_file is None else \
-            "-" + os.path.splitext(os.path.basename(args.subset_file))[0]
-    data = os.path.basename(os.path.normpath(args.data_path)) if args.dataset == "folder" else args.dataset
-    return os.path.join("runs", f"eval-{encoder}-{protocol}-{data}")
-
-
-# ----------------------------------------------------------------------------------------------------
-# The encoder: read from a checkpoint with weights_only=True and strict keys, or built untrained.
-
-
-def infer_architecture(state):
-    """The torchvision ResNet a plain encoder state dict belongs to, from its keys alone."""
-    if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
-        return None
-    blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
-    bottleneck = "layer1.0.conv3.weight" in state
-    return {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50"}.get((blocks, bottleneck))
-
-
-def load_encoder(args):
-    """Returns (encoder, projection head or None, info). info holds encoder, stem, latent_dim, source."""
-    if args.random_init:
-        stem = args.stem if args.stem != "auto" else None
-        return None, None, {"encoder": args.encoder, "stem": stem, "source": "random init"}
-    ckpt = misc.load_checkpoint(args.checkpoint)
-    if not isinstance(ckpt, dict):
-        raise UserError(f"{args.checkpoint} holds a {type(ckpt).__name__}, not a state dict or a checkpoint of aavae.py")
-    if "model" in ckpt and "args" in ckpt:  # checkpoint.pt: the run's own record of its architecture
-        run = ckpt["args"]
-        state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
-        proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
-        info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
-                "variational": "log_var.weight" in proj,  # a Gaussian latent's head has a second output
-                "method": run.get("method")}
-    else:  # encoder.pth: a plain torchvision state dict
-        state, proj = ckpt, None
-        info = {"encoder": infer_architecture(state), "stem": None}
-        if info["encoder"] is None:
-            raise UserError(f"{args.checkpoint} is not the state dict of a torchvision ResNet-18/34/50 encoder")
-        if state["conv1.weight"].shape[-1] == 3:
-            info["stem"] = "cifar"
-        else:  # 7x7: the maxpool has no weights; the run's args.json says, if it is beside the file
-            beside = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "args.json")
-            if os.path.exists(beside):
-                with open(beside) as f:
-                    info["stem"] = json.load(f).get("stem")
-    if args.encoder and args.encoder != info["encoder"]:
-        raise UserError(f"{args.checkpoint} holds a {info['encoder']} encoder, not the --encoder {args.encoder} asked for")
-    if args.stem != "auto":
-        info["stem"] = args.stem
-    info["source"] = args.checkpoint
-    return state, proj, info
-
-
 def build(args, device):
     """Data (probe splits) and the encoder, weights loaded strictly. Returns (train, test, spec, model, info)."""
     state, proj_state, info = load_encoder(args)
@@ -287,35 +224,6 @@ def score(predict, test, spec, args, rank, world, desc="test"):
 
 def num_classes(split):
     return int(split.labels.max()) + 1
-
-
-PROBE_CHECKPOINT = "probe_checkpoint.pt"
-
-
-def probe_args(args):
-    """The arguments that define a probe: all but those that may differ when it is resumed."""
-    return {k: v for k, v in vars(args).items() if k not in ("output_dir", "overwrite", "workers")}
-
-
-def resume_probe(args, modules, optimizer):
-    """The epoch to start from: 0, or that of OUTPUT_DIR/probe_checkpoint.pt, whose module and optimizer
-    states are then loaded. A checkpoint of a probe with other arguments is refused rather than mixed in."""
-    path = os.path.join(args.output_dir, PROBE_CHECKPOINT)
-    if not os.path.exists(path):
-        return 0
-    ckpt = misc.load_checkpoint(path)
-    if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
-        raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
-    changes = misc.args_differ(ckpt["args"], probe_args(args))
-    if changes:
-        raise UserError(f"{path} belongs to a probe with other arguments ({changes}); "
-                        "choose another --output_dir, or pass --overwrite to start afresh there")
-    for name, module in modules.items():
-        module.load_state_dict(ckpt[name])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    misc.trim_log(os.path.join(args.output_dir, "log.jsonl"), "epoch", ckpt["epoch"])  # later epochs are redone
-    print0(f"resuming the probe from {path} at epoch {ckpt['epoch']}")
-    return ckpt["epoch"]
 
 
 def fit(model, params_groups, trainable, modules, train, spec, info, args, rank, world, amp):
@@ -532,22 +440,11 @@ def evaluate(args, modes=None):
     if args.batch_size % world:
         raise UserError(f"--batch_size {args.batch_size} (global) does not divide among {world} processes")
     amp = misc.autocast(args, device)
-    result_path = os.path.join(args.output_dir, "result.json")
-    if os.path.exists(os.path.join(args.output_dir, "args.json")):  # its log.jsonl is not ours to replace
-        raise UserError(f"{args.output_dir} holds a pretraining run of aavae.py; give linear_eval.py an --output_dir of its own")
-    if os.path.exists(result_path) and not args.overwrite:
-        raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
+    result_path = check_eval_dir(args)
     torch.manual_seed(args.seed)
     train, test, spec, encoder, projection, info = build(args, device)
     train = labelled_only(train, args, world)
-    os.makedirs(args.output_dir, exist_ok=True)
-    # A fresh probe starts with an empty log; an interrupted one resumes from its checkpoint (see fit).
-    if is_main() and (args.overwrite or not os.path.exists(os.path.join(args.output_dir, PROBE_CHECKPOINT))):
-        for name in ("log.jsonl", PROBE_CHECKPOINT, "result.json"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(args.output_dir, name))
-    if dist.is_initialized():
-        dist.barrier()
+    open_eval_dir(args)
     trains = args.mode in ("linear", "finetune")
     print0(f"{args.mode}: {info['encoder']} ({info['stem']} stem) from {info['source']}; {len(train)} train / "
            f"{len(test)} test images at {spec.size}px; batch {args.batch_size} global = {world} x "

@@ -195,3 +195,121 @@ def announce(args, train_split, val_split, spec, device, world, sched, log, kept
            f"{args.base_batch} -> {sched.lr:g}; {sched.steps_per_epoch} steps/epoch, warm-up {sched.warmup_steps} steps, "
            f"{sched.total_steps} steps in {args.epochs} epochs"
            + (f", stopping at {sched.last_step}" if sched.last_step < sched.total_steps else ""))
+
+
+# ----------------------------------------------------------------------------------------------------
+# What linear_eval.py reads of a run (its encoder) and keeps of its own (the probe's checkpoint)
+
+
+def infer_architecture(state):
+    """The torchvision ResNet a plain encoder state dict belongs to, from its keys alone."""
+    if "conv1.weight" not in state or not any(k.startswith("layer4.") for k in state):
+        return None
+    blocks = len({k.split(".")[1] for k in state if k.startswith("layer3.")})
+    bottleneck = "layer1.0.conv3.weight" in state
+    return {(2, False): "resnet18", (6, False): "resnet34", (6, True): "resnet50"}.get((blocks, bottleneck))
+
+
+def load_encoder(args):
+    """linear_eval.py's encoder: (encoder state dict, projection head's or None, info), read with weights_only=True
+    from a run's checkpoint.pt or encoder.pth (or None for --random_init). info holds encoder, stem, latent_dim,
+    source."""
+    if args.random_init:
+        stem = args.stem if args.stem != "auto" else None
+        return None, None, {"encoder": args.encoder, "stem": stem, "source": "random init"}
+    ckpt = load_checkpoint(args.checkpoint)
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{args.checkpoint} holds a {type(ckpt).__name__}, not a state dict or a checkpoint of aavae.py")
+    if "model" in ckpt and "args" in ckpt:  # checkpoint.pt: the run's own record of its architecture
+        run = ckpt["args"]
+        state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+        proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
+        info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
+                "variational": "log_var.weight" in proj,  # a Gaussian latent's head has a second output
+                "method": run.get("method")}
+    else:  # encoder.pth: a plain torchvision state dict
+        state, proj = ckpt, None
+        info = {"encoder": infer_architecture(state), "stem": None}
+        if info["encoder"] is None:
+            raise UserError(f"{args.checkpoint} is not the state dict of a torchvision ResNet-18/34/50 encoder")
+        if state["conv1.weight"].shape[-1] == 3:
+            info["stem"] = "cifar"
+        else:  # 7x7: the maxpool has no weights; the run's args.json says, if it is beside the file
+            beside = os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "args.json")
+            if os.path.exists(beside):
+                with open(beside) as f:
+                    info["stem"] = json.load(f).get("stem")
+    if args.encoder and args.encoder != info["encoder"]:
+        raise UserError(f"{args.checkpoint} holds a {info['encoder']} encoder, not the --encoder {args.encoder} asked for")
+    if args.stem != "auto":
+        info["stem"] = args.stem
+    info["source"] = args.checkpoint
+    return state, proj, info
+
+
+PROBE_CHECKPOINT = "probe_checkpoint.pt"
+
+
+def probe_args(args):
+    """The arguments that define a probe: all but those that may differ when it is resumed."""
+    return {k: v for k, v in vars(args).items() if k not in ("output_dir", "overwrite", "workers")}
+
+
+def resume_probe(args, modules, optimizer):
+    """linear_eval.py's resume. The epoch to start from: 0, or that of OUTPUT_DIR/probe_checkpoint.pt, whose module and optimizer
+    states are then loaded. A checkpoint of a probe with other arguments is refused rather than mixed in."""
+    path = os.path.join(args.output_dir, PROBE_CHECKPOINT)
+    if not os.path.exists(path):
+        return 0
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or not {"epoch", "args", "optimizer", *modules} <= set(ckpt):
+        raise UserError(f"{path} is not a probe checkpoint of linear_eval.py --mode {args.mode}; pass --overwrite to start afresh")
+    changes = args_differ(ckpt["args"], probe_args(args))
+    if changes:
+        raise UserError(f"{path} belongs to a probe with other arguments ({changes}); "
+                        "choose another --output_dir, or pass --overwrite to start afresh there")
+    for name, module in modules.items():
+        module.load_state_dict(ckpt[name])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    trim_log(os.path.join(args.output_dir, "log.jsonl"), "epoch", ckpt["epoch"])  # later epochs are redone
+    print0(f"resuming the probe from {path} at epoch {ckpt['epoch']}")
+    return ckpt["epoch"]
+
+
+def default_output_dir(args):
+    """runs/eval-ENCODER-PROTOCOL-DATA: the encoder (the folder of --checkpoint, which is its run's, or
+    random-ARCH), the protocol (mode, cached features, label fraction) and the data, so that probes of other
+    encoders or by other protocols never meet in one directory."""
+    path = os.path.normpath(args.checkpoint or "")
+    encoder = (f"random-{args.encoder}" if args.random_init  # a checkpoint named without a folder: its own name
+               else os.path.basename(os.path.dirname(path)) or os.path.splitext(os.path.basename(path))[0])
+    clusters = getattr(args, "clusters", None)
+    protocol = args.mode + ("-cached" if args.cached_features else "") + (f"-k{clusters}" if clusters else "")
+    if args.label_fraction is not None or args.subset_file is not None:
+        protocol += f"-{args.label_fraction:g}" if args.subset_file is None else \
+            "-" + os.path.splitext(os.path.basename(args.subset_file))[0]
+    data = os.path.basename(os.path.normpath(args.data_path)) if args.dataset == "folder" else args.dataset
+    return os.path.join("runs", f"eval-{encoder}-{protocol}-{data}")
+
+
+def check_eval_dir(args):
+    """An evaluation's output directory, before anything is read: not a pretraining run's (its log.jsonl is not
+    ours to replace), and without a result.json unless --overwrite. Returns the result's path."""
+    result_path = os.path.join(args.output_dir, "result.json")
+    if os.path.exists(os.path.join(args.output_dir, "args.json")):
+        raise UserError(f"{args.output_dir} holds a pretraining run of aavae.py; give linear_eval.py an --output_dir of its own")
+    if os.path.exists(result_path) and not args.overwrite:
+        raise UserError(f"{result_path} already exists; choose another --output_dir or pass --overwrite")
+    return result_path
+
+
+def open_eval_dir(args):
+    """Makes the directory; a fresh probe starts with an empty log, an interrupted one keeps its log and
+    resumes from its checkpoint (resume_probe)."""
+    os.makedirs(args.output_dir, exist_ok=True)
+    if is_main() and (args.overwrite or not os.path.exists(os.path.join(args.output_dir, PROBE_CHECKPOINT))):
+        for name in ("log.jsonl", PROBE_CHECKPOINT, "result.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(args.output_dir, name))
+    if dist.is_initialized():
+        dist.barrier()
