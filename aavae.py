@@ -55,6 +55,7 @@ class Method:
         """Augmented crops of each image a training step needs."""
         return int(self.augmented)
 
+
 METHODS = {
     "ae": Method(augmented=False, variational=False),  # Table 1
     "aaae": Method(augmented=True, variational=False),
@@ -717,7 +718,7 @@ def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, wor
     """evaluate and monitor (and a recipe's own diagnostics, `more`) on the held-out images: a log.jsonl line."""
     broadcast_buffers(raw_model)
     metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
-    for diagnose in (monitor, more or (lambda *a: {})):
+    for diagnose in (probe.monitor, more or (lambda *a: {})):
         metrics.update(diagnose(raw_model, train_split, val_split, args, spec, amp, rank, world))
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),
@@ -736,7 +737,7 @@ def evaluate(model, split, args, spec, amp, rank, world):
     model.eval()
     device, variational = split.device, model.variational
     n_all = len(split)
-    idx = held_out_subset(n_all, args)[rank::world]  # in a random order: a varied picture
+    idx = probe.held_out_subset(n_all, args)[rank::world]  # in a random order: a varied picture
     b = max(1, args.batch_size // world)
     names = ("images", "recon", "kl", "log_px", "noise", "sim_same", "sim_diff", "pairs")
     sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in names}
@@ -795,34 +796,6 @@ def evaluate(model, split, args, spec, amp, rank, world):
         out["val_bpd"] = -s["log_px"] / n / (3 * spec.size ** 2 * math.log(2))
     model.train(was_training)
     return out, first
-
-
-def held_out_subset(n, args):
-    """The --val_size held-out images the diagnostics use (all with 0), a seeded choice in a random order."""
-    return torch.randperm(n, generator=generator("cpu", "val_subset"))[: args.val_size or n]
-
-
-def monitor(model, train_split, val_split, args, spec, amp, rank, world):
-    """How good the encoder's pooled features are for classification, on labels the run already has
-    (probe.monitor_scores: a linear head and a kNN vote from --monitor_images seeded training images, scored on
-    the diagnostics' held-out images): a fast, weaker stand-in for linear_eval.py, to follow a run. Off where the
-    held-out images have no labels (STL-10's come from its unlabelled split)."""
-    if not args.monitor_images or bool((val_split.labels < 0).any()):
-        return {}
-    bank = train_split.subset(torch.randperm(len(train_split), generator=generator("cpu", "monitor_bank", args.seed))
-                              [:args.monitor_images].sort().values)
-    held = val_split.subset(held_out_subset(len(val_split), args).sort().values)
-
-    def encode(x01):
-        with amp():
-            return model.encoder(normalize(x01, spec).contiguous(memory_format=torch.channels_last))
-
-    was_training = model.training
-    model.eval()
-    scores = probe.monitor_scores(encode, FEATURE_DIM[args.encoder], bank, held, max(1, args.batch_size // world),
-                                  ("monitor", args.seed, rank), rank, world, args.workers, args.seed)
-    model.train(was_training)
-    return scores
 
 
 def save_grid(first, spec, path):

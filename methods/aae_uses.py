@@ -347,7 +347,7 @@ def monitor(model, train_split, val_split, args, spec, amp, rank, world):
     if not args.monitor_images or bool((val_split.labels < 0).any()):
         return {}
     use = USES[args.method]
-    held = val_split.subset(aavae.held_out_subset(len(val_split), args).sort().values)
+    held = val_split.subset(probe.held_out_subset(len(val_split), args).sort().values)
     was_training = model.training
     model.eval()
     kw = dict(spec=spec, amp=amp, batch=max(1, args.batch_size // world), keys=("uses_monitor", args.seed, rank),

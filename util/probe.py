@@ -1,5 +1,5 @@
-"""Probes on frozen features, shared by linear_eval.py (--cached_features, --mode knn) and aavae.py's
-representation monitor: the pooled features of a whole split, computed once with the evaluation
+"""Probes on frozen features, shared by linear_eval.py (--cached_features, --mode knn) and a pretraining run's
+representation monitor (monitor): the pooled features of a whole split, computed once with the evaluation
 preprocessing; a linear head trained on them; a weighted kNN vote; top-k accuracy.
 
 Features are not augmented, so a head trained on them is a faster and weaker probe than the SimCLR
@@ -32,13 +32,37 @@ def pooled_features(encode, split, dim, batch, keys, rank=0, world=1, workers=0,
     return gather_blocks(out, rank, world)[:n] if gather else out
 
 
-def monitor_scores(encode, dim, bank, held, batch, keys, rank, world, workers, seed):
-    """A run's monitor (aavae.monitor): the features of the labelled `bank` split and of the `held` images
-    (gathered under torchrun, so each image counts once), a linear head (fit_linear_head, 90 epochs) trained on the
-    bank's, and a weighted kNN vote (k = 200, t = 0.1) from the same bank; both top-1 on the held images."""
-    bank_f, held_f = [pooled_features(encode, s, dim, batch, keys, rank, world, workers) for s in (bank, held)]
+def held_out_subset(n, args):
+    """The --val_size held-out images the diagnostics use (all with 0), a seeded choice in a random order."""
+    return torch.randperm(n, generator=generator("cpu", "val_subset"))[: args.val_size or n]
+
+
+def monitor(model, train_split, val_split, args, spec, amp, rank, world):
+    """A pretraining run's monitor, at each validation: how good the encoder's pooled features are for
+    classification, on labels the run already has. A linear head (fit_linear_head, 90 epochs) trained on the
+    features of --monitor_images seeded training images, and a weighted kNN vote (k = 200, t = 0.1) from the same
+    bank, both scored on the diagnostics' held-out images: a fast, weaker stand-in for linear_eval.py, to follow a
+    run. Under torchrun the features are gathered, so each image counts once. Off where the held-out images have
+    no labels (STL-10's come from its unlabelled split)."""
+    if not args.monitor_images or bool((val_split.labels < 0).any()):
+        return {}
+    bank = train_split.subset(torch.randperm(len(train_split), generator=generator("cpu", "monitor_bank", args.seed))
+                              [:args.monitor_images].sort().values)
+    held = val_split.subset(held_out_subset(len(val_split), args).sort().values)
+    mean, std = spec.stats(train_split.device)
+
+    def encode(x01):
+        with amp():
+            return model.encoder(((x01 - mean) / std).contiguous(memory_format=torch.channels_last))
+
+    was_training = model.training
+    model.eval()
+    # torchvision's ResNet keeps the width of its last stage, the pooled features', in inplanes (512 or 2048)
+    b, keys, dim = max(1, args.batch_size // world), ("monitor", args.seed, rank), model.encoder.inplanes
+    bank_f, held_f = [pooled_features(encode, s, dim, b, keys, rank, world, args.workers) for s in (bank, held)]
+    model.train(was_training)
     classes = int(max(bank.labels.max(), held.labels.max())) + 1
-    head = fit_linear_head(bank_f, bank.labels, classes, seed=seed)
+    head = fit_linear_head(bank_f, bank.labels, classes, seed=args.seed)
     with torch.no_grad():
         linear = accuracy(head(held_f), held.labels)[0]
     knn = accuracy(knn_scores(F.normalize(bank_f, dim=1), bank.labels, F.normalize(held_f, dim=1), classes), held.labels)[0]
