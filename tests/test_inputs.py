@@ -103,3 +103,27 @@ def test_a_flat_val_folder_is_refused_with_the_layout_it_needs(tmp_path, capsys)
     assert "holds image files but no class sub-folders" in err and "torchvision.datasets.ImageNet" in err
     assert f"{val} " in err and "ILSVRC2012_devkit_t12.tar.gz" in err
     assert "no class sub-folders" in run_error(tiny_args(data, tmp_path / "out"), capsys)  # a folder's val/ too
+
+
+def test_a_folder_without_val_or_with_other_classes_in_val_is_refused_before_training(tmp_path, capsys):
+    data = make_folder(tmp_path / "data", classes=3, train=4, val=2)
+    shutil.rmtree(tmp_path / "data" / "val" / "class2")  # val/ lacks a class: its labels would be numbered otherwise
+    err = run_error(tiny_args(data, tmp_path / "out"), capsys)
+    assert "hold different class sub-folders (class2)" in err and str(tmp_path / "data" / "val") in err
+    assert not (tmp_path / "out" / "log.jsonl").exists()
+    (tmp_path / "data" / "val" / "class1").rename(tmp_path / "data" / "val" / "other")
+    assert "(class1, class2, other)" in run_error(tiny_args(data, tmp_path / "out"), capsys)
+    shutil.rmtree(tmp_path / "data" / "val")
+    err = run_error(tiny_args(data, tmp_path / "out"), capsys)
+    assert "expected an ImageFolder tree" in err and str(tmp_path / "data" / "val") in err
+    assert not (tmp_path / "out" / "log.jsonl").exists()
+
+
+def test_a_label_list_that_names_an_image_outside_train_is_refused(folder, tmp_path, capsys):
+    listed = tmp_path / "labels.txt"
+    listed.write_text("class0/000.png\nclass1/001.png\nclass1/999.png\n")  # the last is not in train/
+    probe = ["--random_init", "--encoder", "resnet18", "--dataset", "folder", "--data_path", folder, "--workers", "0",
+             "--cached_features", "--subset_file", str(listed), "--output_dir", str(tmp_path / "out")]
+    err = run_error(probe, capsys, main=linear_eval.main)
+    assert "names 1 image(s) that are not in the training split, class1/999.png the first" in err
+    assert not (tmp_path / "out" / "result.json").exists()

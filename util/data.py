@@ -266,10 +266,14 @@ def label_subset(train, args):
         if train.paths is None:
             raise UserError("--subset_file names image files: it needs --dataset imagenet or folder")
         # a line names a file (SimCLR's ImageNet lists) or CLASS/FILE (unique in any ImageFolder tree)
-        keep = [k for k, path in enumerate(train.paths) if os.path.basename(path) in names
-                or "/".join(path.replace(os.sep, "/").split("/")[-2:]) in names]
+        keys = [(os.path.basename(path), "/".join(path.replace(os.sep, "/").split("/")[-2:])) for path in train.paths]
+        keep = [k for k, key in enumerate(keys) if key[0] in names or key[1] in names]
         if not keep:
             raise UserError(f"no training image is named in --subset_file {args.subset_file}")
+        outside = sorted(names - {name for key in keys for name in key})
+        if outside:
+            raise UserError(f"--subset_file {args.subset_file} names {len(outside)} image(s) that are not in the training "
+                            f"split, {outside[0]} the first: a label list must name training images only")
         return torch.tensor(keep)
     return per_class_subset(train.labels, args.label_fraction, args.seed)
 
@@ -332,7 +336,12 @@ def load_data(args, device, spec, probe=False):
         train_samples = [train_set.samples[k] for k in keep.tolist()]
         val_samples = [train_set.samples[k] for k in held.tolist()]
     else:
-        train_samples, val_samples = train_set.samples, _find_folder(root, "val").samples
+        val_set = _find_folder(root, "val")
+        if val_set.classes != train_set.classes:  # ImageFolder numbers the classes of each split by its own folders
+            only = sorted(set(train_set.classes) ^ set(val_set.classes)) or ["the same names in another order"]
+            raise UserError(f"{os.path.join(root, 'val')} and {os.path.join(root, 'train')} hold different class "
+                            f"sub-folders ({', '.join(only[:5])}), so a label would mean another class in each")
+        train_samples, val_samples = train_set.samples, val_set.samples
     # ImageNet-sized images (ImageNet itself, Places205 in Table 3) get ImageNet's evaluation preprocessing,
     # Resize(256) + CenterCrop(224), the same 8/7 ratio at other sizes; smaller ones are resized to the crop.
     resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
