@@ -68,14 +68,19 @@ SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
 
 def profile_settings(args):
     """Everything that differs between the paper's grid and the quick one that runs on a laptop CPU (the
-    small profile has a grid of its own: build_small_grid)."""
-    if args.profile == "small":
+    small and split profiles have a grid of their own: build_small_grid)."""
+    if args.profile in ("small", "split"):
+        # the paper's recipe (Adam, lr 2.5e-4, constant after warm-up, ResNet-18 + decoder18 here) but for its
+        # length, the warm-up (small: one epoch of 30 instead of ten of 3,200; split: SPLIT_WARMUP of its epochs)
+        # and the lr's base batch, 128 instead of 256. The split profile's 45,000 images validate on 1,000 held-out
+        # images each epoch and checkpoint every 10 minutes as well.
+        every = (["--warmup_epochs", "1", "--val_size", "0"] if args.profile == "small" else
+                 ["--warmup_epochs", f"{SPLIT_WARMUP * args.small_epochs:g}", "--val_size", "1000",
+                  "--save_every_minutes", "10"])
         return {"datasets": {"folder": args.data_path}, "main": "folder",
-                # the paper's recipe (Adam, lr 2.5e-4, constant after warm-up, ResNet-18 + decoder18 here) but for
-                # its length, a warm-up of one epoch instead of ten, and the lr's base batch 128 instead of 256
-                "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "128", "--base_batch", "128",
-                                        "--warmup_epochs", "1", "--val_every", "1", "--save_every", "1",
-                                        "--val_size", "0", "--val_samples", "4", "--log_every", "10", "--workers", "2"]},
+                "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "128", "--base_batch", "128", *every,
+                                        "--val_every", "1", "--save_every", "1", "--val_samples", "4", "--log_every",
+                                        "10", "--workers", "2"]},
                 "length": lambda d, frac=1.0: ["--epochs", str(round(args.small_epochs * frac))],
                 "probe": ["--cached_features", "--batch_size", "256", "--workers", "2"],
                 "knn": ["--batch_size", "256", "--workers", "2"], "finetune": [],
@@ -242,6 +247,12 @@ USES_ROWS = {**{f"{aa}semi-aae-{pct}": ["--method", f"{aa.replace('-', '_')}semi
 USES_EVAL = {"semi": "head", "cluster": "head", "supervised": "grid", "dimred": "map"}
 uses_mode = lambda row: USES_EVAL[next(k for k in USES_EVAL if k in row)]  # a uses row's own evaluation
 SMALL_ALL = ["random init", *SMALL_ROWS, *USES_ROWS]  # --rows' names, in the table's order
+# The split profile: Table 1's rows (the controls, the authors' AAAE and a second seed of AAVAE and AAAE among them)
+# at one budget on a 45,000 / 5,000 split of CIFAR-10's training images (an ImageFolder tree: train/ and val/),
+# probed and k-means-clustered (K = 10) on all of train/ and scored on all of val/. SPLIT_EPOCHS of 45,000 images is
+# 180,000 images seen per row, the first SPLIT_WARMUP of them (10 %) in the lr's linear warm-up.
+SPLIT_ALL = ["random init", *SMALL_ROWS]
+SPLIT_EPOCHS, SPLIT_WARMUP = 4, 0.1
 SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",
                 "aaae-authors": "aaae, augmented target (the authors')", "aaae-s1": "aaae, seed 1",
                 "aavae-s1": "aavae, seed 1"}
@@ -277,6 +288,8 @@ def build_small_grid(args):
             g.cell("fig5", row, "similarity", g.evaluate(f"fig5-{row}", "folder", "similarity", run))
         if args.label_evals and row in LABEL_ROWS:
             label_evals(g, args, row, name, run)
+        elif args.profile == "split":  # the clusters alone: Table 2's recipe on this split is chosen apart
+            g.cell("cluster", row, "kmeans", g.evaluate(f"cluster-{name}", "folder", "cluster", run))
     for row, extra in USES_ROWS.items():
         if row not in args.rows:
             continue
@@ -299,6 +312,9 @@ def build_small_grid(args):
         g.cell("table1", "random init", "knn", g.evaluate("knn-random", "folder", "knn", extra=["--encoder", "resnet18"]))
         if args.label_evals:
             label_evals(g, args, "random init", "random", None, ["--encoder", "resnet18"])
+        elif args.profile == "split":
+            g.cell("cluster", "random init", "kmeans", g.evaluate("cluster-random", "folder", "cluster", None,
+                                                                  ["--encoder", "resnet18"]))
     return g
 
 
@@ -379,7 +395,7 @@ def holdout_split(source, n, out, create=True, seed=0):
 
 
 def build_grid(args):
-    if args.profile == "small":
+    if args.profile in ("small", "split"):
         return build_small_grid(args)
     g = Grid(args)
     s, main = g.s, g.s["main"]
@@ -566,11 +582,13 @@ def record_run(args, argv, seconds, steps=(), new=False):
 
 def main(argv=None):
     p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small"],
+    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small", "split"],
                    help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
                         "Table 1's encoders and two controls at equal budget on a small folder, with curves, Table 2 and "
                         "clusters, and the AAE's other uses: about 4 hours of pretraining for Table 1's rows on 2 CPU cores "
-                        "with native bf16, more for the uses' rows; in parts with --rows")
+                        "with native bf16, more for the uses' rows; in parts with --rows; split: Table 1's rows and "
+                        "clusters at one budget on a 45,000 / 5,000 split of CIFAR-10 given as --data_path (train/, "
+                        "val/), scored on all of val/")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data",
                    help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
@@ -587,13 +605,15 @@ def main(argv=None):
     p.add_argument("--report_only", action="store_true", help="write the tables from what has run so far")
     p.add_argument("--in_process", action="store_true", help=argparse.SUPPRESS)  # tests: no interpreter per step
     p.add_argument("--quick_steps", type=int, default=8, help="quick: pretraining steps per run")
-    p.add_argument("--small_epochs", type=int, default=30, help="small: pretraining epochs per run")
-    p.add_argument("--label_evals", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--small_epochs", type=int, default=None,
+                   help=f"small, split: pretraining epochs per run (default 30 and {SPLIT_EPOCHS})")
+    p.add_argument("--label_evals", action=argparse.BooleanOptionalAction, default=None,
                    help="small: Table 2 at the small budget (fine-tuning and the probe on 1 %% and 10 %% of train/'s "
                         "labels) and k-means clusters, for the rows of Table 1 and the controls (their checkpoints are "
-                        "needed: --no-label_evals for a folder whose runs are done but not kept)")
-    p.add_argument("--rows", default=None, help="small: the rows to run, comma-separated (default all: "
-                   + ",".join(SMALL_ALL) + ")")
+                        "needed: --no-label_evals for a folder whose runs are done but not kept; default on for small, "
+                        "off for split)")
+    p.add_argument("--rows", default=None, help="small, split: the rows to run, comma-separated (default all: "
+                   + ",".join(SMALL_ALL) + "; split: Table 1's, " + ",".join(SPLIT_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
                    help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
                         "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
@@ -605,12 +625,18 @@ def main(argv=None):
     if mini:  # cifar10-mini, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
         args.data_path = os.path.join(args.data_root, "cifar10-mini")
     small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
-    if args.profile != "small" and small_only:
-        p.error(f"{', '.join(small_only)}: only with --profile small")
-    rows = SMALL_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
-    if not rows or set(rows) - set(SMALL_ALL):
-        p.error(f"--rows {args.rows!r}: choose among {', '.join(SMALL_ALL)}")
-    args.rows = [r for r in SMALL_ALL if r in rows]
+    if args.profile not in ("small", "split") and small_only:
+        p.error(f"{', '.join(small_only)}: only with --profile small or split")
+    if args.profile == "split" and not args.data_path:
+        p.error("--profile split needs --data_path: an ImageFolder tree of CIFAR-10's training images split 45,000 / "
+                "5,000 into train/ and val/")
+    allowed = SPLIT_ALL if args.profile == "split" else SMALL_ALL
+    rows = allowed if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not rows or set(rows) - set(allowed):
+        p.error(f"--rows {args.rows!r}: choose among {', '.join(allowed)}")
+    args.rows = [r for r in allowed if r in rows]
+    args.small_epochs = args.small_epochs or (SPLIT_EPOCHS if args.profile == "split" else 30)
+    args.label_evals = args.profile == "small" if args.label_evals is None else args.label_evals
     args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
     if mini and args.holdout and not (args.dry_run or args.report_only):  # the hold-out split is made of its files
@@ -630,13 +656,13 @@ def main(argv=None):
         return g
     if not args.report_only:
         labelled = args.label_evals and set(args.rows) & set(LABEL_ROWS) or any("semi" in r for r in args.rows)
-        if args.profile == "small" and labelled and not all(map(done, g.steps)):
+        if args.profile in ("small", "split") and labelled and not all(map(done, g.steps)):
             label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
         run_grid(g, args, argv)
     from experiments.report import have_matplotlib, report, report_small  # the report imports the grid's tables
-    (report_small if args.profile == "small" else report)(g, args)
+    (report_small if args.profile in ("small", "split") else report)(g, args)
     if not have_matplotlib():  # the tables are written either way; the figures wait for it
-        print(f"matplotlib is not installed, so {'curves.png' if args.profile == 'small' else 'figures.png'} was not "
+        print(f"matplotlib is not installed, so {'figures.png' if args.profile in ('paper', 'quick') else 'curves.png'} was not "
               "drawn: pip install matplotlib, then the same command with --report_only", flush=True)
     return g
 

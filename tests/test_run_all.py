@@ -1,6 +1,8 @@
 """run_all.sh / experiments/: every cell of the paper's grid, and the quick profile end to end."""
 import argparse
+import contextlib
 import csv
+import io
 import importlib.util
 import json
 import math
@@ -336,3 +338,22 @@ def test_the_small_profile_sets_the_aaes_uses_beside_aavae_on_the_same_labels_an
         a, b = (json.loads((out / "evals" / f"{name}-folder-{r}" / "result.json").read_text())[key] for r in ("aa-cluster-aae-k10", "cluster-aae-k10"))
         assert lens[("aa-cluster-aae-k10", f"{label} - cluster-aae-k10's")] == report.fmt_se(*report.paired_difference(a, b))
     assert saved["uses"][2]["paired"]["probe - cluster-aae-k10's"] == list(report.paired_difference(hits("linear-folder-aa-cluster-aae-k10"), hits("linear-folder-cluster-aae-k10")))
+
+
+def test_the_split_profile_trains_every_table1_row_at_one_budget_and_clusters_each(tmp_path):
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = grid.main(["--profile", "split", "--data_path", "D", "--output_dir", str(tmp_path), "--dry_run"])
+    pretrain = [st.cmd for st in g.steps if st.kind == "pretrain"]
+    flag = lambda cmd, name: cmd[cmd.index(name) + 1] if name in cmd else None
+    assert len(pretrain) == len(grid.SMALL_ROWS) == 9  # every row of Table 1 but the untrained one
+    for name in ("--epochs", "--batch_size", "--warmup_epochs", "--base_batch", "--encoder", "--lr"):
+        assert len({flag(cmd, name) for cmd in pretrain}) == 1, name  # one budget, one recipe
+    assert flag(pretrain[0], "--epochs") == str(grid.SPLIT_EPOCHS) and float(flag(pretrain[0], "--warmup_epochs")) == 0.4
+    assert 45000 * grid.SPLIT_EPOCHS >= 135000  # the budget: at least three epochs of the 45,000 images
+    rows = {c.row for c in g.cells if c.table == "cluster"}
+    assert rows == set(grid.SPLIT_ALL) and not [c for c in g.cells if c.table == "table2"]
+    assert {c.row for c in g.cells if c.table == "table1"} == set(grid.SPLIT_ALL)
+    probes = [st.cmd for st in g.steps if st.kind == "eval" and flag(st.cmd, "--mode") in ("linear", "knn")]
+    assert probes and not [cmd for cmd in probes if "--train_limit" in cmd]  # all 45,000 train, all of val/ scored
+    with pytest.raises(SystemExit):
+        grid.main(["--profile", "split", "--dry_run"])  # its data has no default
