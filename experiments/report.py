@@ -68,9 +68,7 @@ def report(g, args):
             paper = paper_table1(m, ref[c])
             cells += [fmt(mean) + spread, fmt(paper), fmt(mean - paper if mean is not None and paper is not None else None)]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "aaae reconstructs the original x, as AAVAE's Eq. 3 does; the paper's AAAE row is the authors' "
-              "model, which reconstructs the augmented view (aaae, augmented target), and its figures sit beside "
-              "that row alone."]
+    lines += ["", "The paper's AAAE figures: beside the authors' model (aaae, augmented target) alone."]
     tables["table1"] = ("Table 1: linear-probe top-1 (%)", lines)
 
     rows = by("fig2")
@@ -289,19 +287,15 @@ def report_labels(g, args):
     subsets = {pct: sum(1 for line in open(path) if line.strip()) if os.path.exists(path) else None
                for pct, path in lists.items()}
     lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
-             f"Labelled images of train/: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %), the lists in "
-             f"label-subsets/; every row scored on all of {scored(args)}. Fine-tuned: the whole encoder and a linear head, "
-             f"{SMALL_FINETUNE_EPOCHS[0.01]} epochs, the head at Table 2's lr and the encoder at {SMALL_BACKBONE_LR_SCALE:g} "
-             "of Table 2's; probe: the cached-feature linear head of the frozen encoder, trained on the same images.",
+             f"Labelled images: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %) of train/ (label-subsets/); "
+             f"fine-tuned {SMALL_FINETUNE_EPOCHS[0.01]} epochs, backbone lr {SMALL_BACKBONE_LR_SCALE:g} x Table 2's; "
+             f"scored on {scored(args)}.",
              "", *t2, "",
              *(["What fine-tuning adds to the frozen probe on the same labelled images (paired on the same test images):",
                 "", *gains, ""] if rows else []),
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
-             "k-means on train/'s L2-normalised pooled features, k = the classes; each cluster's majority training label, "
-             f"and the best one-to-one matching of clusters to classes on train/, both scored on {scored(args)} through "
-             f"the nearest centroid; NMI of their clusters and labels (± from 1,000 bootstrap resamples of {scored(args)})."
-             + (" The clustering AAE's rows read its y head's argmax on train/ the same way (aae_uses.py; K as named)."
-                if clusters else ""),
+             f"Scored on {scored(args)}; NMI ± from 1,000 bootstrap resamples"
+             + ("; the clustering AAE's rows: its y head." if clusters else "."),
              "", *cl, "",
              "# Paired differences, Table 2 and clusters", "", *pairs, ""]
     return lines, {"table2": rec2, "finetune_over_probe": gain_recs, "clusters": recc, "label_paired_differences": pair_recs}
@@ -384,11 +378,8 @@ def report_uses(g, args):
             if d[0] is not None:
                 lens.append(f"| {row} | NMI - {plain}'s | {fmt_se(*d, digits=3)} |")
                 records[rows.index(row)].setdefault("paired", {})[f"NMI - {plain}'s"] = d
-    out = ["# The adversarial autoencoder's uses at the same budget (aae_uses.py)", "",
-           f"Each run pretrained as the rows above (its use's phases added), then probed on its encoder; its own "
-           f"evaluation on {scored(args)}: the semi-supervised y head (trained with the label lists of Table 2's rows), "
-           "the clustering y head read as k-means' clusters are, the supervised decoder with each image's own and "
-           "another class's label, the 2-D map's leave-one-out 5-nearest-neighbour vote.", "", *lines, ""]
+    out = ["# The adversarial autoencoder's uses at the same budget (methods/aae_uses.py)", "",
+           f"Scored on {scored(args)}.", "", *lines, ""]
     if pairs:
         out += ["# Paired differences, the uses against AAVAE", "", "| run | difference | points (NMI: value) |",
                 "|---|---|---|", *pairs, ""]

@@ -16,16 +16,39 @@ from unittest import mock
 
 import pytest
 
-from methods import aae_uses
 import aavae
 from experiments import grid, report
 import gpu_check
 import linear_eval
+from methods import aae, aae_uses, clustering, controls, iwae
 from conftest import ROOT, make_folder, tiny_args
 
 PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
-SCRIPTS = ("aavae.py", "aae_uses.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
+SCRIPTS = ("aavae.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py")
+# the methods beyond the paper and their evaluations, run as modules (python -m methods.NAME, torchrun ... -m methods.NAME)
+MODULES = {"methods.controls": controls, "methods.iwae": iwae, "methods.aae": aae, "methods.aae_uses": aae_uses,
+           "methods.clustering": clustering}
+EVALUATE = "methods.aae_uses evaluate"  # the AAE uses' evaluations: linear_eval.py's flags, modes head, grid and map
+COMMANDS = (*SCRIPTS, *MODULES, EVALUATE)
 LAUNCHERS = ("python", "python3", "bash", "torchrun", "srun")
+
+
+def locate(tokens):
+    """(where the command's arguments start, what it runs: a script of SCRIPTS, a module of MODULES or EVALUATE), or
+    None for tokens that run none of them."""
+    for i, t in enumerate(tokens):
+        if os.path.basename(t) in SCRIPTS:
+            return i + 1, os.path.basename(t)
+        if t == "-m" and i + 1 < len(tokens) and tokens[i + 1] in MODULES:
+            if tokens[i + 1] == "methods.aae_uses" and tokens[i + 2:i + 3] == ["evaluate"]:
+                return i + 3, EVALUATE
+            return i + 2, tokens[i + 1]
+    return None
+
+
+def evaluate_parser():
+    """methods/aae_uses.py evaluate's parser: linear_eval.py's, with the uses' modes."""
+    return linear_eval.get_args_parser("methods/aae_uses.py evaluate", aae_uses.MODES, default="head")
 
 
 def code_spans(line):
@@ -48,19 +71,21 @@ def documented_commands():
                     tokens = shlex.split(span, comments=True)
                 except ValueError:
                     continue
-                at = next((i for i, t in enumerate(tokens) if os.path.basename(t) in SCRIPTS), None)
-                if at is None or not any(t in LAUNCHERS for t in tokens[:at]):
+                found_ = locate(tokens)
+                if found_ is None or not any(t in LAUNCHERS for t in tokens[:found_[0]]):
                     continue
+                at, script = found_
                 argv = []
-                for t in tokens[at + 1:]:
+                for t in tokens[at:]:
                     if t in ("|", "&", "&&", ";", ">", "2>&1"):
                         break
                     t = t.strip("[]")
                     if t and t != "...":
                         argv.append(t)
-                found.append((f"{os.path.relpath(page, ROOT)}:{n}", os.path.basename(tokens[at]), argv))
+                found.append((f"{os.path.relpath(page, ROOT)}:{n}", script, argv))
                 # the script where the page says it is (tools/ for the occasional ones), run from the repository
-                assert os.path.isfile(os.path.join(ROOT, tokens[at])), f"{found[-1][0]}: no {tokens[at]}"
+                file = tokens[at - 1] if script in SCRIPTS else script.split()[0].replace(".", "/") + ".py"
+                assert os.path.isfile(os.path.join(ROOT, file)), f"{found[-1][0]}: no {file}"
     return found
 
 
@@ -96,17 +121,21 @@ def validate(script, argv, trees):
     argv = with_data(argv, trees)
     if script in ("aavae.py", "bench.py"):
         aavae.resolve_amp(aavae.validate(aavae.get_args_parser(script).parse_args(argv)))
-    elif script == "aae_uses.py":
-        aavae.resolve_amp(aae_uses.validate(aae_uses.get_args_parser().parse_args(argv)))
+    elif script in ("methods.controls", "methods.iwae", "methods.aae", "methods.aae_uses"):
+        aavae.resolve_amp(MODULES[script].validate(MODULES[script].get_args_parser().parse_args(argv)))
     elif script == "linear_eval.py":
         linear_eval.validate(linear_eval.get_args_parser().parse_args(argv))
+    elif script == "methods.clustering":
+        linear_eval.validate(clustering.get_args_parser().parse_args(argv))
+    elif script == EVALUATE:
+        linear_eval.validate(evaluate_parser().parse_args(argv))
     elif script == "gpu_check.py":
         args = gpu_check.get_args_parser().parse_args(argv)
         assert set(args.parts) <= set(gpu_check.PARTS), args.parts
     else:
         with contextlib.redirect_stdout(io.StringIO()):
-            grid = grid.main(argv + ["--dry_run"])
-        return [st.cmd for st in grid.steps]
+            g = grid.main(argv + ["--dry_run"])
+        return [st.cmd for st in g.steps]
     return []
 
 
@@ -114,14 +143,14 @@ def test_every_documented_command_parses_and_passes_validation(trees, tmp_path, 
     monkeypatch.chdir(tmp_path)  # the grids' relative output directories, never written in a dry run
     commands = documented_commands()
     scripts = {s for _, s, _ in commands}
-    assert scripts == set(SCRIPTS) and len(commands) > 30, (scripts, len(commands))
+    assert scripts == set(COMMANDS) and len(commands) > 30, (scripts, len(commands))
     for where, script, argv in commands:
-        err = io.StringIO()
+        err, cmd = io.StringIO(), [script, *argv]
         try:
             with contextlib.redirect_stderr(err):
-                for cmd in [[script, *argv]] + validate(script, argv, trees):  # and the grid's own commands
-                    at = next(i for i, t in enumerate(cmd) if t in SCRIPTS)
-                    validate(cmd[at], cmd[at + 1:], trees)
+                for cmd in validate(script, argv, trees):  # and a grid's own commands
+                    at, what = locate(cmd)
+                    validate(what, cmd[at:], trees)
         except (SystemExit, Exception) as e:
             pytest.fail(f"{where}: {shlex.join(cmd)}: {type(e).__name__} {e} {err.getvalue().strip()}")
 
@@ -156,9 +185,11 @@ def test_every_quoted_error_is_what_the_code_prints_or_what_its_test_asserts(tmp
             assert not missing, f"{example} asserts none of {missing}"
             continue
         tokens = shlex.split(example)
-        main = {"aavae.py": aavae.main, "aae_uses.py": aae_uses.main, "linear_eval.py": linear_eval.main}[tokens[1]]
+        at, script = locate(tokens)
+        main = {"aavae.py": aavae.main, "linear_eval.py": linear_eval.main, EVALUATE: aae_uses.evaluate_main,
+                **{m: module.main for m, module in MODULES.items()}}[script]
         with pytest.raises(SystemExit) as e:
-            main(tokens[2:])
+            main(tokens[at:])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and len(err.splitlines()) == 1, (example, err)
         at = 0
@@ -222,10 +253,12 @@ def test_the_documented_probes_of_a_run_and_of_the_random_baseline_run_one_after
 def test_no_two_documented_probes_share_an_output_directory(trees, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     seen = {}
+    parsers = {"linear_eval.py": linear_eval.get_args_parser, "methods.clustering": clustering.get_args_parser,
+               EVALUATE: evaluate_parser}
     for where, script, argv in documented_commands():
-        if script != "linear_eval.py":
+        if script not in parsers:
             continue
-        out = linear_eval.validate(linear_eval.get_args_parser().parse_args(with_data(argv, trees))).output_dir
+        out = linear_eval.validate(parsers[script]().parse_args(with_data(argv, trees))).output_dir
         assert seen.setdefault(out, (where, argv))[1] == argv, f"{where} and {seen[out][0]} both write {out}"
 
 
@@ -251,11 +284,17 @@ def own_flags(parser, base):
     return argparse.Namespace(_actions=[a for a in parser._actions if a.dest not in known])
 
 
-# each script's parser, and the page that must name every one of its flags
+# each command's parser, and the page that must name every one of its flags (a module's own, where it adds them to
+# aavae.py's or linear_eval.py's)
 PARSERS = [("aavae.py", lambda: aavae.get_args_parser(), "training.md"),
            ("bench.py", lambda: aavae.get_args_parser("bench.py"), "training.md"),  # bench.py takes aavae.py's flags
-           ("aae_uses.py", lambda: own_flags(aae_uses.get_args_parser(), aavae.get_args_parser()), "aae-uses.md"),
+           ("methods.controls", lambda: own_flags(controls.get_args_parser(), aavae.get_args_parser()), "training.md"),
+           ("methods.iwae", lambda: own_flags(iwae.get_args_parser(), aavae.get_args_parser()), "training.md"),
+           ("methods.aae", lambda: own_flags(aae.get_args_parser(), aavae.get_args_parser()), "training.md"),
+           ("methods.aae_uses", lambda: own_flags(aae_uses.get_args_parser(), aavae.get_args_parser()), "aae-uses.md"),
            ("linear_eval.py", linear_eval.get_args_parser, "evaluation.md"),
+           ("methods.clustering", lambda: own_flags(clustering.get_args_parser(), linear_eval.get_args_parser()), "evaluation.md"),
+           (EVALUATE, evaluate_parser, "evaluation.md"),  # linear_eval.py's flags, the uses' modes
            ("run_all.sh", lambda: parser_of(grid.main), "experiments.md"),
            ("gpu_check.py", gpu_check.get_args_parser, "testing.md")]
 
@@ -265,7 +304,7 @@ def test_every_flag_of_every_script_is_documented(script, parser, page):
     text = open(os.path.join(ROOT, "docs", page)).read()
     flags = [a.option_strings[0] for a in parser()._actions
              if a.option_strings and a.help != argparse.SUPPRESS and a.option_strings[0] != "-h"]
-    assert len(flags) > 3, flags
+    assert len(flags) >= 2, flags
     missing = [f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", text)]
     assert not missing, f"docs/{page} does not name {script}'s {', '.join(missing)}"
 
@@ -300,7 +339,7 @@ def test_the_dry_run_counts_the_pages_quote_are_the_grids(tmp_path, monkeypatch)
     for text in (readme, page):
         quoted = re.findall(r"the (\d+) commands", text)
         assert quoted and {int(n) for n in quoted} == {count["paper"][0]}, quoted
-    quick = re.search(r"(\d+) commands, (\d+) of them pretraining runs", grid)
+    quick = re.search(r"(\d+) commands, (\d+) of them pretraining runs", page)
     assert quick and (int(quick.group(1)), int(quick.group(2))) == count["quick"]
 
 
@@ -322,15 +361,15 @@ def test_the_paper_map_covers_the_paper_and_names_only_functions_and_flags_that_
                  "Fig. 4b", "Fig. 4c", "Fig. 4d", "Fig. 5", "Architecture", "Datasets", "Augmentation pipeline",
                  "Optimisation", "Linear probe", "Semi-supervised", "Transfer", "Pretraining duration", "Compute"]:
         assert re.search(rf"^\| {re.escape(item)}", page, re.M), item  # a row of its own
-    refs = re.findall(r"`(\w+)\.py:([\w.]+)`", page)
+    refs = re.findall(r"`([\w/]+)\.py:([\w.]+)`", page)  # aavae.py:train_step, methods/controls.py:nt_xent_loss
     assert len(refs) > 40
     for module, name in refs:
-        obj = importlib.import_module(module)
+        obj = importlib.import_module(module.replace("/", "."))
         for part in name.split("."):
             assert hasattr(obj, part), f"docs/paper-map.md names {module}.py:{name}, which does not exist"
             obj = getattr(obj, part)
-    known = {s for parser in (aae_uses.get_args_parser(), linear_eval.get_args_parser(), parser_of(grid.main))
-             for a in parser._actions for s in a.option_strings}
+    parsers = [m.get_args_parser() for m in MODULES.values()] + [linear_eval.get_args_parser(), parser_of(grid.main)]
+    known = {s for parser in parsers for a in parser._actions for s in a.option_strings}
     flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", page))
     assert len(flags) > 30 and not flags - known, sorted(flags - known)
     for folder in re.findall(r"\]\(\.\./(results/[\w-]+)/README\.md\)", page):

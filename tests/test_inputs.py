@@ -105,14 +105,17 @@ def test_a_flat_val_folder_is_refused_with_the_layout_it_needs(tmp_path, capsys)
     assert "no class sub-folders" in run_error(tiny_args(data, tmp_path / "out"), capsys)  # a folder's val/ too
 
 
-def test_a_folder_without_val_or_with_other_classes_in_val_is_refused_before_training(tmp_path, capsys):
+def test_a_val_folder_is_labelled_by_trains_class_names_and_one_with_other_classes_or_none_is_refused(tmp_path, capsys):
     data = make_folder(tmp_path / "data", classes=3, train=4, val=2)
-    shutil.rmtree(tmp_path / "data" / "val" / "class2")  # val/ lacks a class: its labels would be numbered otherwise
+    shutil.rmtree(tmp_path / "data" / "val" / "class1")  # val/ without a class: ImageFolder alone would call class2 1
+    args = aavae.validate(aavae.get_args_parser().parse_args(tiny_args(data, tmp_path / "out")))
+    _, val, _ = aavae.load_data(args, torch.device("cpu"))
+    assert [(os.path.basename(os.path.dirname(p)), y) for p, y in zip(val.paths, val.labels.tolist())] == \
+        [("class0", 0)] * 2 + [("class2", 2)] * 2
+    (tmp_path / "data" / "val" / "class2").rename(tmp_path / "data" / "val" / "other")
     err = run_error(tiny_args(data, tmp_path / "out"), capsys)
-    assert "hold different class sub-folders (class2)" in err and str(tmp_path / "data" / "val") in err
-    assert not (tmp_path / "out" / "log.jsonl").exists()
-    (tmp_path / "data" / "val" / "class1").rename(tmp_path / "data" / "val" / "other")
-    assert "(class1, class2, other)" in run_error(tiny_args(data, tmp_path / "out"), capsys)
+    assert "holds class sub-folders that" in err and "has not (other)" in err and str(tmp_path / "data" / "val") in err
+    assert not (tmp_path / "out" / "log.jsonl").exists()  # refused before any training
     shutil.rmtree(tmp_path / "data" / "val")
     err = run_error(tiny_args(data, tmp_path / "out"), capsys)
     assert "expected an ImageFolder tree" in err and str(tmp_path / "data" / "val") in err

@@ -337,11 +337,14 @@ def load_data(args, device, spec, probe=False):
         val_samples = [train_set.samples[k] for k in held.tolist()]
     else:
         val_set = _find_folder(root, "val")
-        if val_set.classes != train_set.classes:  # ImageFolder numbers the classes of each split by its own folders
-            only = sorted(set(train_set.classes) ^ set(val_set.classes)) or ["the same names in another order"]
-            raise UserError(f"{os.path.join(root, 'val')} and {os.path.join(root, 'train')} hold different class "
-                            f"sub-folders ({', '.join(only[:5])}), so a label would mean another class in each")
-        train_samples, val_samples = train_set.samples, val_set.samples
+        unknown = sorted(set(val_set.classes) - set(train_set.classes))
+        if unknown:
+            raise UserError(f"{os.path.join(root, 'val')} holds class sub-folders that {os.path.join(root, 'train')} "
+                            f"has not ({', '.join(unknown[:5])}): nothing trained could score their images")
+        # ImageFolder numbers each split's classes by its own sub-folders: val/'s labels are renumbered by train/'s
+        # names, so that a val/ without some class still gives every image its own class's label
+        train_samples = train_set.samples
+        val_samples = [(path, train_set.class_to_idx[val_set.classes[y]]) for path, y in val_set.samples]
     # ImageNet-sized images (ImageNet itself, Places205 in Table 3) get ImageNet's evaluation preprocessing,
     # Resize(256) + CenterCrop(224), the same 8/7 ratio at other sizes; smaller ones are resized to the crop.
     resize = round(size * 256 / 224) if stem_for_size(size) == "imagenet" else size
