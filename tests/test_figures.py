@@ -811,6 +811,8 @@ def experiments_page():
                                                      nproc=1, output_dir="R", subset_dir=None))
     quick = grid.profile_settings(argparse.Namespace(profile="quick", data_root="data", data_path="d", places_path=None,
                                                      nproc=1, output_dir="R", subset_dir=None))
+    split = grid.profile_settings(argparse.Namespace(profile="split", data_root="data", data_path="d", places_path=None,
+                                                     nproc=1, output_dir="R", subset_dir=None, small_epochs=4))
     expected = [span(minutes[r] for r in alone), f(minutes["aaae-authors"]), f(minutes["supervised"]),
                 f(data(*S30, "run.json")["invocations"][0]["minutes"]), n(TRAIN_IMAGES), n(VAL_IMAGES)]
     lrs = [f"{lr:g}" for frac in grid.LABEL_FRACTIONS for pair in (linear_eval.FINETUNE_LR[frac],) for lr in
@@ -818,7 +820,12 @@ def experiments_page():
     settings = [span(paper["betas"], 0), span(paper["batches"], 0), span(paper["latents"], 0), *FRACTIONS,
                 *(f(grid.GFLOP[size]) for size in (32, 96, 224)), n(data_.MINI_PER_BATCH), n(data_.MINI_VAL),
                 n(int(quick["probe"][quick["probe"].index("--train_limit") + 1])), *lrs,
-                f"{data(*S30, 'runs', 'folder-simclr', 'args.json')['temperature']:g}", *OTHER_PAPERS["docs/experiments.md"]]
+                f"{data(*S30, 'runs', 'folder-simclr', 'args.json')['temperature']:g}", *OTHER_PAPERS["docs/experiments.md"],
+                # the split profile's: its images, the budget in images seen, the warm-up's share, the held-out images
+                # it validates on each epoch
+                n(grid.IMAGES["cifar10"]), n(50000 - grid.IMAGES["cifar10"]), n(grid.SPLIT_EPOCHS * grid.IMAGES["cifar10"]),
+                f"{round(100 * grid.SPLIT_WARMUP)} %", n(int(split["pretrain"]["folder"][split["pretrain"]["folder"].index(
+                    "--val_size") + 1]))]
     return expected, settings
 
 
