@@ -221,7 +221,8 @@ def report_labels(g, args):
              if c.table in ("table2", "cluster", "uses")}
     semi = [aa for aa in ("", "aa-") if any(f"{aa}semi-aae-{p}" in args.rows for p in LABEL_FRACTIONS.values())]
     clusters = [r for r in USES_ROWS if "cluster" in r and r in args.rows]
-    if not rows and not semi and not clusters:
+    krows = [r for r in args.rows if (r, "kmeans") in evals]  # k-means on every row's features (split: without Table 2)
+    if not rows and not semi and not clusters and not krows:
         return [], {}
     t2 = ["| encoder | " + " | ".join(f"{m}, {p.replace('percent', ' %')}" for p, m in
                                        ((c.split()[1], "fine-tuned" if c.startswith("finetune") else "probe")
@@ -250,7 +251,7 @@ def report_labels(g, args):
             rec[col] = {"top1": top1, "se": se}
         t2.append(f"| {label} | " + " | ".join(cells) + " |")
         rec2.append(rec)
-    kmeans = [(row, "kmeans", SMALL_LABELS.get(row, row)) for row in rows]
+    kmeans = [(row, "kmeans", SMALL_LABELS.get(row, row)) for row in krows]
     kmeans += [("aavae", "kmeans k16", "aavae, K = 16")] if evals.get(("aavae", "kmeans k16")) else []
     for row, col, label in kmeans + [(r, "head", f"{r}: the AAE's y head") for r in clusters]:
         r = evals.get((row, col), {})
@@ -270,34 +271,34 @@ def report_labels(g, args):
         d = {pct: paired_difference(hit(row, f"finetune {pct}"), hit(row, f"linear {pct}")) for pct in LABEL_FRACTIONS.values()}
         gains.append(f"| {SMALL_LABELS.get(row, row)} | " + " | ".join(fmt_se(*v) for v in d.values()) + " |")
         gain_recs.append({"row": row, **d})
-    pairs = ["| difference | " + " | ".join(t2[0].split(" | ")[1:]).rstrip(" |") + " | clusters, majority | Hungarian | NMI |",
-             "|---" * (4 + len(TABLE2_COLUMNS)) + "|"]
+    columns = TABLE2_COLUMNS if rows else []  # the split profile's clusters come without Table 2
+    pairs = ["| difference | " + "".join(f"{c} | " for c in t2[0].strip("| ").split(" | ")[1:1 + len(columns)])
+             + "clusters, majority | Hungarian | NMI |", "|---" * (4 + len(columns)) + "|"]
     pair_recs = []
     for a, b in LABEL_PAIRS:
-        if a not in rows or b not in rows:
+        if a not in krows or b not in krows:
             continue
-        d = {col: paired_difference(hit(a, col), hit(b, col)) for col in TABLE2_COLUMNS}
+        d = {col: paired_difference(hit(a, col), hit(b, col)) for col in columns}
         d["majority"] = paired_difference(hit(a, "kmeans"), hit(b, "kmeans"))
         d["hungarian"] = paired_difference(hit(a, "kmeans", "hungarian_correct"), hit(b, "kmeans", "hungarian_correct"))
         d["nmi"] = bootstrap_nmi(evals.get((a, "kmeans")), evals.get((b, "kmeans")))
-        pairs.append(f"| {a} - {b} | " + " | ".join(fmt_se(*d[c]) for c in TABLE2_COLUMNS + ["majority", "hungarian"])
+        pairs.append(f"| {a} - {b} | " + " | ".join(fmt_se(*d[c]) for c in columns + ["majority", "hungarian"])
                      + f" | {fmt_se(*d['nmi'], digits=3)} |")
         pair_recs.append({"a": a, "b": b, **d})
     lists = {pct: os.path.join(args.output_dir, "label-subsets", f"{pct}.txt") for pct in LABEL_FRACTIONS.values()}
     subsets = {pct: sum(1 for line in open(path) if line.strip()) if os.path.exists(path) else None
                for pct, path in lists.items()}
-    lines = ["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
-             f"Labelled images: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %) of train/ (label-subsets/); "
-             f"fine-tuned {SMALL_FINETUNE_EPOCHS[0.01]} epochs, backbone lr {SMALL_BACKBONE_LR_SCALE:g} x Table 2's; "
-             f"scored on {scored(args)}.",
-             "", *t2, "",
+    lines = [*(["# Table 2 at the small budget: fine-tuned and probed on the same labelled images", "",
+               f"Labelled images: {subsets['1percent']} (1 %) and {subsets['10percent']} (10 %) of train/ "
+               f"(label-subsets/); fine-tuned {SMALL_FINETUNE_EPOCHS[0.01]} epochs, backbone lr "
+               f"{SMALL_BACKBONE_LR_SCALE:g} x Table 2's; scored on {scored(args)}.", "", *t2, ""] if rows or semi else []),
              *(["What fine-tuning adds to the frozen probe on the same labelled images (paired on the same test images):",
                 "", *gains, ""] if rows else []),
              "# Cluster accuracy: k-means on the frozen features, read against the labels", "",
              f"Scored on {scored(args)}; NMI ± from 1,000 bootstrap resamples"
              + ("; the clustering AAE's rows: its y head." if clusters else "."),
              "", *cl, "",
-             "# Paired differences, Table 2 and clusters", "", *pairs, ""]
+             "# Paired differences, " + ("Table 2 and clusters" if columns else "clusters"), "", *pairs, ""]
     return lines, {"table2": rec2, "finetune_over_probe": gain_recs, "clusters": recc, "label_paired_differences": pair_recs}
 
 
@@ -481,7 +482,7 @@ def report_small(g, args):
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label_lines, label_records = report_labels(g, args)
     uses_lines, uses_records = report_uses(g, args)
-    label = f"profile small, data {args.data_path}, {args.small_epochs} epochs per run"
+    label = f"profile {args.profile}, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"
     if args.pretrain_args:

@@ -357,3 +357,16 @@ def test_the_split_profile_trains_every_table1_row_at_one_budget_and_clusters_ea
     assert probes and not [cmd for cmd in probes if "--train_limit" in cmd]  # all 45,000 train, all of val/ scored
     with pytest.raises(SystemExit):
         grid.main(["--profile", "split", "--dry_run"])  # its data has no default
+
+
+def test_the_split_profile_reports_every_rows_clusters_without_table2(tmp_path):
+    data = make_folder(tmp_path / "data", classes=2, train=20, val=5, size=8)
+    with contextlib.redirect_stdout(io.StringIO()):
+        grid.main(["--profile", "split", "--data_path", data, "--output_dir", str(tmp_path / "S"), "--in_process",
+                   "--rows", "random init"])
+    text = (tmp_path / "S" / "table1.md").read_text()
+    assert "profile split" in text and "# Table 2" not in text
+    clusters = rows(text.split("# Cluster accuracy")[1].split("# Paired differences")[0])
+    assert [r[0] for r in clusters] == ["random init"] and clusters[0][4] == "2"  # K = the classes
+    result = json.loads((tmp_path / "S" / "evals" / "cluster-random" / "result.json").read_text())
+    assert clusters[0][1] == f"{result['majority_top1']:.2f} ± {report.binomial_se(result['majority_top1'], 10):.2f}"
