@@ -426,7 +426,8 @@ def prior_verdict(checkpoint, run):
     being a prior sample. A y that leaves clusters unused is told apart by these: near 1 for the clusters y
     never takes, lower for those it takes more often than Cat(K)'s 1/K."""
     adversary = Adversary(SimpleNamespace(**run), "cpu", 1, dim=run["clusters"], sample_prior=categorical_prior)
-    adversary.disc.load_state_dict(load_checkpoint(checkpoint)["extra"]["categorical"]["disc"])
+    ckpt = load_checkpoint(checkpoint)
+    adversary.disc.load_state_dict(ckpt.get("extra", ckpt.get("adversary"))["categorical"]["disc"])  # key before 78679e8
     return torch.sigmoid(adversary.disc(torch.eye(run["clusters"]))).squeeze(1).tolist()
 
 

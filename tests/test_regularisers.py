@@ -90,6 +90,17 @@ def test_aae_resumes_bit_identically_with_its_discriminator(folder, tmp_path):
             assert torch.equal(v, ckpts[1]["extra"][part][k]), k
 
 
+def test_an_aae_checkpoint_that_keeps_its_discriminator_under_the_former_key_resumes(folder, tmp_path):
+    run = lambda out, steps: aae.main(tiny_args(folder, tmp_path / out, "--method", "aae", "--max_steps", steps))
+    run("straight", "2"), run("old", "1")
+    ckpt = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=True)
+    ckpt["adversary"] = ckpt.pop("extra")  # as checkpoints were written before the layout's change
+    torch.save(ckpt, tmp_path / "old" / "checkpoint.pt")
+    run("old", "2")
+    a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "old" / "checkpoint.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_iwae_resumes_bit_identically(folder, tmp_path):
     run = lambda out, steps: iwae.main(tiny_args(folder, tmp_path / out, "--method", "aa_iwae", "--iw_samples", "2",
                                                  "--max_steps", steps))

@@ -95,7 +95,7 @@ def restore(ckpt, model, optimizer, extra, args):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if extra:
-            extra.load_state_dict(ckpt["extra"])
+            extra.load_state_dict(ckpt["extra"] if "extra" in ckpt else ckpt["adversary"])  # its key before 78679e8
     except (RuntimeError, ValueError, KeyError) as e:
         raise UserError(f"the checkpoint in {args.output_dir} does not fit this model ({str(e).splitlines()[0][:200]})") from None
     return ckpt["step"]
