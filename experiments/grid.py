@@ -234,7 +234,7 @@ SMALL_ROWS = {"supervised": ["--method", "supervised"], "simclr": ["--method", "
               "aaae-authors": ["--method", "aaae", "--target", "augmented"],
               "vae": ["--method", "vae"], "aavae": ["--method", "aavae"],
               "aaae-s1": ["--method", "aaae", "--seed", "1"], "aavae-s1": ["--method", "aavae", "--seed", "1"]}
-# The adversarial autoencoder's other uses (aae_uses.py) at the same budget, beside the rows above: each trains
+# The adversarial autoencoder's other uses (methods/aae_uses.py) at the same budget, beside the rows above: each trains
 # with the profile's recipe, then gets the probe and kNN on its encoder as every row, and its own evaluation
 # (python -m methods.aae_uses evaluate --mode head, grid or map). The semi-supervised runs read the label lists of
 # Table 2's rows.

@@ -1,4 +1,4 @@
-"""data.py's CIFAR-10 loading under torchrun with torchvision's dataset faked, for tests/test_cluster.py.
+"""util/data.py's CIFAR-10 loading under torchrun with torchvision's dataset faked, for tests/test_cluster.py.
 
     torchrun --nproc_per_node=2 tests/download_worker.py ROOT
 

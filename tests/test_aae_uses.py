@@ -1,4 +1,4 @@
-"""The adversarial autoencoder's other uses (aae_uses.py): supervised, semi-supervised, clustering and
+"""The adversarial autoencoder's other uses (methods/aae_uses.py): supervised, semi-supervised, clustering and
 dimensionality reduction, plain and augmentation-augmented, in aavae.py's pipeline."""
 import contextlib
 import json
@@ -208,7 +208,7 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     with pytest.raises(aae_uses.UserError, match=r"--label_batch 3 \(global\) does not divide among 2 processes"):
         aae_uses.Phases(args, torch.device("cpu"), 2, None)  # as a rank of two
     assert "no training image is named" in err("--method", "semi_aae", "--subset_file", os.devnull, "--max_steps", "1")
-    # aavae.py keeps its own methods: the uses run through aae_uses.py, which resolves their flags
+    # aavae.py keeps its own methods: the uses run through methods/aae_uses.py, which resolves their flags
     assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)
 
 
