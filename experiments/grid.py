@@ -249,8 +249,8 @@ uses_mode = lambda row: USES_EVAL[next(k for k in USES_EVAL if k in row)]  # a u
 SMALL_ALL = ["random init", *SMALL_ROWS, *USES_ROWS]  # --rows' names, in the table's order
 # The split profile: Table 1's rows (the controls, the authors' AAAE and a second seed of AAVAE and AAAE among them)
 # at one budget on a 45,000 / 5,000 split of CIFAR-10's training images (an ImageFolder tree: train/ and val/),
-# probed and k-means-clustered (K = 10) on all of train/ and scored on all of val/. SPLIT_EPOCHS of 45,000 images is
-# 180,000 images seen per row, the first SPLIT_WARMUP of them (10 %) in the lr's linear warm-up.
+# probed and k-means-clustered (K = 10) on all of train/ and scored on all of val/. SPLIT_EPOCHS of 351 full batches of
+# 128 is 179,712 images seen per row, the first SPLIT_WARMUP of them (10 %) in the lr's linear warm-up.
 SPLIT_ALL = ["random init", *SMALL_ROWS]
 SPLIT_EPOCHS, SPLIT_WARMUP = 4, 0.1
 SMALL_LABELS = {"supervised": "supervised (control)", "simclr": "SimCLR (control)",

@@ -823,7 +823,8 @@ def experiments_page():
                 f"{data(*S30, 'runs', 'folder-simclr', 'args.json')['temperature']:g}", *OTHER_PAPERS["docs/experiments.md"],
                 # the split profile's: its images, the budget in images seen, the warm-up's share, the held-out images
                 # it validates on each epoch
-                n(grid.IMAGES["cifar10"]), n(50000 - grid.IMAGES["cifar10"]), n(grid.SPLIT_EPOCHS * grid.IMAGES["cifar10"]),
+                n(grid.IMAGES["cifar10"]), n(50000 - grid.IMAGES["cifar10"]),
+                n(grid.SPLIT_EPOCHS * (grid.IMAGES["cifar10"] // 128) * 128),  # full batches of 128: the rest is dropped
                 f"{round(100 * grid.SPLIT_WARMUP)} %", n(int(split["pretrain"]["folder"][split["pretrain"]["folder"].index(
                     "--val_size") + 1]))]
     return expected, settings
@@ -835,10 +836,43 @@ OTHER_PAPERS = {"docs/experiments.md": ["512-4096", "1.0", "100-1,000"]}  # SimC
 QUICK_RECORD = ("A record of one run, at commit e1393c9", None)  # from there to the end of docs/experiments.md
 
 
+SPLIT4 = ("results", "split-cpu-4")
+
+
+def split4():
+    """results/split-cpu-4/README.md: the split profile's first rows (results.json, run.json, each run's args.json and
+    evaluation), and what they are set beside: cifar10-mini's AAVAE - AAAE at 30 epochs, the paper's epochs."""
+    r = data(*SPLIT4, "results.json")
+    top1 = {x["row"]: x["linear_top1"] for x in r["rows"]}
+    minutes = pretraining_minutes(*SPLIT4)
+    args = data(*SPLIT4, "runs", "folder-aavae", "args.json")
+    last = [x for x in log(*SPLIT4, "runs", "folder-aavae") if "loss" in x][-1]
+    train = sum(data(*SPLIT4, "evals", "cluster-folder-aavae", "result.json")["cluster_sizes"])
+    val = data(*SPLIT4, "evals", "linear-folder-aavae", "result.json")["test_images"]
+    evals_only = next(inv["minutes"] for inv in data(*SPLIT4, "run.json")["invocations"]
+                      if [st["step"] for st in inv.get("steps", [])][:1] == ["evals/linear-random"])
+    pair, mini = paired(SPLIT4, "aavae", "aaae"), paired(S30, "aavae", "aaae")
+    versus_random = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "random init"))
+    clusters = table([c["label"], report.fmt_se(*c["majority_top1"]), report.fmt_se(*c["hungarian_top1"]),
+                      report.fmt_se(*c["nmi"], digits=3), c["clusters"]] for c in r["clusters"])
+    cluster_pairs = table([f"{d['a']} - {d['b']}", report.fmt_se(*d["majority"]), report.fmt_se(*d["hungarian"]),
+                           report.fmt_se(*d["nmi"], digits=3)] for d in r["label_paired_differences"])
+    expected = [n(train), n(val), of(len(r["rows"]), len(grid.SPLIT_ALL)),  # the title, the parts
+                # How it was made
+                n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
+                f(minutes["aaae"]), f(evals_only),
+                *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
+                # What the first rows show
+                f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),
+                f(top1["aavae"] - top1["random init"]), f(top1["aaae"] - top1["random init"]),
+                pm(versus_random["majority"], 2), pm(versus_random["nmi"], 3), n(paper_epochs())]
+    return expected, []
+
+
 PAGES = {"README.md": readme, "results/small-cpu-30/README.md": small30, "results/small-cpu/README.md": small10,
          "results/small-cpu-holdout/README.md": holdout, "results/aae-uses-choice/README.md": choice,
          "results/small-cpu-30-labels/README.md": labels, "docs/aae-uses.md": aae_uses_page,
-         "docs/experiments.md": experiments_page}
+         "docs/experiments.md": experiments_page, "results/split-cpu-4/README.md": split4}
 # The pages of docs/ that quote no figure of a results folder: what each holds instead
 UNCHECKED = {"docs/authors-code.md": "the authors' code and the Lightning versions it needs",
              "docs/bad-input.md": "error messages",

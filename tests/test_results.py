@@ -2,6 +2,7 @@
 (counts, commits and labels included) rebuilt from results.json, run.json, args.json and each evaluation's
 result.json, as experiments/report.py writes them. The figures of the prose, and the orderings it states, are
 tests/test_figures.py's."""
+import glob
 import json
 import os
 import re
@@ -262,3 +263,23 @@ def test_the_aae_uses_at_the_small_budget_are_their_files_wherever_they_are_quot
         args = data(*LABELS, "runs", f"folder-{row}", "args.json")
         assert args["epochs"] == data(*LABELS, "runs", "folder-aavae", "args.json")["epochs"]
         assert args["adv_weight"] == data(*CHOICE, "w0.1", "runs", f"folder-{RUNS['semi']}", "args.json")["adv_weight"]
+
+
+def test_the_split_profiles_rows_share_one_budget_and_one_precision():
+    # every trained row of results/split-cpu-4: the same recipe, precision and images seen (its args.json), every step
+    # of that budget taken (its log), the same machine kind (run.json), and every evaluation on all of val/
+    folder = os.path.join(ROOT, "results", "split-cpu-4")
+    runs = sorted(glob.glob(os.path.join(folder, "runs", "*", "args.json")))
+    args = [json.load(open(p)) for p in runs]
+    assert len(args) >= 2
+    for key in ("amp", "epochs", "batch_size", "base_batch", "warmup_epochs", "lr", "encoder", "decoder", "latent_dim",
+                "data_path", "image_size", "in_memory"):
+        assert len({json.dumps(a[key]) for a in args}) == 1, key
+    for p in runs:
+        steps = [row for row in map(json.loads, open(os.path.join(os.path.dirname(p), "log.jsonl"))) if "loss" in row]
+        assert steps[-1]["epoch"] == args[0]["epochs"] and steps[-1]["step"] == args[0]["epochs"] * (45000 // 128)
+    invocations = json.load(open(os.path.join(folder, "run.json")))["invocations"]
+    assert len({(inv["machine"], inv["native_bf16"]) for inv in invocations}) == 1 and args[0]["amp"] is True
+    for result in glob.glob(os.path.join(folder, "evals", "*", "result.json")):
+        r = json.load(open(result))
+        assert r.get("test_images", 5000) == 5000 and len(r.get("correct", [0] * 5000)) == 5000, result
