@@ -5,8 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,10 +13,8 @@ import torch.nn.functional as F
 from methods import aae, aae_uses
 import aavae
 from util import data
-import linear_eval
 from util import misc
-from conftest import ROOT, read_log, tiny_args
-from test_distributed import free_port
+from conftest import read_log, tiny_args
 from test_train import run_error, tensors_of
 from util.misc import generator
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import aavae
-import linear_eval
 from methods import clustering
 from util import misc
 from conftest import ROOT, read_log, tiny_args

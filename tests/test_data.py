@@ -157,7 +157,7 @@ def test_cifar10_mini_is_rebuilt_from_cifar10s_training_batches_image_for_image(
 def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(tmp_path, monkeypatch):
     import numpy as np
 
-    from experiments import grid, report
+    from experiments import grid
     monkeypatch.setattr(data, "MINI_PER_BATCH", 6)  # a CIFAR-10 of 5 x 8 images, of which cifar10-mini keeps 5 x 6
     monkeypatch.setattr(data, "MINI_VAL", 10)
     rng = np.random.default_rng(0)
