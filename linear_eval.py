@@ -84,8 +84,9 @@ def get_args_parser(prog="linear_eval.py", modes=None, default="linear"):
     g.add_argument("--epochs", type=int, default=None, help="default 90 for linear, 20 for finetune")
     g.add_argument("--batch_size", type=int, default=256, help="GLOBAL batch over all processes")
     g.add_argument("--lr", type=float, default=None,
-                   help="linear: default 0.1 x batch_size / 256 (a float: never truncated); finetune: backbone lr")
-    g.add_argument("--head_lr", type=float, default=None, help="finetune: lr of the linear head")
+                   help="linear: default 0.1 x batch_size / 256 (a float: never truncated); finetune: the backbone's "
+                        "lr at batch 256, scaled by batch_size / 256 (default Table 2's)")
+    g.add_argument("--head_lr", type=float, default=None, help="finetune: the head's lr at batch 256, scaled as --lr")
     g.add_argument("--schedule", default="cosine", choices=["cosine", "step"],
                    help="cosine decay per step (SimCLR), or step: lr x0.1 after each third of the epochs "
                         "(Places205 transfer, Appendix A.1: of 14 epochs, x0.1 after epochs 5 and 10)")
@@ -374,23 +375,28 @@ def labelled_only(train, args, world):
 
 def finetune(args, train, test, spec, encoder, info, rank, world, amp, projection=None):
     """Table 2: the backbone is unfrozen and learns at its own lr beside the head's, on the labelled subset
-    that `train` was cut to (labelled_only)."""
+    that `train` was cut to (labelled_only). The head is the cached probe's (probe.StandardHead: standardised
+    features, a zero start), and both lrs, given at batch 256, scale linearly with the global batch (which
+    labelled_only caps at a small subset's size): a plain Linear on raw features at unscaled lrs diverged on
+    small subsets, its loss climbing tenfold before the cosine decay brought it back."""
     subset = train
     before = [p.detach().clone() for p in encoder.parameters()]
-    head = Head(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
+    head = probe.StandardHead(aavae.FEATURE_DIM[info["encoder"]], num_classes(train)).to(train.device)
     model = nn.Sequential(encoder, head)
     if args.sync_bn and world > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         encoder = model[0]
     wrapped = DDP(model) if world > 1 else model
-    groups = [{"params": encoder.parameters(), "lr": args.lr}, {"params": head.parameters(), "lr": args.head_lr}]
+    scale = args.batch_size / 256
+    groups = [{"params": encoder.parameters(), "lr": args.lr * scale}, {"params": head.parameters(), "lr": args.head_lr * scale}]
     fit(lambda x: wrapped(x).float(), groups, model, {"model": model}, subset, spec, info, args, rank, world, amp)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, encoder.parameters()))
     model.eval()  # fit() left rank 0's BatchNorm statistics on every rank: each test shard is scored with them
     with amp():
         result = score(lambda x: model(x).float(), test, spec, args, rank, world)
     return {**result, "train_images": len(subset), "label_fraction": args.label_fraction,
-            "backbone_lr": args.lr, "head_lr": args.head_lr, "backbone_tensors_changed": moved}
+            "backbone_lr": args.lr, "head_lr": args.head_lr, "lr_scale": scale, "head": "standardised",
+            "backbone_tensors_changed": moved}
 
 
 def colour(m):

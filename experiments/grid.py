@@ -268,6 +268,31 @@ LABEL_FRACTIONS = {0.01: "1percent", 0.1: "10percent"}
 SMALL_FINETUNE = ["--batch_size", "128", "--workers", "2"]
 SMALL_FINETUNE_EPOCHS = {0.01: 100, 0.1: 100}
 SMALL_BACKBONE_LR_SCALE = 0.1
+# The split profile's fine-tuning is chosen before its Table 2 (--finetune_choice), without val/: FINETUNE_CHOICE_HOLDOUT
+# of train/'s images held out (holdout_split), the labelled lists drawn from the rest as Table 2's are, and the encoders of
+# FINETUNE_CHOICE_ROWS fine-tuned with each recipe of FINETUNE_GRID (multiples of Table 2's backbone and head lr, both
+# scaled by batch / 256 in linear_eval.py), SPLIT_FINETUNE_EPOCHS long, scored on the held-out images. At each fraction
+# the recipe with the highest mean top-1 over those encoders, among the recipes whose every log is stable (no epoch's
+# mean loss above the first epoch's: stable()), is the one SPLIT_FINETUNE names for every row of Table 2.
+FINETUNE_CHOICE_ROWS = ["aavae", "simclr", "supervised"]
+FINETUNE_CHOICE_HOLDOUT = 5000
+FINETUNE_GRID = {f"b{b:g}-h{h:g}": (b, h) for b in (1, 0.1) for h in (1, 0.2)}
+SPLIT_FINETUNE_EPOCHS = {0.01: 100, 0.1: 20}
+SPLIT_FINETUNE = None  # {fraction: a name of FINETUNE_GRID}, from the choice in results/split-cpu-4; None until it is made
+
+
+def finetune_flags(frac, recipe):
+    """linear_eval.py's flags for fine-tuning at a label fraction with a recipe of FINETUNE_GRID (split profile)."""
+    import linear_eval
+    backbone, head = linear_eval.FINETUNE_LR[frac]
+    b, h = FINETUNE_GRID[recipe]
+    return ["--batch_size", "128", "--workers", "2", "--epochs", str(SPLIT_FINETUNE_EPOCHS[frac]),
+            "--lr", f"{backbone * b:g}", "--head_lr", f"{head * h:g}"]
+
+
+def stable(log):
+    """A fine-tuning log (log.jsonl's lines) is stable when no epoch's mean training loss exceeds the first epoch's."""
+    return bool(log) and all(r["loss"] <= log[0]["loss"] for r in log)
 
 
 def build_small_grid(args):
@@ -315,7 +340,26 @@ def build_small_grid(args):
         elif args.profile == "split":
             g.cell("cluster", "random init", "kmeans", g.evaluate("cluster-random", "folder", "cluster", None,
                                                                   ["--encoder", "resnet18"]))
+    if args.finetune_choice:
+        finetune_choice(g, args)
     return g
+
+
+def finetune_choice(g, args):
+    """The split profile's fine-tuning choice (FINETUNE_GRID): each recipe, and the cached probe on the same labels,
+    for every encoder of FINETUNE_CHOICE_ROWS, on the hold-out tree OUTPUT/finetune-choice/holdout-data (main makes
+    it, with its label lists)."""
+    choice = os.path.join(args.output_dir, "finetune-choice")
+    tree = os.path.join(choice, "holdout-data")
+    for row in FINETUNE_CHOICE_ROWS:
+        run = os.path.join(args.output_dir, "runs", f"folder-{row}")
+        for frac, pct in LABEL_FRACTIONS.items():
+            subset = ["--subset_file", os.path.join(choice, "label-subsets", f"{pct}.txt")]
+            for recipe in FINETUNE_GRID:
+                g.cell("choice", row, (pct, recipe), g.evaluate(f"choice-finetune-{pct}-{row}-{recipe}", "folder", "finetune",
+                                                                run, [*finetune_flags(frac, recipe), *subset], data_path=tree))
+            g.cell("choice", row, (pct, "probe"), g.evaluate(f"choice-linear-{pct}-{row}", "folder", "linear", run, subset,
+                                                             data_path=tree))
 
 
 def label_evals(g, args, row, name, run, extra=()):
@@ -328,6 +372,8 @@ def label_evals(g, args, row, name, run, extra=()):
         lr, head_lr = linear_eval.FINETUNE_LR[frac]
         lr = round(lr * SMALL_BACKBONE_LR_SCALE, 6)
         tune = SMALL_FINETUNE + ["--epochs", str(SMALL_FINETUNE_EPOCHS[frac]), "--lr", str(lr), "--head_lr", str(head_lr)]
+        if args.profile == "split":  # the recipe chosen on images held out of train/ (finetune_choice)
+            tune = finetune_flags(frac, SPLIT_FINETUNE[frac])
         g.cell("table2", row, f"finetune {pct}", g.evaluate(f"finetune-{pct}-{name}", "folder", "finetune", run,
                                                             [*extra, *tune, *subset]))
         g.cell("table2", row, f"linear {pct}", g.evaluate(f"linear-{pct}-{name}", "folder", "linear", run, [*extra, *subset]))
@@ -620,6 +666,10 @@ def main(argv=None):
     p.add_argument("--holdout", type=int, default=0,
                    help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
                         "to choose a recipe without looking at val/")
+    p.add_argument("--finetune_choice", action="store_true",
+                   help=f"split: choose Table 2's fine-tuning recipe first: {', '.join(FINETUNE_CHOICE_ROWS)} (their runs "
+                        f"pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
+                        f"backbone and head lr) on {FINETUNE_CHOICE_HOLDOUT:,} images held out of train/, never val/")
     args = p.parse_args(argv)
     mini = args.profile in ("quick", "small") and not args.data_path
     if mini:  # cifar10-mini, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
@@ -630,13 +680,21 @@ def main(argv=None):
     if args.profile == "split" and not args.data_path:
         p.error("--profile split needs --data_path: an ImageFolder tree of CIFAR-10's training images split 45,000 / "
                 "5,000 into train/ and val/")
+    if args.finetune_choice and args.profile != "split":
+        p.error("--finetune_choice: only with --profile split (the small profile's choice is in results/small-cpu-30-labels)")
     allowed = SPLIT_ALL if args.profile == "split" else SMALL_ALL
-    rows = allowed if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    rows = (FINETUNE_CHOICE_ROWS if args.finetune_choice else allowed) if args.rows is None else \
+        [r.strip() for r in args.rows.split(",") if r.strip()]
     if not rows or set(rows) - set(allowed):
         p.error(f"--rows {args.rows!r}: choose among {', '.join(allowed)}")
+    if args.finetune_choice and set(FINETUNE_CHOICE_ROWS) - set(rows):
+        p.error(f"--finetune_choice fine-tunes {', '.join(FINETUNE_CHOICE_ROWS)}: --rows must include them")
     args.rows = [r for r in allowed if r in rows]
     args.small_epochs = args.small_epochs or (SPLIT_EPOCHS if args.profile == "split" else 30)
     args.label_evals = args.profile == "small" if args.label_evals is None else args.label_evals
+    if args.profile == "split" and args.label_evals and SPLIT_FINETUNE is None:
+        p.error("--label_evals on the split profile waits for its fine-tuning recipe, chosen by --finetune_choice on "
+                "images held out of train/ (experiments/grid.py: SPLIT_FINETUNE)")
     args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
     if mini and args.holdout and not (args.dry_run or args.report_only):  # the hold-out split is made of its files
@@ -644,6 +702,12 @@ def main(argv=None):
     if args.holdout:
         args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
                                        create=not args.dry_run)
+    if args.finetune_choice:  # the hold-out tree and its label lists, made of train/ alone
+        choice = os.path.join(args.output_dir, "finetune-choice")
+        tree = holdout_split(args.data_path, FINETUNE_CHOICE_HOLDOUT, os.path.join(choice, "holdout-data"),
+                             create=not args.dry_run)
+        if not (args.dry_run or args.report_only):
+            label_subsets(tree, os.path.join(choice, "label-subsets"))
     g = build_grid(args)
     if mini and not args.dry_run and not args.report_only and not all(map(done, g.steps)):
         make_mini(args)  # only when a step will read it: a copied results folder with every step done needs none

@@ -9,9 +9,10 @@ import math
 import os
 import shlex
 
-from experiments.grid import (LABEL_FRACTIONS, LABEL_ROWS, PAPER_PLACES, PAPER_SIMCLR, PAPER_TABLE2, REGULARISERS,
-                              SMALL_BACKBONE_LR_SCALE, SMALL_FINETUNE_EPOCHS, SMALL_LABELS, TABLE1_NAMES, TABLE1_ROWS,
-                              USES_ROWS, paper_table1, read_json, uses_mode)
+from experiments.grid import (FINETUNE_CHOICE_HOLDOUT, FINETUNE_CHOICE_ROWS, FINETUNE_GRID, LABEL_FRACTIONS, LABEL_ROWS,
+                              PAPER_PLACES, PAPER_SIMCLR, PAPER_TABLE2, REGULARISERS, SMALL_BACKBONE_LR_SCALE,
+                              SMALL_FINETUNE_EPOCHS, SMALL_LABELS, SPLIT_FINETUNE_EPOCHS, TABLE1_NAMES, TABLE1_ROWS,
+                              USES_ROWS, paper_table1, read_json, stable, uses_mode)
 
 # ----------------------------------------------------------------------------------------------------
 # Report: one markdown table per table/figure, with the paper's value and the difference where it has one.
@@ -302,6 +303,60 @@ def report_labels(g, args):
     return lines, {"table2": rec2, "finetune_over_probe": gain_recs, "clusters": recc, "label_paired_differences": pair_recs}
 
 
+def read_log(path):
+    """A log.jsonl's lines ([] if it is not there)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def report_choice(g, args):
+    """The split profile's fine-tuning choice (grid.finetune_choice): each recipe's top-1 on the images held out of
+    train/ for each encoder of FINETUNE_CHOICE_ROWS, their mean, whether every one of its logs is stable, the probe on
+    the same labels beside them, and at each fraction the recipe the rule picks (once every recipe has run)."""
+    cells = {(c.row, *c.col): c.eval for c in g.cells if c.table == "choice"}
+    if not cells:
+        return [], {}
+    import linear_eval
+    res = {k: read_json(os.path.join(ev, "result.json")) for k, ev in cells.items()}
+    rows = FINETUNE_CHOICE_ROWS
+    lines = ["| labelled images | recipe | backbone lr | head lr | epochs | " + " | ".join(rows) + " | mean | stable |",
+             "|---" * (7 + len(rows)) + "|"]
+    records, chosen = [], {}
+    lr = lambda v: "—" if v is None else f"{v:g}"
+    for frac, pct in LABEL_FRACTIONS.items():
+        mine = []
+        for recipe in [*FINETUNE_GRID, "probe"]:
+            got = [res.get((row, pct, recipe)) for row in rows]
+            tops = [r["top1"] if r else None for r in got]
+            mean = sum(tops) / len(tops) if None not in tops else None
+            tuned = recipe != "probe"
+            ok = all(stable(read_log(os.path.join(cells[(row, pct, recipe)], "log.jsonl"))) for row in rows) \
+                if tuned and mean is not None else None
+            lrs = [f * x for f, x in zip(linear_eval.FINETUNE_LR[frac], FINETUNE_GRID[recipe])] if tuned else [None, None]
+            rec = {"fraction": pct, "recipe": recipe, "backbone_lr": lrs[0], "head_lr": lrs[1],
+                   "epochs": SPLIT_FINETUNE_EPOCHS[frac] if tuned else next((r["epochs"] for r in got if r), None),
+                   "top1": dict(zip(rows, tops)), "mean": mean, "stable": ok,
+                   "train_images": next((r["train_images"] for r in got if r), None),
+                   "test_images": next((r["test_images"] for r in got if r), None)}
+            mine.append(rec)
+            label = "probe (cached features)" if not tuned else recipe
+            lines.append(f"| {fmt(rec['train_images'])} | {label} | {lr(rec['backbone_lr'])} | {lr(rec['head_lr'])} | "
+                         f"{fmt(rec['epochs'])} | " + " | ".join(fmt(t) for t in tops) + f" | {fmt(mean)} | "
+                         + ("—" if ok is None else "yes" if ok else "no") + " |")
+        tuned = [r for r in mine if r["recipe"] != "probe"]
+        if all(r["mean"] is not None for r in tuned) and any(r["stable"] for r in tuned):
+            chosen[pct] = max((r for r in tuned if r["stable"]), key=lambda r: r["mean"])["recipe"]
+        records += mine
+    lines = ["# Fine-tuning's recipe, chosen on images held out of train/", "",
+             f"{FINETUNE_CHOICE_HOLDOUT:,} images of train/ held out (finetune-choice/holdout-data), the labelled lists drawn "
+             "from the rest (finetune-choice/label-subsets); lrs at batch 256, scaled by batch / 256; top-1 on the held-out "
+             "images. Rule: at each fraction, the highest mean among the recipes whose every log is stable.", "",
+             *lines, "", "Chosen: " + (", ".join(f"{p}: {r}" for p, r in chosen.items()) or "not yet (runs missing)"), ""]
+    return lines, {"finetune_choice": {"holdout": FINETUNE_CHOICE_HOLDOUT, "records": records, "chosen": chosen}}
+
+
 def report_uses(g, args):
     """The adversarial autoencoder's uses at the small budget: the probe and kNN on each run's encoder (as Table
     1's rows), its own evaluation, and the paired differences with AAVAE on the same images: its y head against
@@ -482,6 +537,8 @@ def report_small(g, args):
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label_lines, label_records = report_labels(g, args)
     uses_lines, uses_records = report_uses(g, args)
+    choice_lines, choice_records = report_choice(g, args)
+    uses_lines, uses_records = uses_lines + choice_lines, {**uses_records, **choice_records}
     label = f"profile {args.profile}, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"

@@ -94,7 +94,7 @@ def with_data(argv, trees):
     /data/imagenet is not here), and SimCLR's label lists by empty files."""
     argv = list(argv)
     value = lambda flag: argv[argv.index(flag) + 1] if flag in argv else None
-    if value("--dataset") in ("folder", "imagenet") or value("--profile") in ("quick", "small"):
+    if value("--dataset") in ("folder", "imagenet") or value("--profile") in ("quick", "small", "split"):
         if "--data_path" not in argv:
             argv += ["--data_path", ""]
         argv[argv.index("--data_path") + 1] = trees["folder"]
@@ -111,7 +111,7 @@ def trees(tmp_path_factory):
     subsets.mkdir()
     for name in ("1percent.txt", "10percent.txt"):
         (subsets / name).write_text("000.png\n")
-    return {"folder": make_folder(root / "folder", classes=2, train=520, val=2, size=8),  # --holdout 1000 needs > 1000
+    return {"folder": make_folder(root / "folder", classes=2, train=2501, val=2, size=8),  # --finetune_choice holds 5,000 out
             "--places_path": make_folder(root / "places", classes=2, train=1, val=1, size=8), "--subset_dir": str(subsets)}
 
 

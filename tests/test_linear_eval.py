@@ -1,5 +1,6 @@
 """linear_eval.py: a probe that cannot lie (Appendix A.1; the README's differences from the authors' code)."""
 import json
+import math
 import os
 
 import numpy as np
@@ -192,8 +193,23 @@ def test_the_optimizer_holds_only_the_head(pretrained, folder, tmp_path, monkeyp
 
 def test_finetune_changes_the_backbone_and_uses_a_label_subset(pretrained, folder, tmp_path):
     result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"),
-                                         "--mode", "finetune", "--label_fraction", "0.25", "--epochs", "1", "--batch_size", "6"))
+                                         "--mode", "finetune", "--label_fraction", "0.25", "--epochs", "1", "--batch_size", "2"))
     assert result["train_images"] == 6 and result["backbone_tensors_changed"] > 50 and result["test_images"] == 8
+
+
+def test_finetune_starts_from_a_zero_standardised_head_at_lrs_scaled_by_the_batch(pretrained, folder, tmp_path):
+    """The old head (a default-initialised Linear on raw features, lrs unscaled) started wherever the features'
+    scale put it and diverged on small subsets; this one's first loss is log(classes) whatever the encoder."""
+    result = linear_eval.main(probe_args(folder, tmp_path, "--checkpoint", str(pretrained / "checkpoint.pt"),
+                                         "--mode", "finetune", "--label_fraction", "0.25", "--epochs", "1", "--batch_size", "6",
+                                         "--lr", "0.04", "--head_lr", "0.8"))
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert abs(log[0]["loss"] - math.log(2)) < 1e-6  # one step: zero logits
+    assert result["backbone_tensors_changed"] == 0  # a zero head passes no gradient back on its first step
+    assert result["head"] == "standardised" and result["lr_scale"] == 6 / 256
+    assert (result["backbone_lr"], result["head_lr"]) == (0.04, 0.8)  # as given, at batch 256
+    groups = torch.load(tmp_path / "probe_checkpoint.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.04 * 6 / 256, 0.8 * 6 / 256])  # the one step's, at the cosine's start
 
 
 def test_finetune_subset_file_names_the_training_images(pretrained, folder, tmp_path):

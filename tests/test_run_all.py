@@ -370,3 +370,85 @@ def test_the_split_profile_reports_every_rows_clusters_without_table2(tmp_path):
     assert [r[0] for r in clusters] == ["random init"] and clusters[0][4] == "2"  # K = the classes
     result = json.loads((tmp_path / "S" / "evals" / "cluster-random" / "result.json").read_text())
     assert clusters[0][1] == f"{result['majority_top1']:.2f} ± {report.binomial_se(result['majority_top1'], 10):.2f}"
+
+
+def test_the_split_profiles_fine_tuning_choice_reads_train_alone_and_picks_by_its_rule(tmp_path, monkeypatch):
+    """--finetune_choice: the three encoders, every recipe, fine-tuned on lists drawn from train/ less a hold-out and
+    scored on that hold-out; val/ is gone by then, so nothing of the choice can have read it."""
+    monkeypatch.setattr(grid, "FINETUNE_CHOICE_HOLDOUT", 20)
+    monkeypatch.setattr(report, "FINETUNE_CHOICE_HOLDOUT", 20)
+    monkeypatch.setattr(grid, "SPLIT_FINETUNE_EPOCHS", {0.01: 1, 0.1: 2})
+    monkeypatch.setattr(report, "SPLIT_FINETUNE_EPOCHS", {0.01: 1, 0.1: 2})
+    one = {"b0.1-h0.2": grid.FINETUNE_GRID["b0.1-h0.2"]}  # one recipe, for the suite's time (the rule: the next test)
+    monkeypatch.setattr(grid, "FINETUNE_GRID", one)
+    monkeypatch.setattr(report, "FINETUNE_GRID", one)
+    data = make_folder(tmp_path / "data", classes=2, train=110, val=5, size=8)
+    out = tmp_path / "S"
+    base = ["--profile", "split", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        grid.main(base + ["--rows", ",".join(grid.FINETUNE_CHOICE_ROWS)])  # the rows first (their own evaluations read val/)
+        shutil.rmtree(os.path.join(data, "val"))
+        g = grid.main(base + ["--finetune_choice"])
+    held = json.loads((out / "finetune-choice" / "holdout-data" / "holdout.json").read_text())["val"]
+    assert sum(map(len, held.values())) == 20
+    lists = {p: (out / "finetune-choice" / "label-subsets" / f"{p}.txt").read_text().split() for p in ("1percent", "10percent")}
+    assert len(lists["1percent"]) == 2 and len(lists["10percent"]) == 20  # of the 200 left in train/
+    assert not set(lists["10percent"]) & {f"{c}/{f}" for c, names in held.items() for f in names}
+    choice = [st for st in g.steps if "/choice-" in st.dir]
+    assert len(choice) == len(grid.FINETUNE_CHOICE_ROWS) * 2 * (len(grid.FINETUNE_GRID) + 1)
+    for st in choice:
+        assert st.cmd[st.cmd.index("--data_path") + 1] == str(out / "finetune-choice" / "holdout-data")
+        r = json.loads(open(os.path.join(st.dir, "result.json")).read())
+        assert r["test_images"] == 20 and r["train_images"] in (2, 20)
+    saved = json.loads((out / "results.json").read_text())["finetune_choice"]
+    tuned = [r for r in saved["records"] if r["recipe"] != "probe"]
+    assert {(r["fraction"], r["recipe"]) for r in tuned} == {(p, k) for p in ("1percent", "10percent") for k in one}
+    for pct in ("1percent", "10percent"):  # the rule: the highest mean among the stable recipes
+        mine = [r for r in tuned if r["fraction"] == pct]
+        for r in mine:
+            assert r["mean"] == pytest.approx(sum(r["top1"].values()) / 3)
+        if any(r["stable"] for r in mine):
+            assert saved["chosen"][pct] == max((r for r in mine if r["stable"]), key=lambda r: r["mean"])["recipe"]
+    assert "# Fine-tuning's recipe, chosen on images held out of train/" in (out / "table1.md").read_text()
+
+
+def test_the_fine_tuning_rule_passes_over_an_unstable_recipe_however_well_it_scores(tmp_path):
+    args = argparse.Namespace(output_dir=str(tmp_path), rows=grid.FINETUNE_CHOICE_ROWS)
+    g = grid.Grid(argparse.Namespace(profile="split", data_path="D", output_dir=str(tmp_path), nproc=1, small_epochs=1))
+    scores = {"b1-h1": 60.0, "b1-h0.2": 55.0, "b0.1-h1": 50.0, "b0.1-h0.2": 40.0, "probe": 45.0}
+    for row in grid.FINETUNE_CHOICE_ROWS:
+        for pct in grid.LABEL_FRACTIONS.values():
+            for recipe, top1 in scores.items():
+                d = tmp_path / f"{row}-{pct}-{recipe}"
+                d.mkdir()
+                (d / "result.json").write_text(json.dumps({"top1": top1, "train_images": 4, "test_images": 9, "epochs": 9}))
+                losses = [2.3, 2.0, 1.0] if recipe != "b1-h1" or row != "simclr" else [2.3, 2.4, 0.5]  # one log climbs
+                (d / "log.jsonl").write_text("".join(json.dumps({"epoch": i, "loss": v}) + "\n" for i, v in enumerate(losses)))
+                g.cell("choice", row, (pct, recipe), str(d))
+    lines, rec = report.report_choice(g, args)
+    assert rec["finetune_choice"]["chosen"] == {"1percent": "b1-h0.2", "10percent": "b1-h0.2"}
+    unstable = [r for r in rec["finetune_choice"]["records"] if r["stable"] is False]
+    assert {r["recipe"] for r in unstable} == {"b1-h1"}
+    assert grid.stable([{"loss": 2.3}, {"loss": 2.3}, {"loss": 0.1}]) and not grid.stable([])
+
+
+def test_the_split_profiles_table2_waits_for_its_fine_tuning_choice(tmp_path, monkeypatch, capsys):
+    run = lambda *extra: grid.main(["--profile", "split", "--data_path", "D", "--output_dir", str(tmp_path), "--dry_run", *extra])
+    monkeypatch.setattr(grid, "SPLIT_FINETUNE", None)
+    for extra, says in ((["--label_evals"], "waits for its fine-tuning recipe"), (["--finetune_choice", "--rows", "aavae"],
+                        "--rows must include them")):
+        with pytest.raises(SystemExit):
+            run(*extra)
+        assert says in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        grid.main(["--profile", "small", "--finetune_choice", "--dry_run"])
+    assert "only with --profile split" in capsys.readouterr().err
+    monkeypatch.setattr(grid, "SPLIT_FINETUNE", {0.01: "b0.1-h1", 0.1: "b1-h0.2"})  # once chosen: every row, one recipe
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = run("--label_evals")
+    tuned = [st.cmd for st in g.steps if "/finetune-" in st.dir]
+    assert len(tuned) == 2 * len(grid.LABEL_ROWS)
+    for frac, pct in grid.LABEL_FRACTIONS.items():
+        mine = [shlex.join(c) for c in tuned if f"finetune-{pct}-" in c[-1]]
+        assert len(mine) == len(grid.LABEL_ROWS)
+        assert all(shlex.join(grid.finetune_flags(frac, grid.SPLIT_FINETUNE[frac])) in c for c in mine)

@@ -76,15 +76,27 @@ def probe_lr(step, steps_per_epoch, epochs, lr, schedule):
     return lr * 0.1 ** (step // steps_per_epoch // math.ceil(epochs / 3))
 
 
+class StandardHead(nn.Sequential):
+    """The probes' classifier: BatchNorm without affine parameters (it standardises each feature, as MAE's
+    linear probe does), then Linear(dim, classes) starting from zero, so that the first loss is log(classes)
+    whatever the features' scale. Computed in float32 even under autocast: bf16 logits tie and round."""
+
+    def __init__(self, dim, classes):
+        super().__init__(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, classes))
+        nn.init.zeros_(self[1].weight), nn.init.zeros_(self[1].bias)
+
+    def forward(self, h):
+        with torch.autocast(h.device.type, enabled=False):
+            return super().forward(h.float())
+
+
 def fit_linear_head(features, labels, classes, epochs=90, batch=256, lr=0.1, weight_decay=0.0, nesterov=True,
                     schedule="cosine", seed=0):
-    """A linear classifier on fixed features: BatchNorm without affine parameters (it standardises each
-    feature, as MAE's linear probe does), then Linear(dim, classes) starting from zero; SGD with momentum
+    """A linear classifier (StandardHead) on fixed features; SGD with momentum
     0.9, the lr schedule per step, cross-entropy, a seeded order per epoch. It draws nothing from torch's
     global random state. Returns the head in eval() mode."""
     n, dim = features.shape
-    head = nn.Sequential(nn.BatchNorm1d(dim, affine=False), nn.Linear(dim, classes)).to(features.device)
-    nn.init.zeros_(head[1].weight), nn.init.zeros_(head[1].bias)
+    head = StandardHead(dim, classes).to(features.device)
     optimizer = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(n / batch)
     labels = labels.to(features.device)
