@@ -548,15 +548,17 @@ def execute(cmd, log, in_process=False):
 
 
 def make_mini(args):
-    """DATA_ROOT/cifar10-mini, made from CIFAR-10's training batches (downloaded first if absent) unless it is there."""
+    """DATA_ROOT/cifar10-mini (quick, small) or DATA_ROOT/cifar10-split (split), made from CIFAR-10's training batches
+    (downloaded first if absent) unless it is there."""
     if os.path.isdir(args.data_path):
         return
     print(f"making {args.data_path} from CIFAR-10's training batches in {os.path.join(args.data_root, 'cifar10')}",
           flush=True)
     from util import data
     from util import misc
+    build = data.build_cifar10_split if args.profile == "split" else data.build_cifar10_mini
     try:
-        data.build_cifar10_mini(os.path.join(args.data_root, "cifar10"), args.data_path)
+        build(os.path.join(args.data_root, "cifar10"), args.data_path)
     except misc.UserError as e:
         sys.exit(f"run_all: {e}")
 
@@ -633,15 +635,18 @@ def main(argv=None):
                         "Table 1's encoders and two controls at equal budget on a small folder, with curves, Table 2 and "
                         "clusters, and the AAE's other uses: about 4 hours of pretraining for Table 1's rows on 2 CPU cores "
                         "with native bf16, more for the uses' rows; in parts with --rows; split: Table 1's rows and "
-                        "clusters at one budget on a 45,000 / 5,000 split of CIFAR-10 given as --data_path (train/, "
-                        "val/), scored on all of val/")
+                        "clusters at one budget on a 45,000 / 5,000 split of CIFAR-10's training images (train/, val/), "
+                        "scored on all of val/")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data",
-                   help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick and small without --data_path: "
-                        "where cifar10-mini is made from cifar10/ (CIFAR-10, downloaded there if absent)")
+                   help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick, small and split without "
+                        "--data_path: where cifar10-mini or cifar10-split is made from cifar10/ (CIFAR-10, downloaded "
+                        "there if absent)")
     p.add_argument("--data_path", default=None,
-                   help="quick, small: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: 4,085 "
-                        "images in train/ and 1,000 in val/, all from CIFAR-10's training batches)")
+                   help="quick, small, split: any ImageFolder tree with train/ and val/ (default DATA_ROOT/cifar10-mini: "
+                        "4,085 images in train/ and 1,000 in val/, all from CIFAR-10's training batches; split: "
+                        "DATA_ROOT/cifar10-split, CIFAR-10's training set split 45,000 / 5,000 as aavae.py --dataset "
+                        "cifar10 splits it, its test set unread)")
     p.add_argument("--places_path", default=None, help="paper: an ImageFolder tree of Places205 (Table 3)")
     p.add_argument("--subset_dir", default=None,
                    help="Table 2: a folder holding SimCLR's ImageNet label lists 1percent.txt and 10percent.txt "
@@ -671,15 +676,12 @@ def main(argv=None):
                         f"pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
                         f"backbone and head lr) on {FINETUNE_CHOICE_HOLDOUT:,} images held out of train/, never val/")
     args = p.parse_args(argv)
-    mini = args.profile in ("quick", "small") and not args.data_path
-    if mini:  # cifar10-mini, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
-        args.data_path = os.path.join(args.data_root, "cifar10-mini")
+    mini = args.profile in ("quick", "small", "split") and not args.data_path
+    if mini:  # cifar10-mini or cifar10-split, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
+        args.data_path = os.path.join(args.data_root, "cifar10-split" if args.profile == "split" else "cifar10-mini")
     small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
     if args.profile not in ("small", "split") and small_only:
         p.error(f"{', '.join(small_only)}: only with --profile small or split")
-    if args.profile == "split" and not args.data_path:
-        p.error("--profile split needs --data_path: an ImageFolder tree of CIFAR-10's training images split 45,000 / "
-                "5,000 into train/ and val/")
     if args.finetune_choice and args.profile != "split":
         p.error("--finetune_choice: only with --profile split (the small profile's choice is in results/small-cpu-30-labels)")
     allowed = SPLIT_ALL if args.profile == "split" else SMALL_ALL
@@ -697,7 +699,7 @@ def main(argv=None):
                 "images held out of train/ (experiments/grid.py: SPLIT_FINETUNE)")
     args.pretrain_args = shlex.split(args.pretrain_args)
     args.output_dir = args.output_dir or os.path.join("runs", f"all-{args.profile}")
-    if mini and args.holdout and not (args.dry_run or args.report_only):  # the hold-out split is made of its files
+    if mini and (args.holdout or args.finetune_choice) and not (args.dry_run or args.report_only):  # made of its files
         make_mini(args)
     if args.holdout:
         args.data_path = holdout_split(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),

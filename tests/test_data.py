@@ -186,3 +186,27 @@ def test_the_small_profile_makes_its_data_from_cifar10_when_no_folder_is_given(t
                       "--rows", "random init", "--no-label_evals"])
     assert not (tmp_path / "cifar10-mini").exists() and not (tmp_path / "cifar10").exists()
     assert (out / "table1.md").exists()
+
+
+def test_the_split_profile_makes_cifar10s_own_45000_5000_split_when_no_folder_is_given(tmp_path, monkeypatch):
+    """Without --data_path, --profile split writes CIFAR-10's training set as train/ and val/, split by the same
+    seeded draw as aavae.py --dataset cifar10's held-out images, each file named by its index in CIFAR-10."""
+    import numpy as np
+
+    from experiments import grid
+    monkeypatch.setattr(data, "SPLIT_VAL", 10)  # a CIFAR-10 of 40 images, 10 of them val/
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    write_cifar10_batches(tmp_path / "cifar10", images, np.arange(40) % 10, per_batch=8)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    out = tmp_path / "S"
+    grid.main(["--profile", "split", "--data_root", str(tmp_path), "--output_dir", str(out), "--in_process",
+               "--rows", "random init"])
+    tree = read_tree(tmp_path / "cifar10-split")
+    keep, held = data._held_out(40, 10)
+    assert sorted(int(k[2][:5]) for k in tree if k[0] == "val") == held.tolist()
+    assert sorted(int(k[2][:5]) for k in tree if k[0] == "train") == keep.tolist()
+    for (split, c, name), pixels in tree.items():
+        assert c == CIFAR10_CLASSES[int(name[:5]) % 10] and np.array_equal(pixels, images[int(name[:5])])
+    result = json.loads((out / "evals" / "linear-random" / "result.json").read_text())
+    assert result["test_images"] == 10 and "cifar10-split" in (out / "table1.md").read_text()

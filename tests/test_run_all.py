@@ -355,8 +355,9 @@ def test_the_split_profile_trains_every_table1_row_at_one_budget_and_clusters_ea
     assert {c.row for c in g.cells if c.table == "table1"} == set(grid.SPLIT_ALL)
     probes = [st.cmd for st in g.steps if st.kind == "eval" and flag(st.cmd, "--mode") in ("linear", "knn")]
     assert probes and not [cmd for cmd in probes if "--train_limit" in cmd]  # all 45,000 train, all of val/ scored
-    with pytest.raises(SystemExit):
-        grid.main(["--profile", "split", "--dry_run"])  # its data has no default
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = grid.main(["--profile", "split", "--data_root", "DR", "--output_dir", str(tmp_path), "--dry_run"])
+    assert {flag(st.cmd, "--data_path") for st in g.steps} == {os.path.join("DR", "cifar10-split")}  # made from CIFAR-10
 
 
 def test_the_split_profile_reports_every_rows_clusters_without_table2(tmp_path):

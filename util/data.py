@@ -393,17 +393,38 @@ def build_cifar10_mini(cifar_root, out):
     place in its split, five digits) from CIFAR-10's training batches under cifar_root, which torchvision
     downloads there when they are absent. A tree already at out is kept. The tree is written aside and
     renamed, so that an interrupted build leaves nothing half made at out. Returns out."""
-    from PIL import Image
     if os.path.isdir(out):
         return out
     ds = _download(torchvision.datasets.CIFAR10, "cifar10", cifar_root, train=True)
     per_batch = len(ds.data) // 5  # the five batches, concatenated in order: 10,000 images each
     take = [b * per_batch + j for b in range(5) for j in range(MINI_PER_BATCH)]
     n_train = len(take) - MINI_VAL
+    return _write_tree(ds, out, [(("train", k) if k < n_train else ("val", k - n_train), i) for k, i in enumerate(take)])
+
+
+SPLIT_VAL = 5000  # cifar10-split: the images of CIFAR-10's training set held out as val/
+
+
+def build_cifar10_split(cifar_root, out):
+    """Writes CIFAR-10's training set at out as train/ (45,000) and val/ (5,000), split as aavae.py --dataset cifar10
+    splits it (_held_out: the same seeded draw), each image out/SPLIT/CLASS/INDEX.png with INDEX its place in
+    CIFAR-10's training set. Its val/ is not cifar10-jpeg's (per class the images 4500-4999): the same sizes, other
+    images. The test set is not read. As build_cifar10_mini: kept if there, written aside and renamed. Returns out."""
+    if os.path.isdir(out):
+        return out
+    ds = _download(torchvision.datasets.CIFAR10, "cifar10", cifar_root, train=True)
+    keep, held = _held_out(len(ds.data), SPLIT_VAL)
+    place = {**{i: "train" for i in keep.tolist()}, **{i: "val" for i in held.tolist()}}
+    return _write_tree(ds, out, [((place[i], i), i) for i in range(len(ds.data))])
+
+
+def _write_tree(ds, out, where):
+    """Writes ds's images at out as an ImageFolder tree of PNGs: where lists ((split, index), i) for each image i
+    written, as out/split/CLASS/INDEX.png. Built in out.partial and renamed: an interrupted build leaves no half tree."""
+    from PIL import Image
     tmp = out + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    for k, i in enumerate(tqdm(take, desc=f"writing {out}", leave=False)):
-        split, index = ("train", k) if k < n_train else ("val", k - n_train)
+    for (split, index), i in tqdm(where, desc=f"writing {out}", leave=False):
         folder = os.path.join(tmp, split, ds.classes[ds.targets[i]])
         os.makedirs(folder, exist_ok=True)
         Image.fromarray(ds.data[i]).save(os.path.join(folder, f"{index:05d}.png"))
