@@ -425,11 +425,11 @@ class AugmentSpec:
         return k + 1 - k % 2
 
     def stats(self, device):
-        """mean and std as (1, 3, 1, 1) tensors on device, made once: a copy from the host every step
+        """mean and std as (1, C, 1, 1) tensors on device, made once: a copy from the host every step
         would make the host wait for the device."""
         cache = self.__dict__.setdefault("_stats", {})
         if device not in cache:
-            cache[device] = tuple(torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (self.mean, self.std))
+            cache[device] = tuple(torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (self.mean, self.std))
         return cache[device]
 
     def crop_boxes(self, n, height, width, g):
@@ -714,12 +714,16 @@ def train_step(model, optimizer, batch, spec, g, args, amp, extra=None):
 # the latent's signal over noise (Fig. 2), same- vs different-image latent similarity (Fig. 5), active units
 # (Burda et al. 2016), and the monitor's probes.
 
-def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, more, step, steps_per_epoch):
-    """evaluate and monitor (and a recipe's own diagnostics, `more`) on the held-out images: a log.jsonl line."""
+def run_validation(raw_model, train_split, val_split, args, spec, amp, rank, world, recipe, step, steps_per_epoch):
+    """evaluate and monitor (and the recipe's own diagnostics, or its own evaluation) on the held-out images: a
+    log.jsonl line."""
     broadcast_buffers(raw_model)
-    metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
-    for diagnose in (probe.monitor, more or (lambda *a: {})):
-        metrics.update(diagnose(raw_model, train_split, val_split, args, spec, amp, rank, world))
+    if recipe.evaluate:
+        metrics, first = recipe.evaluate(raw_model, train_split, val_split, args, spec, amp, rank, world), None
+    else:
+        metrics, first = evaluate(raw_model, val_split, args, spec, amp, rank, world)
+        for diagnose in (probe.monitor, recipe.monitor or (lambda *a: {})):
+            metrics.update(diagnose(raw_model, train_split, val_split, args, spec, amp, rank, world))
     if is_main():
         write_log(os.path.join(args.output_dir, "log.jsonl"),
                   {"step": step, "epoch": round(step / steps_per_epoch, 4), **metrics})
@@ -856,12 +860,17 @@ class Recipe:
     views: the augmented crops of each image a step's batch carries.
     flops(args, spec): FLOPs per image of one step, for the log's TFLOP/s.
     monitor(model, train_split, val_split, args, spec, amp, rank, world) -> dict: diagnostics beside evaluate's.
+    evaluate: the same signature, in place of evaluate's and the monitor's, for a model that is not AutoEncoder
+      (methods/iwae.py's fully-connected one on MNIST, with a Bernoulli likelihood).
+    lr_at(step, sched, args) -> the step's lr, for a schedule of the method's own (the IWAE paper's stages).
     """
     build: Callable
     step: Callable
     views: int
     flops: Callable
     monitor: Optional[Callable] = None
+    evaluate: Optional[Callable] = None
+    lr_at: Optional[Callable] = None
 
 
 def paper_recipe(args):
@@ -941,14 +950,15 @@ def train(args, recipe=None):
         print0(f"resuming from step {start_step} (epoch {start_step // sched.steps_per_epoch})")
 
     validate_and_log = functools.partial(run_validation, raw_model, train_split, val_split, args, spec, amp, rank, world,
-                                         recipe.monitor)
+                                         recipe)
+    lr_at = recipe.lr_at or (lambda step, sched, args: sched.lr_at(step, args))
     stream = training_batches(batches, recipe.views, spec, start_step, args.seed, rank)
     log.start(start_step)
     model.train()
     with SavePolicy(args.save_every_minutes, device) as policy:  # SIGTERM / SIGUSR1 from here on: save, then stop
         for step in range(start_step, sched.last_step):
             for group in optimizer.param_groups:
-                group["lr"] = sched.lr_at(step, args)
+                group["lr"] = lr_at(step, sched, args)
             g = generator(device, "step", args.seed, step, rank)  # every random draw of this step
             loss, parts = recipe.step(model, optimizer, next(stream), spec, g, args, amp, extra)
             log.add(step, loss, parts, optimizer)  # on the device; a log.jsonl line every --log_every steps

@@ -29,7 +29,8 @@ SCRIPTS = ("aavae.py", "linear_eval.py", "bench.py", "run_all.sh", "gpu_check.py
 MODULES = {"methods.controls": controls, "methods.iwae": iwae, "methods.aae": aae, "methods.aae_uses": aae_uses,
            "methods.clustering": clustering}
 EVALUATE = "methods.aae_uses evaluate"  # the AAE uses' evaluations: linear_eval.py's flags, modes head, grid and map
-COMMANDS = (*SCRIPTS, *MODULES, EVALUATE)
+NLL = "methods.iwae evaluate"  # the IWAE paper's model's NLL
+COMMANDS = (*SCRIPTS, *MODULES, EVALUATE, NLL)
 LAUNCHERS = ("python", "python3", "bash", "torchrun", "srun")
 
 
@@ -40,8 +41,8 @@ def locate(tokens):
         if os.path.basename(t) in SCRIPTS:
             return i + 1, os.path.basename(t)
         if t == "-m" and i + 1 < len(tokens) and tokens[i + 1] in MODULES:
-            if tokens[i + 1] == "methods.aae_uses" and tokens[i + 2:i + 3] == ["evaluate"]:
-                return i + 3, EVALUATE
+            if tokens[i + 2:i + 3] == ["evaluate"] and tokens[i + 1] in ("methods.aae_uses", "methods.iwae"):
+                return i + 3, EVALUATE if tokens[i + 1] == "methods.aae_uses" else NLL
             return i + 2, tokens[i + 1]
     return None
 
@@ -129,6 +130,8 @@ def validate(script, argv, trees):
         linear_eval.validate(clustering.get_args_parser().parse_args(argv))
     elif script == EVALUATE:
         linear_eval.validate(evaluate_parser().parse_args(argv))
+    elif script == NLL:
+        iwae.get_evaluate_parser().parse_args(argv)
     elif script == "gpu_check.py":
         args = gpu_check.get_args_parser().parse_args(argv)
         assert set(args.parts) <= set(gpu_check.PARTS), args.parts
@@ -296,6 +299,7 @@ PARSERS = [("aavae.py", lambda: aavae.get_args_parser(), "training.md"),
            ("methods.clustering", lambda: own_flags(clustering.get_args_parser(), linear_eval.get_args_parser()), "evaluation.md"),
            (EVALUATE, evaluate_parser, "evaluation.md"),  # linear_eval.py's flags, the uses' modes
            ("run_all.sh", lambda: parser_of(grid.main), "experiments.md"),
+           (NLL, iwae.get_evaluate_parser, "iwae-aae-mnist.md"),
            ("gpu_check.py", gpu_check.get_args_parser, "testing.md")]
 
 

@@ -826,7 +826,11 @@ def experiments_page():
                 n(grid.IMAGES["cifar10"]), n(50000 - grid.IMAGES["cifar10"]),
                 n(grid.SPLIT_EPOCHS * (grid.IMAGES["cifar10"] // 128) * 128),  # full batches of 128: the rest is dropped
                 f"{round(100 * grid.SPLIT_WARMUP)} %", n(int(split["pretrain"]["folder"][split["pretrain"]["folder"].index(
-                    "--val_size") + 1]))]
+                    "--val_size") + 1])),
+                # its fine-tuning choice: the images held out of train/, the rest, their 10 %, the grid's smaller backbone lr
+                n(grid.IMAGES["cifar10"] - grid.FINETUNE_CHOICE_HOLDOUT),
+                n(round(0.1 * (grid.IMAGES["cifar10"] - grid.FINETUNE_CHOICE_HOLDOUT))),
+                f"{min(b for b, h in grid.FINETUNE_GRID.values()):g}"]
     return expected, settings
 
 
@@ -877,6 +881,8 @@ PAGES = {"README.md": readme, "results/small-cpu-30/README.md": small30, "result
 UNCHECKED = {"docs/authors-code.md": "the authors' code and the Lightning versions it needs",
              "docs/bad-input.md": "error messages",
              "docs/cluster.md": "SLURM's and NCCL's versions, an example step and epoch",
+             "docs/iwae-aae-mnist.md": "the IWAE and AAE papers' settings and figures, and their authors' code's; what "
+                                       "the runs measured is in results/mnist-*",
              "docs/evaluation.md": "the probes' settings, the paper's splits, and one measurement of a float16 feature bank "
                                    "whose files were not kept",
              "docs/paper-map.md": "the paper's settings",

@@ -27,11 +27,13 @@ from util.misc import (UserError, block, gather_blocks, generator, ignore_stop_s
 
 
 STATS = {  # per-dataset normalisation (mean, std)
+    "mnist": ((0.0,), (1.0,)),  # none: a Bernoulli likelihood reads the pixels in [0, 1]
     "cifar10": ((125.3 / 255, 123.0 / 255, 113.9 / 255), (63.0 / 255, 62.1 / 255, 66.7 / 255)),
     "stl10": ((0.43, 0.42, 0.39), (0.27, 0.26, 0.27)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
-IMAGE_SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224}
+IMAGE_SIZE = {"cifar10": 32, "stl10": 96, "imagenet": 224, "mnist": 28}
+CHANNELS = {"mnist": 1}  # the others: 3
 STEM = {"cifar10": "cifar", "stl10": "stl", "imagenet": "imagenet"}
 STEM_FACTOR = {"cifar": 8, "stl": 16, "imagenet": 32}  # input size / the decoder's stage-1 size
 MEMORY_LIMIT = 8 << 30  # bytes of uint8 images a folder may take on the device before it is streamed
@@ -61,6 +63,10 @@ def resolve_data(args):
     else:
         args.image_size = IMAGE_SIZE[args.dataset]
     size = args.image_size
+    if args.dataset == "mnist":  # no ResNet stem, no colour: the fully-connected models of methods/ take it, unaugmented
+        args.jitter_strength, args.blur = args.jitter_strength or 0.0, bool(args.blur)
+        args.in_memory = True if args.in_memory is None else args.in_memory
+        return args
     if args.stem == "auto":
         args.stem = STEM.get(args.dataset) or stem_for_size(size)
     if size % STEM_FACTOR[args.stem]:
@@ -76,7 +82,7 @@ def resolve_data(args):
 
 def num_classes(args):
     """How many classes the labels take: 10 for CIFAR-10 and STL-10, the sub-folders of train/ otherwise."""
-    if args.dataset in ("cifar10", "stl10"):
+    if args.dataset in ("cifar10", "stl10", "mnist"):
         return 10
     root = os.path.join(_require_tree(args), "train")
     return sum(e.is_dir() for e in os.scandir(root)) if os.path.isdir(root) else 0
@@ -316,6 +322,11 @@ def load_data(args, device, spec, probe=False):
     folder train / val.
     """
     root = args.data_path
+    if args.dataset == "mnist":  # train (50,000) and val (10,000) for pretraining and probes alike
+        on = device if args.in_memory else torch.device("cpu")
+        with local_rank_zero_first():
+            parts = [read_mnist(root, s) for s in ("train", "val")]
+        return tuple(Split(images.to(on), labels, spec, device, args.seed) for images, labels in parts)
     if args.dataset in ("cifar10", "stl10"):
         original = None if args.dataset == "cifar10" else stl10_original
         on = device if args.in_memory else torch.device("cpu")
@@ -373,6 +384,59 @@ def _read_torchvision_dataset(name, root, part):
     parts = [_download(torchvision.datasets.STL10, name, root, split=s) for s in splits]
     return (torch.from_numpy(np.concatenate([p.data for p in parts])),
             torch.from_numpy(np.concatenate([p.labels for p in parts])).long())
+
+
+# MNIST (the IWAE's and the adversarial autoencoder's own data): its training set as IDX files, split as many papers
+# split it, the first 50,000 images train and the last 10,000 val; the test set is not read.
+MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "val": ("val-images-idx3-ubyte", "val-labels-idx1-ubyte")}
+MNIST_TRAIN = 50000
+IDX_MAGIC = {3: 2051, 1: 2049}  # images (N, rows, cols) and labels (N,): 0x0803 and 0x0801, big-endian
+
+
+def read_idx(path, dims):
+    """The uint8 array of an IDX file of `dims` dimensions (3: images, 1: labels), its header checked against
+    its size: a wrong magic number, a truncated or overlong file is one sentence naming the file."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    head = 4 + 4 * dims
+    if len(raw) < head:
+        raise UserError(f"{path} is {len(raw)} bytes, shorter than an IDX header: the file is truncated")
+    magic, *shape = (int.from_bytes(raw[k:k + 4], "big") for k in range(0, head, 4))
+    if magic != IDX_MAGIC[dims]:
+        raise UserError(f"{path} starts with magic number {magic}, not {IDX_MAGIC[dims]} (an IDX file of "
+                        f"{'images' if dims == 3 else 'labels'}): is it the right file, and unpacked (not .gz)?")
+    if len(raw) != head + int(np.prod(shape)):
+        raise UserError(f"{path} holds {len(raw) - head} bytes of data where its header promises "
+                        f"{' x '.join(map(str, shape))} = {int(np.prod(shape))}: the file is truncated or corrupt")
+    return np.frombuffer(raw, dtype=np.uint8, offset=head).reshape(shape)
+
+
+def read_mnist(root, split):
+    """(uint8 images (N, 1, 28, 28), labels (N,)) of MNIST's `split` (train or val) at root: the IDX files of
+    MNIST_FILES when root holds them; otherwise torchvision's MNIST training set, downloaded into root if absent,
+    split into its first MNIST_TRAIN images (train) and the rest (val)."""
+    images_file, labels_file = (os.path.join(root, f) for f in MNIST_FILES[split])
+    if not any(os.path.exists(os.path.join(root, f)) for pair in MNIST_FILES.values() for f in pair):
+        ds = _download(torchvision.datasets.MNIST, "mnist", root, train=True)
+        part = slice(0, MNIST_TRAIN) if split == "train" else slice(MNIST_TRAIN, None)
+        return ds.data[part].unsqueeze(1).contiguous(), ds.targets[part].long()
+    for path in (images_file, labels_file):
+        if not os.path.exists(path):
+            raise UserError(f"{root} holds MNIST's IDX files but not {os.path.basename(path)}: it needs "
+                            + ", ".join(f for pair in MNIST_FILES.values() for f in pair))
+    images, labels = read_idx(images_file, 3), read_idx(labels_file, 1)
+    if len(images) != len(labels):
+        raise UserError(f"{images_file} holds {len(images)} images but {labels_file} {len(labels)} labels: "
+                        "the two files are not a pair")
+    if images.shape[1:] != (28, 28):
+        raise UserError(f"{images_file} holds images of {images.shape[1]} x {images.shape[2]} pixels, not MNIST's 28 x 28")
+    if labels.max(initial=0) > 9:
+        raise UserError(f"{labels_file} holds label {labels.max()}, outside MNIST's digits 0-9")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
 
 def _download(dataset, name, root, **kw):

@@ -165,7 +165,7 @@ class StepLog:
         row["tflop_per_s"] = row["img_per_s"] * self.flops / 1e12  # all processes together
         if self.peak:
             row["mfu"] = row["tflop_per_s"] / (self.peak * self.world)
-        if self.raw_model.variational:
+        if self.raw_model.variational and self.raw_model.log_scale is not None:  # None: a Bernoulli likelihood
             row["log_scale"] = self.raw_model.log_scale.item()
         write_log(self.path, row)
         self.bar.set_postfix(loss=f"{row['loss']:.4g}", img_s=f"{row['img_per_s']:.0f}")

@@ -1,0 +1,165 @@
+"""MNIST and the IWAE paper's own model (methods/iwae.py --arch mlp, methods/mlp.py): the IDX files and what is wrong
+with them, the architecture against the data, the schedule of stages, the two objectives, the NLL estimate, a run
+that resumes bit-identically, and its evaluation."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, read_log
+from methods import iwae, mlp
+from test_train import run_error
+from util import data
+
+MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist")
+
+
+def write_idx(path, array, magic=None):
+    array = np.asarray(array, dtype=np.uint8)
+    magic = magic or {3: 2051, 1: 2049}[array.ndim]
+    with open(path, "wb") as f:
+        f.write(magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape) + array.tobytes())
+
+
+def make_mnist(root, train=60, val=20, seed=0):
+    """A small MNIST in its IDX files: blobs of a class-dependent place, so that the classes differ."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(root, exist_ok=True)
+    for split, n in (("train", train), ("val", val)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for k, y in enumerate(labels):
+            images[k, 4 + 2 * y:10 + 2 * y, 6:22] = 255
+        images_file, labels_file = data.MNIST_FILES[split]
+        write_idx(os.path.join(root, images_file), images)
+        write_idx(os.path.join(root, labels_file), labels)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    return make_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+def mlp_args(root, out, *extra):
+    return ["--method", "iwae", "--arch", "mlp", "--dataset", "mnist", "--data_path", root, "--batch_size", "20",
+            "--base_batch", "20", "--lr", "1e-3", "--schedule", "stages", "--warmup_epochs", "0", "--epochs", "2",
+            "--val_size", "0", "--val_samples", "7", "--log_every", "1", "--val_every", "1", "--output_dir", str(out), *extra]
+
+
+def test_every_wrong_idx_file_is_one_sentence_naming_it(mnist, tmp_path, capsys):
+    def broken(name, how):
+        root = make_mnist(tmp_path / name, train=20, val=10)
+        path = os.path.join(root, data.MNIST_FILES["train"][0 if how != "labels" else 1])
+        if how == "magic":
+            write_idx(path, np.zeros((20, 28, 28)), magic=2049)
+        elif how == "truncated":
+            with open(path, "r+b") as f:
+                f.truncate(16 + 20 * 784 - 5)
+        elif how == "labels":
+            write_idx(path, np.zeros(19))
+        elif how == "missing":
+            os.remove(path)
+        elif how == "size":
+            write_idx(path, np.zeros((20, 32, 32)))
+        return root, path
+
+    for how, says in (("magic", "starts with magic number 2049, not 2051"), ("truncated", "truncated or corrupt"),
+                      ("labels", "20 images but"), ("missing", "but not train-images-idx3-ubyte"),
+                      ("size", "32 x 32 pixels")):
+        root, path = broken(how, how)
+        err = run_error(mlp_args(root, tmp_path / f"o-{how}"), capsys, iwae.main)
+        assert says in err and (os.path.basename(path) in err), (how, err)
+        assert not (tmp_path / f"o-{how}" / "checkpoint.pt").exists()
+    short = tmp_path / "short.idx"
+    short.write_bytes(b"\x00\x00")
+    with pytest.raises(Exception, match="shorter than an IDX header"):
+        data.read_idx(str(short), 1)
+
+
+def test_the_papers_model_takes_mnist_and_the_resnet_takes_colour(mnist, folder, tmp_path, capsys):
+    assert "choose --arch mlp with --dataset mnist" in run_error(
+        mlp_args(mnist, tmp_path / "a", "--arch", "resnet"), capsys, iwae.main)
+    assert "choose --arch mlp with --dataset mnist" in run_error(
+        ["--arch", "mlp", "--dataset", "folder", "--data_path", folder, "--output_dir", str(tmp_path / "b")], capsys, iwae.main)
+    assert "which MNIST has not" in run_error(mlp_args(mnist, tmp_path / "c", "--method", "aa_iwae"), capsys, iwae.main)
+    assert "no warm-up" in run_error(mlp_args(mnist, tmp_path / "d", "--warmup_epochs", "1"), capsys, iwae.main)
+    assert "IWAE paper's VAE row" in run_error(["--method", "vae", "--dataset", "folder", "--data_path", folder,
+                                                 "--output_dir", str(tmp_path / "e")], capsys, iwae.main)
+
+
+def test_the_stages_are_three_to_the_i_epochs_at_a_seventh_of_a_decade_less_each():
+    assert [iwae.stage_of(e) for e in range(14)] == [0, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3]
+    assert iwae.stage_of(39) == 3 and iwae.stage_of(40) == 4 and iwae.stage_of(120) == 4 and iwae.stage_of(3279) == 7
+
+
+def test_a_run_follows_the_stages_resumes_bit_identically_and_its_nll_is_evaluated(mnist, tmp_path):
+    iwae.main(mlp_args(mnist, tmp_path / "straight", "--epochs", "5"))
+    iwae.main(mlp_args(mnist, tmp_path / "resumed", "--epochs", "5", "--max_steps", "5"))
+    iwae.main(mlp_args(mnist, tmp_path / "resumed", "--epochs", "5"))
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    steps = [r for r in read_log(tmp_path / "straight") if "loss" in r]
+    assert len(steps) == 15  # 60 images, batch 20: 3 steps a pass, 5 passes
+    for r in steps:  # the lr each step ran at: stage 0 for pass 1, stage 1 for passes 2-4, stage 2 for the fifth
+        assert r["lr"] == pytest.approx(1e-3 * 10 ** (-iwae.stage_of((r["step"] - 1) // 3) / 7))
+    assert sorted({r["lr"] for r in steps}) == pytest.approx([1e-3 * 10 ** (-2 / 7), 1e-3 * 10 ** (-1 / 7), 1e-3])
+    val = [r for r in read_log(tmp_path / "straight") if "val_nll" in r]
+    assert len(val) == 5 and all(r["val_images"] == 20 and 0 <= r["val_active_units"] <= 50 for r in val)
+    args = json.loads((tmp_path / "straight" / "args.json").read_text())
+    assert args["amp"] is False and args["latent_dim"] == 50 and args["monitor_images"] == 0
+    result = iwae.main(["evaluate", "--checkpoint", str(tmp_path / "straight" / "checkpoint.pt"), "--samples", "30"])
+    saved = json.loads((tmp_path / "evals" / "nll-straight" / "result.json").read_text())
+    assert saved["nll"] == pytest.approx(result["nll"]) and saved["passes"] == 5 and saved["images"] == 20
+    assert (saved["eval_samples"], saved["train_samples"], saved["method"]) == (30, 5, "iwae")
+    assert saved["active_units"] == sum(v > 0.01 for v in saved["unit_variances"])
+    # the same estimate, drawn in chunks of samples or at once; and the last validation's, at k = 7, lies above it
+    model = mlp.BernoulliVAE()
+    model.load_state_dict(torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"])
+    x = iwae.binarized_val(data.Split(*data.read_mnist(mnist, "val"), None, torch.device("cpu"), 0))
+    chunked = iwae.bound_and_units(model, x, 30, 10, 0, 1, chunk=7)[0]
+    whole = iwae.bound_and_units(model, x, 30, 10, 0, 1, chunk=30)[0]
+    assert -whole[0].item() / 20 == pytest.approx(saved["nll"]) and chunked[2:].tolist() == whole[2:].tolist()
+    assert val[-1]["val_nll"] > saved["nll"] - 1.0  # fewer samples: a looser bound (up to the estimates' noise)
+    with pytest.raises(SystemExit):  # a result is never overwritten silently
+        iwae.main(["evaluate", "--checkpoint", str(tmp_path / "straight" / "checkpoint.pt"), "--samples", "30"])
+
+
+def test_the_objectives_are_the_k_sample_bound_and_the_averaged_elbo():
+    torch.manual_seed(0)
+    log_w = torch.randn(5, 7) * 3
+    assert iwae.objective(log_w, "iwae") <= iwae.objective(log_w, "vae")  # L_k >= mean ELBO (Jensen)
+    assert iwae.objective(log_w[:1], "iwae") == pytest.approx(iwae.objective(log_w[:1], "vae").item())
+    ref = -(torch.logsumexp(log_w, 0) - math.log(5)).mean()
+    assert iwae.objective(log_w, "iwae") == pytest.approx(ref.item())
+    # log w: a Bernoulli likelihood, the standard normal prior and q's density, each by hand
+    model = mlp.BernoulliVAE(latent_dim=3)
+    x = (torch.rand(2, 1, 28, 28) > 0.5).float()
+    logits, z, mu, log_var = model(x, torch.randn(4, 2, 3))
+    p = torch.sigmoid(logits)
+    px = (x.flatten(1) * p.log() + (1 - x.flatten(1)) * (1 - p).log()).sum(-1)
+    pz = torch.distributions.Normal(0, 1).log_prob(z).sum(-1)
+    qz = torch.distributions.Normal(mu, torch.exp(0.5 * log_var)).log_prob(z).sum(-1)
+    torch.testing.assert_close(mlp.log_weight(x, logits, z, mu, log_var), px + pz - qz, rtol=1e-4, atol=1e-3)
+
+
+def test_the_papers_model_is_784_200_200_50_tanh_its_output_at_the_mean_image():
+    mean = torch.rand(1, 28, 28)
+    model = mlp.BernoulliVAE(mean_image=mean)
+    shapes = [tuple(p.shape) for p in model.parameters()]
+    assert shapes == [(200, 784), (200,), (200, 200), (200,), (50, 200), (50,), (50, 200), (50,),
+                      (200, 50), (200,), (200, 200), (200,), (784, 200), (784,)]
+    assert sum(isinstance(m, torch.nn.Tanh) for m in model.modules()) == 4
+    torch.testing.assert_close(torch.sigmoid(model.decoder[-1].bias), mean.flatten().clamp(0.001, 0.999))
+    flops = [iwae.mlp_flops(50, k) for k in (1, 2, 3)]
+    assert flops[2] - flops[1] == pytest.approx(flops[1] - flops[0]) and flops[1] > flops[0] > 0  # one decoder pass per sample
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST), reason="needs MNIST's IDX files beside the repository")
+def test_the_real_mnist_is_50000_train_and_10000_val_digits():
+    train, val = data.read_mnist(MNIST, "train"), data.read_mnist(MNIST, "val")
+    assert train[0].shape == (50000, 1, 28, 28) and val[0].shape == (10000, 1, 28, 28)
+    assert train[1].bincount().min() > 4000 and val[1].bincount().min() > 800 and int(train[1].max()) == 9
