@@ -440,7 +440,43 @@ def holdout_split(source, n, out, create=True, seed=0):
     return out
 
 
+# The mnist profile: the IWAE paper's Table 1 (one stochastic layer) with its own model, Adam and schedule
+# (methods/iwae.py --arch mlp), every row the same first stages of the schedule: --mnist_passes 40 (stages 0-3) or 121
+# (0-4) of the paper's 3,280 (0-7). Each row is then scored by -L_5000 and its active units on all of MNIST's val
+# (python -m methods.iwae evaluate); its log follows -L_500 on 1,000 val images after every pass.
+MNIST_IWAE_ROWS = {"vae-k1": ("vae", 1), "iwae-k5": ("iwae", 5), "vae-k50": ("vae", 50), "iwae-k50": ("iwae", 50)}
+MNIST_ALL = list(MNIST_IWAE_ROWS)
+MNIST_PASSES = 40
+MNIST_IWAE = ["--arch", "mlp", "--dataset", "mnist", "--batch_size", "20", "--base_batch", "20", "--lr", "1e-3",
+              "--schedule", "stages", "--warmup_epochs", "0", "--val_every", "1", "--val_size", "1000", "--val_samples",
+              "500", "--save_every", "1", "--log_every", "500", "--save_every_minutes", "10"]
+MNIST_NLL_SAMPLES = 5000
+# Burda et al.'s Table 1, MNIST, one stochastic layer, after 3,280 passes: NLL on the test set (nats) and active units
+# of 50 (None: not in the sources read; docs/iwae-aae-mnist.md)
+PAPER_IWAE = {"vae-k1": (86.76, None), "iwae-k5": (85.54, None), "vae-k50": (86.35, 20), "iwae-k50": (84.78, 25)}
+PAPER_IWAE_PASSES = 3280
+
+
+def build_mnist_grid(args):
+    """The mnist profile: each row of MNIST_IWAE_ROWS pretrained for --mnist_passes, then its NLL evaluation."""
+    g = Grid(args)
+    for row in args.rows:
+        method, k = MNIST_IWAE_ROWS[row]
+        out = os.path.join(args.output_dir, "runs", f"mnist-{row}")
+        cmd = g.launcher("methods.iwae") + ["--method", method, "--iw_samples", str(k), "--data_path", args.data_path,
+                                            *MNIST_IWAE, "--epochs", str(args.mnist_passes), "--output_dir", out]
+        g.steps.append(Step("pretrain", cmd, out, f".done_{args.mnist_passes}"))
+        ev = os.path.join(args.output_dir, "evals", f"nll-{row}-p{args.mnist_passes}")  # a longer run is another result
+        g.steps.append(Step("eval", g.launcher("methods.iwae", "evaluate") + [
+            "--checkpoint", os.path.join(out, "checkpoint.pt"), "--samples", str(MNIST_NLL_SAMPLES), "--output_dir", ev],
+            ev, "result.json"))
+        g.cell("iwae", row, args.mnist_passes, ev, run=out)
+    return g
+
+
 def build_grid(args):
+    if args.profile == "mnist":
+        return build_mnist_grid(args)
     if args.profile in ("small", "split"):
         return build_small_grid(args)
     g = Grid(args)
@@ -630,13 +666,13 @@ def record_run(args, argv, seconds, steps=(), new=False):
 
 def main(argv=None):
     p = argparse.ArgumentParser("run_all.sh", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small", "split"],
+    p.add_argument("--profile", default="paper", choices=["paper", "quick", "small", "split", "mnist"],
                    help="paper: every table and figure; quick: every cell for a few steps (a smoke run); small: "
                         "Table 1's encoders and two controls at equal budget on a small folder, with curves, Table 2 and "
                         "clusters, and the AAE's other uses: about 4 hours of pretraining for Table 1's rows on 2 CPU cores "
                         "with native bf16, more for the uses' rows; in parts with --rows; split: Table 1's rows and "
                         "clusters at one budget on a 45,000 / 5,000 split of CIFAR-10's training images (train/, val/), "
-                        "scored on all of val/")
+                        "scored on all of val/; mnist: the IWAE paper's Table 1 with its own model on MNIST")
     p.add_argument("--dry_run", action="store_true", help="print every command with its estimated GPU-hours")
     p.add_argument("--data_root", default="data",
                    help="paper: a folder holding cifar10/, stl10/ and imagenet/; quick, small and split without "
@@ -663,14 +699,18 @@ def main(argv=None):
                         "labels) and k-means clusters, for the rows of Table 1 and the controls (their checkpoints are "
                         "needed: --no-label_evals for a folder whose runs are done but not kept; default on for small, "
                         "off for split)")
-    p.add_argument("--rows", default=None, help="small, split: the rows to run, comma-separated (default all: "
-                   + ",".join(SMALL_ALL) + "; split: Table 1's, " + ",".join(SPLIT_ALL) + ")")
+    p.add_argument("--rows", default=None, help="small, split, mnist: the rows to run, comma-separated (default all: "
+                   + ",".join(SMALL_ALL) + "; split: Table 1's, " + ",".join(SPLIT_ALL) + "; mnist: "
+                   + ",".join(MNIST_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
                    help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
                         "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
     p.add_argument("--holdout", type=int, default=0,
                    help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
                         "to choose a recipe without looking at val/")
+    p.add_argument("--mnist_passes", type=int, default=MNIST_PASSES,
+                   help="mnist: passes over the training set per row, the first stages of the paper's schedule (40: "
+                        "stages 0-3; 121: 0-4; the paper's 3,280: 0-7)")
     p.add_argument("--finetune_choice", action="store_true",
                    help=f"split: choose Table 2's fine-tuning recipe first: {', '.join(FINETUNE_CHOICE_ROWS)} (their runs "
                         f"pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
@@ -679,6 +719,8 @@ def main(argv=None):
     mini = args.profile in ("quick", "small", "split") and not args.data_path
     if mini:  # cifar10-mini or cifar10-split, made from CIFAR-10 under DATA_ROOT/cifar10 (downloaded there if absent)
         args.data_path = os.path.join(args.data_root, "cifar10-split" if args.profile == "split" else "cifar10-mini")
+    if args.profile == "mnist":
+        return mnist_main(p, args, argv)
     small_only = [f for f, v in (("--rows", args.rows), ("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout)) if v]
     if args.profile not in ("small", "split") and small_only:
         p.error(f"{', '.join(small_only)}: only with --profile small or split")
@@ -730,6 +772,34 @@ def main(argv=None):
     if not have_matplotlib():  # the tables are written either way; the figures wait for it
         print(f"matplotlib is not installed, so {'figures.png' if args.profile in ('paper', 'quick') else 'curves.png'} was not "
               "drawn: pip install matplotlib, then the same command with --report_only", flush=True)
+    return g
+
+
+def mnist_main(p, args, argv):
+    """--profile mnist: its rows (default all), MNIST at --data_path (default DATA_ROOT/mnist, where torchvision
+    downloads it if it has no IDX files), the grid, its report (experiments/report.py: report_mnist)."""
+    others = [f for f, v in (("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout),
+                             ("--finetune_choice", args.finetune_choice), ("--small_epochs", args.small_epochs)) if v]
+    if others:
+        p.error(f"{', '.join(others)}: not with --profile mnist")
+    rows = MNIST_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
+    if not rows or set(rows) - set(MNIST_ALL):
+        p.error(f"--rows {args.rows!r}: choose among {', '.join(MNIST_ALL)}")
+    if args.mnist_passes < 1:
+        p.error("--mnist_passes must be positive")
+    args.rows = [r for r in MNIST_ALL if r in rows]
+    args.data_path = args.data_path or os.path.join(args.data_root, "mnist")
+    args.output_dir = args.output_dir or os.path.join("runs", "all-mnist")
+    g = build_grid(args)
+    if args.dry_run:
+        for st in g.steps:
+            print(f"# {st.kind}\n{shlex.join(st.cmd)}")
+        print(f"# {len(g.steps)} commands")
+        return g
+    if not args.report_only:
+        run_grid(g, args, argv)
+    from experiments.report import report_mnist
+    report_mnist(g, args)
     return g
 
 

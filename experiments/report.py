@@ -678,3 +678,69 @@ def figures(records, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "figures.png"), dpi=100)
 
+
+
+# ----------------------------------------------------------------------------------------------------
+# The mnist profile: the IWAE paper's Table 1 beside this repository's runs of its model
+
+def report_mnist(g, args):
+    """OUTPUT/table.md and results.json: each row's NLL (-L_5000 on all of val) and active units beside the paper's
+    (3,280 passes, MNIST's test set), with the passes, training k and evaluation k of each; curves.csv and nll.png:
+    the runs' validation (-L_500 on 1,000 val images) over passes."""
+    from experiments.grid import MNIST_IWAE_ROWS, PAPER_IWAE, PAPER_IWAE_PASSES
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    lines = ["| row | objective | k (training) | passes | NLL on val, -L_k (nats) | k (evaluation) | active units | "
+             f"paper: NLL, {PAPER_IWAE_PASSES:,} passes | paper: active units | NLL - paper's |", "|---" * 10 + "|"]
+    records, curve_rows = [], []
+    for c in (c for c in g.cells if c.table == "iwae"):
+        r = read_json(os.path.join(c.eval, "result.json")) or {}
+        method, k = MNIST_IWAE_ROWS[c.row]
+        paper_nll, paper_units = PAPER_IWAE[c.row]
+        nll = r.get("nll")
+        rec = {"row": c.row, "objective": method, "train_samples": k, "passes": r.get("passes"), "nll": nll,
+               "eval_samples": r.get("eval_samples"), "active_units": r.get("active_units"), "latent_dim": r.get("latent_dim"),
+               "images": r.get("images"), "paper_nll": paper_nll, "paper_active_units": paper_units,
+               "nll_minus_paper": nll - paper_nll if nll is not None else None}
+        records.append(rec)
+        lines.append(f"| {c.row} | {'L_k' if method == 'iwae' else 'ELBO, k-sample mean'} | {k} | {fmt(rec['passes'], 0)} | "
+                     f"{fmt(nll)} | {fmt(rec['eval_samples'])} | {fmt(rec['active_units'])} | {fmt(paper_nll)} | "
+                     f"{fmt(paper_units)} | {fmt(rec['nll_minus_paper'])} |")
+        curve_rows += [{"row": c.row, "pass": v["epoch"], "val_nll": v["val_nll"], "val_active_units": v["val_active_units"]}
+                       for v in read_log(os.path.join(c.run, "log.jsonl")) if "val_nll" in v]
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(f"# IWAE's Table 1 on MNIST (one stochastic layer), data {args.data_path}\n\n" + "\n".join(lines) + "\n\n"
+                "NLL: -L_k per image averaged over all of val, binarised once for every row; the paper's on MNIST's test "
+                "set. Active units: Cov_x(E_q[z_d]) > 0.01 over val.\n")
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"rows": records}, f, indent=1)
+    if curve_rows:
+        with open(os.path.join(out, "curves.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(curve_rows[0]))
+            w.writeheader()
+            w.writerows(curve_rows)
+        plot_nll(curve_rows, records, os.path.join(out, "nll.png"))
+    print(f"wrote {out}/table.md, results.json" + (", curves.csv" if curve_rows else ""))
+
+
+def plot_nll(curve_rows, records, path):
+    """The validation NLL over passes, one line per row (log-scaled passes, as the schedule's stages are), the paper's
+    final NLL of each row dashed in the same colour."""
+    plt = pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, rec in enumerate(records):
+        pts = [(r["pass"], r["val_nll"]) for r in curve_rows if r["row"] == rec["row"]]
+        if pts:
+            colour = f"C{k}"
+            ax.plot(*zip(*pts), "-", color=colour, label=f"{rec['row']} (-L_500, 1,000 val images)")
+            ax.axhline(rec["paper_nll"], color=colour, ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("passes over the 50,000 training images")
+    ax.set_ylabel("NLL (nats)")
+    ax.set_title("IWAE Table 1 rows on MNIST; dashed: the paper after 3,280 passes", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

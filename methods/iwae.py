@@ -14,7 +14,6 @@ regulariser, trained on the k-sample bound L_k instead of the ELBO. Two settings
 
 The loop, checkpoints, resume and torchrun are aavae.py's.
 """
-import argparse
 import contextlib
 import functools
 import math

@@ -830,7 +830,9 @@ def experiments_page():
                 # its fine-tuning choice: the images held out of train/, the rest, their 10 %, the grid's smaller backbone lr
                 n(grid.IMAGES["cifar10"] - grid.FINETUNE_CHOICE_HOLDOUT),
                 n(round(0.1 * (grid.IMAGES["cifar10"] - grid.FINETUNE_CHOICE_HOLDOUT))),
-                f"{min(b for b, h in grid.FINETUNE_GRID.values()):g}"]
+                f"{min(b for b, h in grid.FINETUNE_GRID.values()):g}",
+                # the mnist profile: the paper's passes, the evaluation's samples
+                n(grid.PAPER_IWAE_PASSES), n(grid.MNIST_NLL_SAMPLES)]
     return expected, settings
 
 

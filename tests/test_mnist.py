@@ -163,3 +163,35 @@ def test_the_real_mnist_is_50000_train_and_10000_val_digits():
     train, val = data.read_mnist(MNIST, "train"), data.read_mnist(MNIST, "val")
     assert train[0].shape == (50000, 1, 28, 28) and val[0].shape == (10000, 1, 28, 28)
     assert train[1].bincount().min() > 4000 and val[1].bincount().min() > 800 and int(train[1].max()) == 9
+
+
+def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_numbers_beside(mnist, tmp_path):
+    import contextlib
+    import io
+
+    from experiments import grid
+    out = tmp_path / "M"
+    base = ["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--in_process", "--rows", "vae-k1,iwae-k5"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = grid.main(base + ["--mnist_passes", "2"])
+        more = grid.main(base + ["--mnist_passes", "4"])  # longer: the same runs continue, each scored again
+    pretrain = [st.cmd for st in g.steps if st.kind == "pretrain"]
+    flag = lambda cmd, name: cmd[cmd.index(name) + 1]
+    assert [(flag(c, "--method"), flag(c, "--iw_samples")) for c in pretrain] == [("vae", "1"), ("iwae", "5")]
+    for name in ("--epochs", "--batch_size", "--lr", "--schedule", "--arch"):
+        assert len({flag(c, name) for c in pretrain}) == 1, name
+    saved = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["row"] for r in saved] == ["vae-k1", "iwae-k5"]
+    for r in saved:
+        ev = json.loads((out / "evals" / f"nll-{r['row']}-p4" / "result.json").read_text())
+        assert (r["nll"], r["passes"], r["eval_samples"], r["train_samples"]) == (ev["nll"], 4, 5000, ev["train_samples"])
+        assert r["paper_nll"] == grid.PAPER_IWAE[r["row"]][0] and r["nll_minus_paper"] == pytest.approx(r["nll"] - r["paper_nll"])
+        assert (out / "evals" / f"nll-{r['row']}-p2" / "result.json").exists()  # the shorter run's score is kept
+        steps = [x for x in read_log(out / "runs" / f"mnist-{r['row']}") if "loss" in x]
+        assert steps[-1]["step"] == 12  # 4 passes of 3 steps, the last two continuing the first two
+    table = (out / "table.md").read_text()
+    assert "| vae-k1 | ELBO, k-sample mean | 1 | 4 |" in table and f"{saved[1]['nll']:.2f}" in table
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert curves[0] == "row,pass,val_nll,val_active_units" and len(curves) == 1 + 2 * 4
+    with pytest.raises(SystemExit):
+        grid.main(["--profile", "mnist", "--rows", "aavae", "--dry_run"])
