@@ -443,13 +443,13 @@ def holdout_split(source, n, out, create=True, seed=0):
 # The mnist profile: the IWAE paper's Table 1 (one stochastic layer) with its own model, Adam and schedule
 # (methods/iwae.py --arch mlp), every row the same first stages of the schedule: --mnist_passes 40 (stages 0-3) or 121
 # (0-4) of the paper's 3,280 (0-7). Each row is then scored by -L_5000 and its active units on all of MNIST's val
-# (python -m methods.iwae evaluate); its log follows -L_500 on 1,000 val images after every pass.
+# (python -m methods.iwae evaluate); its log follows -L_100 on 1,000 val images after every pass.
 MNIST_IWAE_ROWS = {"vae-k1": ("vae", 1), "iwae-k5": ("iwae", 5), "vae-k50": ("vae", 50), "iwae-k50": ("iwae", 50)}
 MNIST_ALL = list(MNIST_IWAE_ROWS)
 MNIST_PASSES = 40
 MNIST_IWAE = ["--arch", "mlp", "--dataset", "mnist", "--batch_size", "20", "--base_batch", "20", "--lr", "1e-3",
               "--schedule", "stages", "--warmup_epochs", "0", "--val_every", "1", "--val_size", "1000", "--val_samples",
-              "500", "--save_every", "1", "--log_every", "500", "--save_every_minutes", "10"]
+              "100", "--save_every", "1", "--log_every", "500", "--save_every_minutes", "10"]
 MNIST_NLL_SAMPLES = 5000
 # Burda et al.'s Table 1, MNIST, one stochastic layer, after 3,280 passes: NLL on the test set (nats) and active units
 # of 50 (None: not in the sources read; docs/iwae-aae-mnist.md)

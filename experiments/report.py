@@ -686,7 +686,7 @@ def figures(records, out):
 def report_mnist(g, args):
     """OUTPUT/table.md and results.json: each row's NLL (-L_5000 on all of val) and active units beside the paper's
     (3,280 passes, MNIST's test set), with the passes, training k and evaluation k of each; curves.csv and nll.png:
-    the runs' validation (-L_500 on 1,000 val images) over passes."""
+    the runs' validation (-L_100 on 1,000 val images) over passes."""
     from experiments.grid import MNIST_IWAE_ROWS, PAPER_IWAE, PAPER_IWAE_PASSES
     out = args.output_dir
     os.makedirs(out, exist_ok=True)
@@ -734,7 +734,7 @@ def plot_nll(curve_rows, records, path):
         pts = [(r["pass"], r["val_nll"]) for r in curve_rows if r["row"] == rec["row"]]
         if pts:
             colour = f"C{k}"
-            ax.plot(*zip(*pts), "-", color=colour, label=f"{rec['row']} (-L_500, 1,000 val images)")
+            ax.plot(*zip(*pts), "-", color=colour, label=f"{rec['row']} (-L_100, 1,000 val images)")
             ax.axhline(rec["paper_nll"], color=colour, ls="--", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("passes over the 50,000 training images")

@@ -174,7 +174,7 @@ def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_n
     base = ["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--in_process", "--rows", "vae-k1,iwae-k5"]
     with contextlib.redirect_stdout(io.StringIO()):
         g = grid.main(base + ["--mnist_passes", "2"])
-        more = grid.main(base + ["--mnist_passes", "4"])  # longer: the same runs continue, each scored again
+        grid.main(base + ["--mnist_passes", "4"])  # longer: the same runs continue, each scored again
     pretrain = [st.cmd for st in g.steps if st.kind == "pretrain"]
     flag = lambda cmd, name: cmd[cmd.index(name) + 1]
     assert [(flag(c, "--method"), flag(c, "--iw_samples")) for c in pretrain] == [("vae", "1"), ("iwae", "5")]
