@@ -413,7 +413,10 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
     train_logits = outputs(model, train, "logits", **kw).float()
     train_y = train_logits.argmax(1)
     read = clustering.scores(train_y, train.labels, test_y, test.labels, run["clusters"], classes)
+    # the paper's own reading: each cluster labelled by the training image y is surest of (clustering.argmax_rule)
+    rule_labels, rule_top1, _ = clustering.argmax_rule(F.softmax(train_logits, 1), train.labels, test_y, test.labels)
     return {"top1": read["majority_top1"], "test_images": len(test), "clusters": run["clusters"], "classes": classes,
+            "argmax_rule_top1": rule_top1, "argmax_rule_labels": rule_labels.tolist(),
             "features": "the AAE's y head (argmax)", "clusters_used": int(train_y.unique().numel()),
             "cluster_sizes": torch.bincount(train_y, minlength=run["clusters"]).tolist(),
             "y_confidence": F.softmax(train_logits, 1).amax(1).mean().item(), "prior_verdict": prior_verdict(args.checkpoint, run),

@@ -207,6 +207,16 @@ def scores(train_assign, train_labels, test_assign, test_labels, k, classes):
     return out
 
 
+def argmax_rule(bank_probs, bank_labels, test_assign, test_labels):
+    """The AAE paper's reading of a clustering y (Makhzani et al., unsupervised clustering): each cluster i takes the
+    label of the one bank image with the highest q(y = i | x), and every test image the label of its cluster.
+    bank_probs (M, K) are q(y|x) of labelled images that the evaluation may read (held out of what is scored);
+    returns the clusters' labels, the test top-1 in % and the per-image hits."""
+    label_of = bank_labels.cpu()[bank_probs.float().argmax(0).cpu()]
+    hit = (label_of[test_assign.cpu()] == test_labels.cpu()).to(torch.uint8)
+    return label_of, 100 * hit.double().mean().item(), hit
+
+
 # ----------------------------------------------------------------------------------------------------
 # The command: linear_eval.py's encoder, data and result.json, with k-means as its mode
 

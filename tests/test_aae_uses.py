@@ -285,3 +285,44 @@ def test_the_style_grid_and_the_maps(folder, trained, tmp_path):
     assert coords[:, 0].var() >= coords[:, 1].var()  # the first component carries the most variance
     if pca["picture"]:  # drawn where matplotlib is installed
         assert (tmp_path / "aavae" / "map.png").exists()
+
+
+def test_the_discriminator_learns_prior_from_codes_and_the_generator_pulls_codes_to_the_prior(folder, tmp_path):
+    """Not a constant logit (which a swap of real and fake passes): a random discriminator, codes far from the prior.
+    Its loss is BCE with the prior's samples real (1) and the codes fake (0); one step widens the gap between D on the
+    prior and D on the codes; the generator's loss falls as the codes move along minus its gradient. Swapping the labels
+    anywhere fails each of these."""
+    args = aae_uses.validate(aae_uses.get_args_parser().parse_args(tiny_args(folder, tmp_path, "--method", "aa_semi_aae",
+                                                                             "--disc_hidden", "16", "--subset_file", "x")))
+    torch.manual_seed(0)
+    adv = aae.Adversary(args, torch.device("cpu"), 1, dim=3)
+    for group in adv.disc_opt.param_groups:
+        group["lr"] = 1e-2
+    codes = torch.full((64, 3), 3.0) + 0.1 * torch.randn(64, 3)
+    prior = torch.randn((64, 3), generator=generator("cpu", "test", 5))  # what the step draws from the same generator
+    with torch.no_grad():
+        d_prior, d_codes = adv.disc(prior), adv.disc(codes)
+    expect = 0.5 * (F.softplus(-d_prior).mean() + F.softplus(d_codes).mean())
+    torch.testing.assert_close(adv.discriminator_step(codes, generator("cpu", "test", 5)), expect)
+    with torch.no_grad():  # the step widens the gap between the prior's logits and the codes'
+        assert adv.disc(prior).mean() - adv.disc(codes).mean() > d_prior.mean() - d_codes.mean()
+    adv.disc_opt.zero_grad(set_to_none=True)
+    z = codes.clone().requires_grad_()
+    fool = adv.generator_loss(z)
+    torch.testing.assert_close(fool, F.softplus(-adv.disc(codes)).mean())
+    fool.backward()
+    assert adv.generator_loss(codes - 0.5 * z.grad / z.grad.norm()) < fool
+    assert all(p.grad is None for p in adv.disc.parameters())  # the generator's step leaves the discriminator alone
+
+
+@pytest.mark.parametrize("kind", ["supervised", "semi", "cluster", "dimred"])
+def test_the_decoder_reads_y_or_the_label(kind):
+    """Each use's decoder input carries y (the label, for the supervised use): two images with the same z and another
+    y are decoded differently, and alike when y is the same."""
+    torch.manual_seed(0)
+    model = aae_uses.UsesAAE(kind, "resnet18", "decoder18", "cifar", 2 if kind == "dimred" else 8, 16, 4).eval()
+    z = torch.randn(1, 2 if kind == "dimred" else 8).repeat(3, 1)
+    y = F.one_hot(torch.tensor([0, 1, 0]), 4).float()
+    with torch.no_grad():
+        out = model.image_decoder(model.code(y, z))
+    assert not torch.allclose(out[0], out[1], atol=1e-4) and torch.equal(out[0], out[2])

@@ -143,3 +143,13 @@ def test_the_probe_on_a_label_fraction_trains_on_those_images_only(tmp_path):
     assert linear_eval.default_output_dir(linear_eval.validate(linear_eval.get_args_parser().parse_args(
         ["--random_init", "--encoder", "resnet18", "--cached_features", "--label_fraction", "0.01"]))).endswith(
         "eval-random-resnet18-linear-cached-0.01-cifar10")
+
+
+def test_the_aae_papers_rule_labels_each_cluster_by_the_image_it_is_surest_of():
+    # three clusters, five bank images: cluster 0 is surest of image 1 (label 7), cluster 1 of image 4 (label 2),
+    # cluster 2 of image 0 (label 7); a majority vote would differ (cluster 0's members are mostly label 3)
+    probs = torch.tensor([[0.1, 0.2, 0.7], [0.9, 0.05, 0.05], [0.6, 0.3, 0.1], [0.5, 0.4, 0.1], [0.2, 0.8, 0.0]])
+    bank_labels = torch.tensor([7, 7, 3, 3, 2])
+    test_assign, test_labels = torch.tensor([0, 1, 2, 0]), torch.tensor([7, 2, 1, 3])
+    labels, top1, hit = clustering.argmax_rule(probs, bank_labels, test_assign, test_labels)
+    assert labels.tolist() == [7, 2, 7] and hit.tolist() == [1, 1, 0, 0] and top1 == 50.0
