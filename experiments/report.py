@@ -566,7 +566,7 @@ def report_small(g, args):
             w.writerows(curve_rows)
         plot_curves(curve_rows, os.path.join(out, "curves.png"))
     if label_records.get("table2"):
-        plot_labels(label_records, os.path.join(out, "table2.png"))
+        plot_labels(label_records, os.path.join(out, "table2.png"), scored(args))
     pictures = [p for p in ("curves.png", "table2.png") if os.path.exists(os.path.join(out, p))]
     print(f"wrote {out}/table1.md, results.json, curves.csv" + "".join(f", {p}" for p in pictures))
 
@@ -601,7 +601,7 @@ def plot_curves(rows, path):
     plt.close(fig)
 
 
-def plot_labels(records, path):
+def plot_labels(records, path, scored_on="the val/ images"):
     """Table 2 at the small budget as bars (each row's probe and fine-tuning at 1 % and 10 %, ± their standard
     errors) beside the clusters' majority-label top-1: one picture of what labels do to each encoder. Where the
     AAE's uses have run, as in the tables, the semi-supervised y heads stand in the fine-tuned bars and the
@@ -621,7 +621,7 @@ def plot_labels(records, path):
                  alpha=0.45 if mode == "linear" else 0.9,
                  label=f"{'probe' if mode == 'linear' else 'fine-tuned'}, {pct.replace('percent', ' %')} of the labels")
     clusters = records.get("clusters", [])  # k-means on each encoder, then the clustering AAEs' own y heads
-    for ax, title in ((left, "Table 2 at the small budget: top-1 on the test images (%)"),
+    for ax, title in ((left, f"Table 2 at the small budget: top-1 on {scored_on} (%)"),
                       (right, "clusters, majority label: top-1 (%)")):
         ax.set_title(title, fontsize=10)
     head = ["y head" in c["label"] for c in clusters]

@@ -283,3 +283,18 @@ def test_the_split_profiles_rows_share_one_budget_and_one_precision():
     for result in glob.glob(os.path.join(folder, "evals", "*", "result.json")):
         r = json.load(open(result))
         assert r.get("test_images", 5000) == 5000 and len(r.get("correct", [0] * 5000)) == 5000, result
+
+
+def test_the_small_budgets_fine_tuning_logs_climb_as_its_readme_says_and_the_split_profiles_may_not():
+    """results/small-cpu-30-labels, made with the old head: every fine-tuning log climbs above its first epoch's mean loss,
+    tenfold or more at 1 %. Every fine-tuning log of results/split-cpu-4 (the new head, its recipe chosen on images held
+    out of train/) must not: no epoch's mean loss above the first's."""
+    old = glob.glob(os.path.join(ROOT, *LABELS, "evals", "finetune-*", "log.jsonl"))
+    assert len(old) == 16
+    for path in old:
+        losses = [json.loads(line)["loss"] for line in open(path)]
+        assert max(losses) > losses[0] and ("1percent" not in path or max(losses) >= 10 * losses[0]), path
+    new = glob.glob(os.path.join(ROOT, "results", "split-cpu-4", "evals", "finetune-*", "log.jsonl"))  # Table 2's rows
+    for path in new:
+        losses = [json.loads(line) for line in open(path)]
+        assert grid.stable(losses) and losses[-1]["loss"] < losses[0]["loss"], path
