@@ -863,6 +863,8 @@ class Recipe:
     evaluate: the same signature, in place of evaluate's and the monitor's, for a model that is not AutoEncoder
       (methods/iwae.py's fully-connected one on MNIST, with a Bernoulli likelihood).
     lr_at(step, sched, args) -> the step's lr, for a schedule of the method's own (the IWAE paper's stages).
+    ddp: under torchrun the steps go through DistributedDataParallel; False for a step that runs several forward and
+      backward passes through parts of the model (the AAE's phases), which averages its gradients itself.
     """
     build: Callable
     step: Callable
@@ -871,6 +873,7 @@ class Recipe:
     monitor: Optional[Callable] = None
     evaluate: Optional[Callable] = None
     lr_at: Optional[Callable] = None
+    ddp: bool = True
 
 
 def paper_recipe(args):
@@ -939,7 +942,7 @@ def train(args, recipe=None):
     del ckpt
     # The steps go through DDP (under torchrun) and torch.compile (--compile); state dicts, evaluation and
     # pictures use the plain module.
-    model = wrap_ddp(raw_model, device, static_graph=not args.compile) if world > 1 else raw_model
+    model = wrap_ddp(raw_model, device, static_graph=not args.compile) if world > 1 and recipe.ddp else raw_model
     model = torch.compile(model) if args.compile else model
     log = StepLog(args, sched, device, world, raw_model, recipe.flops(args, spec), peak_tflops(device))
     announce(args, train_split, val_split, spec, device, world, sched, log, kept_precision)

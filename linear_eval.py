@@ -160,6 +160,8 @@ def build(args, device):
     if args.train_limit and args.train_limit < len(train):
         train = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:args.train_limit].sort().values)
     info["stem"] = data_args.stem
+    if info.get("arch") == "mlp":  # a fully-connected model of methods/ on MNIST: its own modes load it whole
+        return train, test, spec, None, None, info
     with torch.device("meta") if state is not None else contextlib.nullcontext():  # no initialisation to overwrite
         encoder = aavae.build_encoder(info["encoder"], info["stem"])
     projection = None
@@ -449,6 +451,9 @@ def evaluate(args, modes=None):
     result_path = check_eval_dir(args)
     torch.manual_seed(args.seed)
     train, test, spec, encoder, projection, info = build(args, device)
+    if encoder is None and modes is None:
+        raise UserError(f"{args.checkpoint} is a fully-connected model of methods/ (--arch mlp), not a ResNet encoder: "
+                        "python -m methods.aae_uses evaluate (or methods.iwae evaluate) scores it")
     train = labelled_only(train, args, world)
     open_eval_dir(args)
     trains = args.mode in ("linear", "finetune")

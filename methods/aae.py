@@ -37,7 +37,7 @@ def get_args_parser():
 
 
 def resolve_adversary(args, adv_weight=1.0):
-    """The adversary's checks and defaults, before aavae.validate."""
+    """The adversary's checks and defaults, before aavae.validate (adv_weight None: a method without that weight)."""
     for name, low in (("disc_hidden", 1), ("adv_weight", 0)):
         if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserError(f"--{name} must be >= {low}, got {getattr(args, name)}")
@@ -61,14 +61,16 @@ class Adversary:
     Adam on the weighted adversarial loss alone would make the weight meaningless, since Adam's update does
     not change when its loss is multiplied by a constant."""
 
-    def __init__(self, args, device, world, dim=None, sample_prior=None):
-        """dim: the code's size (default --latent_dim); sample_prior(shape, g): the prior's samples (N(0, I))."""
+    def __init__(self, args, device, world, dim=None, sample_prior=None, optimizer=None):
+        """dim: the code's size (default --latent_dim); sample_prior(shape, g): the prior's samples (N(0, I));
+        optimizer(params): the discriminator's (default Adam at --disc_lr, betas (0.5, 0.999))."""
         h = args.disc_hidden
         self.sample_prior = sample_prior or (lambda shape, g: torch.randn(shape, device=g.device, generator=g))
         self.disc = nn.Sequential(nn.Linear(dim or args.latent_dim, h), nn.ReLU(inplace=True), nn.Linear(h, h),
                                   nn.ReLU(inplace=True), nn.Linear(h, 1)).to(device)
         self.wrapped = wrap_ddp(self.disc, device) if world > 1 else self.disc
-        self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.999))
+        self.disc_opt = (optimizer or (lambda ps: torch.optim.Adam(ps, lr=args.disc_lr, betas=(0.5, 0.999))))(
+            self.disc.parameters())
         self.weight = args.adv_weight
 
     def discriminator_step(self, z, g):

@@ -36,12 +36,18 @@ def use_args(folder, out, method, subset, *extra):
 
 
 def state_of(path):
-    """Every tensor of a checkpoint: the model's, its Adam's and the discriminators' with their Adams'."""
+    """Every tensor of a checkpoint: the model's, its optimiser's, the discriminators' with theirs, and the other
+    phases' optimisers'."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     out = tensors_of(path)
+    opt_state = lambda prefix, state: {f"{prefix}.{k}.{n}": v for k, s in state["state"].items() for n, v in s.items()}
     for name, part in ckpt["extra"].items():
+        if name == "opts":
+            for phase, state in part.items():
+                out.update(opt_state(f"opts.{phase}", state))
+            continue
         out.update({f"{name}.disc.{k}": v for k, v in part["disc"].items()})
-        out.update({f"{name}.opt.{k}.{n}": v for k, s in part["disc_opt"]["state"].items() for n, v in s.items()})
+        out.update(opt_state(f"{name}.opt", part["disc_opt"]))
     return out
 
 
@@ -84,11 +90,11 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
             "dimred": "val_cluster_nmi"}[use.kind]
     assert {mine, "val_linear_top1", "val_knn_top1", "val_active_units", "val_sim_same"} <= set(metrics)
     ckpt = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
-    assert set(ckpt["extra"]) == ({"style", "categorical"} if use.categorical else {"style"})
+    assert set(ckpt["extra"]) == ({"style", "categorical", "opts"} if use.categorical else {"style", "opts"})
+    assert set(ckpt["extra"]["opts"]) == {"gen"} | ({"semi"} if use.kind == "semi" else {"heads"} if use.kind == "dimred" else set())
     args = json.loads((tmp_path / "straight" / "args.json").read_text())
     assert args["clusters"] == (16 if use.kind in ("cluster", "dimred") else 2)
     assert args["latent_dim"] == (2 if use.kind == "dimred" else 128)
-    assert args["adv_weight"] == aae_uses.ADV_WEIGHT == 0.1  # the uses' own default, chosen on held-out images
     assert (tmp_path / "straight" / "encoder.pth").exists()  # linear_eval.py probes it as any other row's
 
 
@@ -134,9 +140,9 @@ def test_the_decoder_reconstructs_the_original_while_the_encoder_sees_the_view(f
     batch = next(data.TrainBatches(train, 8, 0, 1, 1, 0)(0, ("crops", 0, 0)))
     seen, real_forward, real_loss = {}, model.forward, aavae.reconstruction_loss
 
-    def forward(x, n, labels=None):
+    def forward(x, labels=None):
         seen["input"] = x
-        return real_forward(x, n, labels)
+        return real_forward(x, labels)
 
     def loss(x_hat, x):
         seen["target"] = x
@@ -147,8 +153,8 @@ def test_the_decoder_reconstructs_the_original_while_the_encoder_sees_the_view(f
     aae_uses.train_step(model, adam, batch, spec, generator("cpu", "step", 0, 0, 0), args, contextlib.nullcontext, phases)
     x = aavae.normalize(batch[0], spec)
     assert torch.equal(seen["target"], x)
-    assert seen["input"].shape[0] == 8 + args.label_batch  # the batch, then the labelled phase's images
-    assert (seen["input"][:8] - x).abs().mean() > 0.1  # the view, not the original
+    assert seen["input"].shape[0] == 8  # the reconstruction phase's batch (the labelled images have their own phase)
+    assert (seen["input"] - x).abs().mean() > 0.1  # the view, not the original
 
 
 def test_the_categorical_prior_is_one_hot_and_uniform():
@@ -196,38 +202,49 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "invalid choice: 'aavae'" in err("--method", "aavae")
     assert "--latent_dim must be positive, got 0" in err("--method", "aa_dimred_aae", "--latent_dim", "0")
     assert "needs labels, which STL-10's" in err("--method", "semi_aae", "--label_fraction", "0.1", "--dataset", "stl10")
-    assert "--adv_weight_y: y's categorical discriminator is the" in err("--method", "aa_supervised_aae", "--adv_weight_y", "1")
     assert "not --method supervised_aae's" in err("--method", "supervised_aae", "--y_straight_through")
-    assert "--adv_weight_y must be >= 0, got -1.0" in err("--method", "cluster_aae", "--adv_weight_y", "-1")
+    for weight in aae_uses.NO_WEIGHTS:  # the merged step's loss weights: each phase is its own step now
+        assert f"--{weight} no longer means anything: each phase" in err("--method", "semi_aae", "--subset_file", subset,
+                                                                           f"--{weight}", "0.1")
+    assert "--gen_lr must be >= 0, got -1.0" in err("--method", "cluster_aae", "--gen_lr", "-1")
+    assert "the labelled phase is the semi-supervised use's" in err("--method", "cluster_aae", "--semi_lr", "0.1")
+    assert "cluster heads" in err("--method", "cluster_aae", "--head_lr", "0.1")
     args = aae_uses.validate(aae_uses.get_args_parser().parse_args(use_args(folder, tmp_path, "semi_aae", subset,
                                                                              "--label_batch", "3")))
     with pytest.raises(aae_uses.UserError, match=r"--label_batch 3 \(global\) does not divide among 2 processes"):
-        aae_uses.Phases(args, torch.device("cpu"), 2, None)  # as a rank of two
+        aae_uses.Phases(args, torch.device("cpu"), 2, None, None)  # as a rank of two
     assert "no training image is named" in err("--method", "semi_aae", "--subset_file", os.devnull, "--max_steps", "1")
     # aavae.py keeps its own methods: the uses run through methods/aae_uses.py, which resolves their flags
     assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)
 
 
-def test_adv_weight_y_weighs_ys_fooling_loss_alone(folder, subset, tmp_path):
-    # By default --adv_weight weighs both fooling losses; --adv_weight_y set to the same value changes no step, and
-    # another value changes the model's step but not the discriminators' (they step before the model's loss). Zero
-    # for y alone is not zero for both: z's fooling loss keeps --adv_weight.
-    run = lambda out, *more: aae_uses.main(use_args(folder, tmp_path / out, "cluster_aae", subset, "--max_steps", "1",
-                                                    "--monitor_images", "0", *more))
-    run("default"), run("same", "--adv_weight_y", str(aae_uses.ADV_WEIGHT)), run("zero", "--adv_weight_y", "0")
-    run("none", "--adv_weight", "0")
-    default, same, zero, none = (state_of(tmp_path / d / "checkpoint.pt") for d in ("default", "same", "zero", "none"))
-    assert not torch.equal(zero["model.encoder.conv1.weight"], none["model.encoder.conv1.weight"])
-    assert_same(default, same)
-    assert not torch.equal(default["model.categorical.mu.weight"], zero["model.categorical.mu.weight"])
-    assert all(torch.equal(default[k], zero[k]) for k in default if ".disc." in k)
-    # --y_straight_through: the same fooling loss, its gradient past the softmax; the discriminators' steps unchanged
-    run("straight", "--y_straight_through")
-    straight = state_of(tmp_path / "straight" / "checkpoint.pt")
-    assert not torch.equal(default["model.categorical.mu.weight"], straight["model.categorical.mu.weight"])
-    assert all(torch.equal(default[k], straight[k]) for k in default if ".disc." in k)
-    logs = {d: [r for r in read_log(tmp_path / d) if "loss" in r][0] for d in ("default", "straight")}
-    assert logs["default"]["gen_loss_y"] == logs["straight"]["gen_loss_y"]  # the value it fools with is y's own
+@pytest.mark.parametrize("method", ["semi_aae", "cluster_aae", "aa_supervised_aae", "dimred_aae"])
+def test_each_phase_takes_its_own_optimiser_step(folder, subset, tmp_path, monkeypatch, method):
+    """The AAE paper's phases, each its own step per mini-batch: reconstruction (the loop's optimiser), each
+    discriminator, the generator (the encoder), and, where the use has them, the classification (y) and the heads."""
+    counts, made = {}, {}
+    build = aae_uses.build
+
+    def kept(*a, **k):  # every optimiser the run makes, each counting its steps
+        model, optimizer, phases = build(*a, **k)
+        made.update(recon=optimizer, disc_z=phases.style.disc_opt, **phases.opts,
+                    **({"disc_y": phases.categorical.disc_opt} if phases.categorical else {}))
+        for opt in made.values():
+            opt.register_step_post_hook(lambda o, *_: counts.__setitem__(id(o), counts.get(id(o), 0) + 1))
+        return model, optimizer, phases
+
+    monkeypatch.setattr(aae_uses, "build", kept)
+    aae_uses.main(use_args(folder, tmp_path / "run", method, subset, "--max_steps", "3", "--monitor_images", "0",
+                           "--val_every", "100"))
+    use = aae_uses.USES[method]
+    expect = {"recon", "disc_z", "gen"} | ({"disc_y"} if use.categorical else set())
+    expect |= {"semi"} if use.kind == "semi" else {"heads"} if use.kind == "dimred" else set()
+    assert set(made) == expect and {name: counts.get(id(opt), 0) for name, opt in made.items()} == dict.fromkeys(expect, 3)
+    held = {name: {id(p) for g in opt.param_groups for p in g["params"]} for name, opt in made.items()}
+    model = aae_uses.load_model(str(tmp_path / "run" / "checkpoint.pt"), "cpu")[0]
+    assert len(held["gen"]) == len([*model.encoder.parameters(), *model.projection.parameters(),
+                                    *(model.categorical.parameters() if model.categorical else [])])
+    assert held["gen"] < held["recon"] and ("semi" not in held or held["semi"] < held["gen"])
 
 
 @pytest.fixture(scope="module")

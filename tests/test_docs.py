@@ -49,7 +49,7 @@ def locate(tokens):
 
 def evaluate_parser():
     """methods/aae_uses.py evaluate's parser: linear_eval.py's, with the uses' modes."""
-    return linear_eval.get_args_parser("methods/aae_uses.py evaluate", aae_uses.MODES, default="head")
+    return aae_uses.get_evaluate_parser()
 
 
 def code_spans(line):

@@ -195,3 +195,91 @@ def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_n
     assert curves[0] == "row,pass,val_nll,val_active_units" and len(curves) == 1 + 2 * 4
     with pytest.raises(SystemExit):
         grid.main(["--profile", "mnist", "--rows", "aavae", "--dry_run"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The AAE's uses with the paper's networks (methods/aae_uses.py --arch mlp)
+
+def uses_args(root, out, method, *extra):
+    labelled = ["--labels_per_class", "2"] if "semi" in method else []
+    return ["--method", method, "--arch", "mlp", "--dataset", "mnist", "--data_path", root, "--mlp_hidden", "32",
+            "--disc_hidden", "16", "--batch_size", "20", "--base_batch", "20", "--lr", "0.01", "--warmup_epochs", "0",
+            "--epochs", "2", "--val_size", "0", "--log_every", "1", "--val_every", "1", "--output_dir", str(out),
+            *labelled, *extra]
+
+
+@pytest.mark.parametrize("method,mode", [("semi_aae", "head"), ("cluster_aae", "head"), ("supervised_aae", "grid"),
+                                         ("dimred_aae", "map")])
+def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evaluated(mnist, tmp_path, method, mode):
+    from methods import aae_uses
+    aae_uses.main(uses_args(mnist, tmp_path / "straight", method))
+    aae_uses.main(uses_args(mnist, tmp_path / "resumed", method, "--max_steps", "4"))
+    aae_uses.main(uses_args(mnist, tmp_path / "resumed", method))
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True) for d in ("straight", "resumed"))
+    assert a["step"] == b["step"] == 6 and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for k in a["extra"]["opts"] for x, y in zip(
+        a["extra"]["opts"][k]["state"][0].values(), b["extra"]["opts"][k]["state"][0].values()))
+    args = json.loads((tmp_path / "straight" / "args.json").read_text())
+    assert args["latent_dim"] == aae_uses.MLP_LATENT[aae_uses.USES[method].kind] and args["amp"] is False
+    assert (args["gen_lr"], args["disc_lr"]) == (aae_uses.MLP_PHASE_LR, aae_uses.MLP_PHASE_LR)
+    model = aae_uses.load_model(str(tmp_path / "straight" / "checkpoint.pt"), "cpu")[0]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in model.encoder.modules()) == 2
+    assert isinstance(model.image_decoder, aae_uses.MLPDecoder)
+    result = aae_uses.main(["evaluate", "--mode", mode, "--checkpoint", str(tmp_path / "straight" / "checkpoint.pt"),
+                            "--dataset", "mnist", "--data_path", mnist, "--output_dir", str(tmp_path / "eval"),
+                            "--workers", "0"])
+    assert result["test_images"] == 20 and result["mode"] == mode
+    if method == "cluster_aae":
+        assert 0 <= result["argmax_rule_top1"] <= 100 and len(result["argmax_rule_labels"]) == 16
+
+
+def toy_modes(root):
+    """Four digit-like modes, each a bar at its own place, with noise: 400 train and 40 val images as MNIST's files."""
+    rng = np.random.default_rng(0)
+    os.makedirs(root)
+    for split, n in (("train", 400), ("val", 40)):
+        labels = np.arange(n) % 4
+        images = rng.integers(0, 40, (n, 28, 28))
+        for k, y in enumerate(labels):
+            images[k, 7 * y:7 * y + 7, :] = 255
+        images_file, labels_file = data.MNIST_FILES[split]
+        write_idx(os.path.join(root, images_file), images)
+        write_idx(os.path.join(root, labels_file), labels)
+    return root
+
+
+def toy_run(root, out, method, *extra):
+    from methods import aae_uses
+    aae_uses.main(["--method", method, "--arch", "mlp", "--dataset", "mnist", "--data_path", root, "--mlp_hidden", "64",
+                   "--disc_hidden", "32", "--batch_size", "40", "--base_batch", "40", "--lr", "0.001", "--warmup_epochs", "0",
+                   "--epochs", "50", "--val_every", "50", "--log_every", "10", "--clusters", "4", "--latent_dim", "2",
+                   "--output_dir", str(out), *extra])
+    return aae_uses.load_model(str(out / "checkpoint.pt"), "cpu")[0]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return toy_modes(str(tmp_path_factory.mktemp("toy") / "modes"))
+
+
+def test_the_cluster_heads_reach_their_margin_on_a_toy_of_well_separated_modes(toy, tmp_path):
+    """dimred's heads, their own step at their own lr, end at least the default margin apart, and the reconstruction
+    learns the modes (the mean image's error is about 0.2)."""
+    from methods import aae_uses
+    model = toy_run(toy, tmp_path / "dimred", "dimred_aae")
+    heads = model.heads.detach()
+    assert torch.pdist(heads).min() >= 4.0 and aae_uses.head_hinge(heads, 4.0) == 0  # the default margin, reached
+    torch.manual_seed(0)
+    assert aae_uses.head_hinge(torch.randn(4, 2), 4.0) > 0  # where heads drawn as the model draws them start
+    assert [r for r in read_log(tmp_path / "dimred") if "val_recon" in r][-1]["val_recon"] < 0.05
+
+
+def test_the_clustering_y_spreads_a_toy_of_four_modes_over_its_four_clusters(toy, tmp_path):
+    """With the phases and the paper's networks (narrowed), seed 0's y puts each mode in a cluster of its own: the
+    categorical prior's adversary and the reconstruction do what the AAE paper says. Not every seed does: seeds 1 and
+    2 collapse to fewer clusters (results/small-cpu-30-labels/README.md), the open question of the clustering use."""
+    model = toy_run(toy, tmp_path / "cluster", "cluster_aae")
+    x, labels = data.read_mnist(toy, "val")
+    with torch.no_grad():
+        y = model.infer(x.float() / 255)[0].argmax(1)
+    assert y.unique().numel() == 4 and all(y[labels == c].unique().numel() == 1 for c in range(4))

@@ -1,6 +1,7 @@
 """Every method's first steps, pinned: the losses and diagnostics each command logs over three steps of a tiny
 run (fp32, a learning rate large enough that the steps move the model), against the values recorded in
-tests/pinned_steps.json before the code was reorganised (at b90b959). A change that moves a number, in the model,
+tests/pinned_steps.json before the code was reorganised (at b90b959; the AAE's eight uses re-recorded when their
+phases became separate optimiser steps, as the AAE paper runs them). A change that moves a number, in the model,
 the augmentation, the data order, an objective or a diagnostic, fails here; a change of layout does not.
 
 fp32 kernels differ in their last bits between instruction sets, and three steps and a validation carry the

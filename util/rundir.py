@@ -224,9 +224,10 @@ def load_encoder(args):
         run = ckpt["args"]
         state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
         proj = {k[len("projection."):]: v for k, v in ckpt["model"].items() if k.startswith("projection.")}
-        info = {"encoder": run.get("encoder"), "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
+        info = {"encoder": run.get("encoder") if run.get("arch", "resnet") == "resnet" else run["arch"],
+                "stem": run.get("stem"), "latent_dim": run.get("latent_dim"),
                 "variational": "log_var.weight" in proj,  # a Gaussian latent's head has a second output
-                "method": run.get("method")}
+                "method": run.get("method"), "arch": run.get("arch", "resnet")}
     else:  # encoder.pth: a plain torchvision state dict
         state, proj = ckpt, None
         info = {"encoder": infer_architecture(state), "stem": None}
