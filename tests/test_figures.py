@@ -862,6 +862,7 @@ def split4():
                       if [st["step"] for st in inv.get("steps", [])][:1] == ["evals/linear-random"])
     pair, mini = paired(SPLIT4, "aavae", "aaae"), paired(S30, "aavae", "aaae")
     versus_random = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "random init"))
+    simclr_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("simclr", "aavae"))
     clusters = table([c["label"], report.fmt_se(*c["majority_top1"]), report.fmt_se(*c["hungarian_top1"]),
                       report.fmt_se(*c["nmi"], digits=3), c["clusters"]] for c in r["clusters"])
     cluster_pairs = table([f"{d['a']} - {d['b']}", report.fmt_se(*d["majority"]), report.fmt_se(*d["hungarian"]),
@@ -869,12 +870,16 @@ def split4():
     expected = [n(train), n(val), of(len(r["rows"]), len(grid.SPLIT_ALL)),  # the title, the parts
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
-                f(minutes["aaae"]), f(evals_only),
+                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]),
                 *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
                 # What the first rows show
                 f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),
                 f(top1["aavae"] - top1["random init"]), f(top1["aaae"] - top1["random init"]),
-                pm(versus_random["majority"], 2), pm(versus_random["nmi"], 3), n(paper_epochs())]
+                pm(versus_random["majority"], 2), pm(versus_random["nmi"], 3),
+                # SimCLR against AAVAE
+                pm(paired(SPLIT4, "simclr", "aavae"), 2), pm(paired(SPLIT4, "simclr", "aavae", "knn"), 2),
+                pm(simclr_clusters["majority"], 2), pm(simclr_clusters["nmi"], 3),
+                n(paper_epochs())]
     return expected, []
 
 
