@@ -445,7 +445,25 @@ def holdout_split(source, n, out, create=True, seed=0):
 # (0-4) of the paper's 3,280 (0-7). Each row is then scored by -L_5000 and its active units on all of MNIST's val
 # (python -m methods.iwae evaluate); its log follows -L_100 on 1,000 val images after every pass.
 MNIST_IWAE_ROWS = {"vae-k1": ("vae", 1), "iwae-k5": ("iwae", 5), "vae-k50": ("vae", 50), "iwae-k50": ("iwae", 50)}
-MNIST_ALL = list(MNIST_IWAE_ROWS)
+# and the AAE paper's uses (methods/aae_uses.py --arch mlp), each --mnist_aae_epochs long, scored by its own evaluation
+# on all of val: the semi-supervised y head with 100 and 1,000 labels, the clustering y head with 16 and 30 clusters
+# (by the paper's rule and by majority), a second seed of the 100-label and 16-cluster rows; the style grid; the 2-D map
+MNIST_AAE_ROWS = {"semi-100": ["--method", "semi_aae", "--labels_per_class", "10"],
+                  "semi-100-s1": ["--method", "semi_aae", "--labels_per_class", "10", "--seed", "1"],
+                  "semi-1000": ["--method", "semi_aae", "--labels_per_class", "100"],
+                  "cluster-16": ["--method", "cluster_aae", "--clusters", "16"],
+                  "cluster-16-s1": ["--method", "cluster_aae", "--clusters", "16", "--seed", "1"],
+                  "cluster-30": ["--method", "cluster_aae", "--clusters", "30"],
+                  "supervised": ["--method", "supervised_aae"],
+                  "dimred": ["--method", "dimred_aae", "--clusters", "10"]}
+MNIST_ALL = [*MNIST_IWAE_ROWS, *MNIST_AAE_ROWS]
+MNIST_AAE = ["--arch", "mlp", "--dataset", "mnist", "--batch_size", "100", "--base_batch", "100", "--lr", "0.001",
+             "--warmup_epochs", "0", "--val_every", "5", "--save_every", "5", "--log_every", "100",
+             "--save_every_minutes", "10"]
+MNIST_AAE_EPOCHS = 50
+# the AAE paper's MNIST errors (%) for these rows (Tables 2 and 3; None: a figure, not a number)
+PAPER_AAE = {"semi-100": 1.90, "semi-100-s1": 1.90, "semi-1000": 1.60, "cluster-16": 9.55, "cluster-16-s1": 9.55,
+             "cluster-30": 4.10, "supervised": None, "dimred": None}
 MNIST_PASSES = 40
 MNIST_IWAE = ["--arch", "mlp", "--dataset", "mnist", "--batch_size", "20", "--base_batch", "20", "--lr", "1e-3",
               "--schedule", "stages", "--warmup_epochs", "0", "--val_every", "1", "--val_size", "1000", "--val_samples",
@@ -461,6 +479,9 @@ def build_mnist_grid(args):
     """The mnist profile: each row of MNIST_IWAE_ROWS pretrained for --mnist_passes, then its NLL evaluation."""
     g = Grid(args)
     for row in args.rows:
+        if row in MNIST_AAE_ROWS:
+            mnist_aae_row(g, args, row)
+            continue
         method, k = MNIST_IWAE_ROWS[row]
         out = os.path.join(args.output_dir, "runs", f"mnist-{row}")
         cmd = g.launcher("methods.iwae") + ["--method", method, "--iw_samples", str(k), "--data_path", args.data_path,
@@ -472,6 +493,21 @@ def build_mnist_grid(args):
             ev, "result.json"))
         g.cell("iwae", row, args.mnist_passes, ev, run=out)
     return g
+
+
+def mnist_aae_row(g, args, row):
+    """One AAE use on MNIST: its pretraining for --mnist_aae_epochs, then its own evaluation on all of val."""
+    out = os.path.join(args.output_dir, "runs", f"mnist-{row}")
+    extra = MNIST_AAE_ROWS[row]
+    g.steps.append(Step("pretrain", g.launcher("methods.aae_uses") + [
+        *extra, "--data_path", args.data_path, *MNIST_AAE, "--epochs", str(args.mnist_aae_epochs), "--output_dir", out],
+        out, f".done_{args.mnist_aae_epochs}"))
+    mode = uses_mode(extra[1].replace("_aae", ""))
+    ev = os.path.join(args.output_dir, "evals", f"{mode}-{row}-e{args.mnist_aae_epochs}")
+    g.steps.append(Step("eval", g.launcher("methods.aae_uses", "evaluate") + [
+        "--mode", mode, "--checkpoint", os.path.join(out, "checkpoint.pt"), "--dataset", "mnist", "--data_path",
+        args.data_path, "--workers", "0", "--output_dir", ev], ev, "result.json"))
+    g.cell("aae", row, mode, ev, run=out)
 
 
 def build_grid(args):
@@ -706,11 +742,13 @@ def main(argv=None):
                    help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
                         "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
     p.add_argument("--holdout", type=int, default=0,
-                   help="small: score on N images held out of train/ (a seeded per-class draw) instead of val/, "
+                   help="small, mnist: score on N images held out of train/ (a seeded draw) instead of val/, "
                         "to choose a recipe without looking at val/")
     p.add_argument("--mnist_passes", type=int, default=MNIST_PASSES,
                    help="mnist: passes over the training set per row, the first stages of the paper's schedule (40: "
                         "stages 0-3; 121: 0-4; the paper's 3,280: 0-7)")
+    p.add_argument("--mnist_aae_epochs", type=int, default=MNIST_AAE_EPOCHS,
+                   help="mnist: epochs of each AAE use's row")
     p.add_argument("--finetune_choice", action="store_true",
                    help=f"split: choose Table 2's fine-tuning recipe first: {', '.join(FINETUNE_CHOICE_ROWS)} (their runs "
                         f"pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
@@ -775,21 +813,61 @@ def main(argv=None):
     return g
 
 
+def mnist_holdout(source, n, out, create=True, seed=0):
+    """An MNIST folder at out whose train and val are MNIST's training split at source (its IDX files) cut in two: n
+    images (a seeded draw) become val, the rest train; source's val is not read. Returns out. A folder made earlier
+    from another source, n or seed is refused."""
+    manifest = {"source": os.path.abspath(source), "holdout": n, "seed": seed}
+    if os.path.exists(out):
+        if read_json(os.path.join(out, "holdout.json")) != manifest:
+            sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
+        return out
+    if not create:
+        return out
+    import numpy as np
+    import torch
+    from util import data, misc
+    try:
+        images, labels = data.read_mnist(source, "train")
+    except misc.UserError as e:
+        sys.exit(f"run_all: {e}")
+    if not 0 < n < len(labels):
+        sys.exit(f"run_all: --holdout {n} must be between 1 and {len(labels) - 1}, the training images less one")
+    held = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held] = False
+    tmp = out + ".partial"  # built aside and renamed: an interrupted build leaves no half folder at out
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for split, idx in (("train", keep.nonzero()[:, 0]), ("val", held)):
+        for name, array in zip(data.MNIST_FILES[split], (images[idx, 0].numpy(), labels[idx].numpy().astype(np.uint8))):
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(data.IDX_MAGIC[array.ndim].to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+                        + array.tobytes())
+    with open(os.path.join(tmp, "holdout.json"), "w") as f:
+        json.dump({**manifest, "val": held.tolist()}, f)
+    os.rename(tmp, out)
+    return out
+
+
 def mnist_main(p, args, argv):
     """--profile mnist: its rows (default all), MNIST at --data_path (default DATA_ROOT/mnist, where torchvision
     downloads it if it has no IDX files), the grid, its report (experiments/report.py: report_mnist)."""
-    others = [f for f, v in (("--pretrain_args", args.pretrain_args), ("--holdout", args.holdout),
-                             ("--finetune_choice", args.finetune_choice), ("--small_epochs", args.small_epochs)) if v]
+    others = [f for f, v in (("--pretrain_args", args.pretrain_args), ("--finetune_choice", args.finetune_choice),
+                             ("--small_epochs", args.small_epochs)) if v]
     if others:
         p.error(f"{', '.join(others)}: not with --profile mnist")
     rows = MNIST_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
     if not rows or set(rows) - set(MNIST_ALL):
         p.error(f"--rows {args.rows!r}: choose among {', '.join(MNIST_ALL)}")
-    if args.mnist_passes < 1:
-        p.error("--mnist_passes must be positive")
+    if args.mnist_passes < 1 or args.mnist_aae_epochs < 1:
+        p.error("--mnist_passes and --mnist_aae_epochs must be positive")
     args.rows = [r for r in MNIST_ALL if r in rows]
     args.data_path = args.data_path or os.path.join(args.data_root, "mnist")
     args.output_dir = args.output_dir or os.path.join("runs", "all-mnist")
+    if args.holdout:  # a recipe chosen without val: train's own images held out in its place
+        args.data_path = mnist_holdout(args.data_path, args.holdout, os.path.join(args.output_dir, "holdout-data"),
+                                       create=not args.dry_run)
     g = build_grid(args)
     if args.dry_run:
         for st in g.steps:

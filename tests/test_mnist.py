@@ -283,3 +283,34 @@ def test_the_clustering_y_spreads_a_toy_of_four_modes_over_its_four_clusters(toy
     with torch.no_grad():
         y = model.infer(x.float() / 255)[0].argmax(1)
     assert y.unique().numel() == 4 and all(y[labels == c].unique().numel() == 1 for c in range(4))
+
+
+def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_errors(mnist, tmp_path, monkeypatch):
+    import contextlib
+    import io
+
+    from experiments import grid
+    monkeypatch.setattr(grid, "MNIST_AAE", [*grid.MNIST_AAE, "--mlp_hidden", "32", "--disc_hidden", "16", "--batch_size",
+                                            "20", "--base_batch", "20"])
+    out = tmp_path / "M"
+    shutil_val = os.path.join(mnist, "val-images-idx3-ubyte")
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--in_process", "--rows",
+                       "semi-100,cluster-16", "--mnist_aae_epochs", "1", "--holdout", "20"])
+    held = out / "holdout-data"
+    assert all(st.cmd[st.cmd.index("--data_path") + 1] == str(held) for st in g.steps)  # MNIST's val never read
+    assert data.read_mnist(str(held), "val")[0].shape[0] == 20 and data.read_mnist(str(held), "train")[0].shape[0] == 40
+    manifest = json.loads((held / "holdout.json").read_text())
+    train = data.read_mnist(mnist, "train")[0]
+    torch.testing.assert_close(data.read_mnist(str(held), "val")[0], train[manifest["val"]])
+    saved = json.loads((out / "results.json").read_text())["aae"]
+    assert [r["row"] for r in saved] == ["semi-100", "cluster-16"]
+    for r in saved:
+        ev = json.loads((out / "evals" / f"head-{r['row']}-e1" / "result.json").read_text())
+        assert r["error"] == pytest.approx(100 - ev.get("argmax_rule_top1", ev["top1"])) and r["test_images"] == 20
+        assert r["paper_error"] == grid.PAPER_AAE[r["row"]]
+    assert saved[0]["what"] == "100 labels" and saved[1]["what"] == "16 clusters" and saved[1]["majority_error"] is not None
+    assert "# The AAE's uses on MNIST" in (out / "table.md").read_text() and os.path.exists(shutil_val)
+    with pytest.raises(SystemExit):  # a hold-out of other images in the same place is refused
+        grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
+                   "--holdout", "10", "--dry_run"])
