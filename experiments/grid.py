@@ -302,6 +302,11 @@ def build_small_grid(args):
     --rows keeps some rows, --pretrain_args changes the recipe of every run, and --holdout replaces val/ by
     images of train/ (holdout_split), so that a recipe is chosen without looking at val/."""
     g = Grid(args)
+    if args.finetune_choice:  # the choice alone: its rows' pretraining, then finetune_choice's evaluations
+        for row in FINETUNE_CHOICE_ROWS:
+            g.pretrain(f"folder-{row}", "folder", SMALL_ROWS[row] + args.pretrain_args)
+        finetune_choice(g, args)
+        return g
     for row, extra in SMALL_ROWS.items():
         if row not in args.rows:
             continue
@@ -340,8 +345,6 @@ def build_small_grid(args):
         elif args.profile == "split":
             g.cell("cluster", "random init", "kmeans", g.evaluate("cluster-random", "folder", "cluster", None,
                                                                   ["--encoder", "resnet18"]))
-    if args.finetune_choice:
-        finetune_choice(g, args)
     return g
 
 
@@ -750,8 +753,8 @@ def main(argv=None):
     p.add_argument("--mnist_aae_epochs", type=int, default=MNIST_AAE_EPOCHS,
                    help="mnist: epochs of each AAE use's row")
     p.add_argument("--finetune_choice", action="store_true",
-                   help=f"split: choose Table 2's fine-tuning recipe first: {', '.join(FINETUNE_CHOICE_ROWS)} (their runs "
-                        f"pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
+                   help=f"split: choose Table 2's fine-tuning recipe first (nothing else): {', '.join(FINETUNE_CHOICE_ROWS)} "
+                        f"(their runs pretrained as usual) fine-tuned with each recipe of {', '.join(FINETUNE_GRID)} (x Table 2's "
                         f"backbone and head lr) on {FINETUNE_CHOICE_HOLDOUT:,} images held out of train/, never val/")
     args = p.parse_args(argv)
     mini = args.profile in ("quick", "small", "split") and not args.data_path
@@ -765,12 +768,13 @@ def main(argv=None):
     if args.finetune_choice and args.profile != "split":
         p.error("--finetune_choice: only with --profile split (the small profile's choice is in results/small-cpu-30-labels)")
     allowed = SPLIT_ALL if args.profile == "split" else SMALL_ALL
+    if args.finetune_choice and args.rows is not None:
+        p.error(f"--finetune_choice fine-tunes {', '.join(FINETUNE_CHOICE_ROWS)} (their rows' pretraining, nothing else): "
+                "no --rows with it")
     rows = (FINETUNE_CHOICE_ROWS if args.finetune_choice else allowed) if args.rows is None else \
         [r.strip() for r in args.rows.split(",") if r.strip()]
     if not rows or set(rows) - set(allowed):
         p.error(f"--rows {args.rows!r}: choose among {', '.join(allowed)}")
-    if args.finetune_choice and set(FINETUNE_CHOICE_ROWS) - set(rows):
-        p.error(f"--finetune_choice fine-tunes {', '.join(FINETUNE_CHOICE_ROWS)}: --rows must include them")
     args.rows = [r for r in allowed if r in rows]
     args.small_epochs = args.small_epochs or (SPLIT_EPOCHS if args.profile == "split" else 30)
     args.label_evals = args.profile == "small" if args.label_evals is None else args.label_evals
@@ -805,7 +809,10 @@ def main(argv=None):
         if args.profile in ("small", "split") and labelled and not all(map(done, g.steps)):
             label_subsets(args.data_path, os.path.join(args.output_dir, "label-subsets"))
         run_grid(g, args, argv)
-    from experiments.report import have_matplotlib, report, report_small  # the report imports the grid's tables
+    from experiments.report import have_matplotlib, report, report_choice, report_small  # it imports the grid's tables
+    if args.finetune_choice:  # its own page, beside the profile's tables (which it leaves as they are)
+        report_choice(g, args)
+        return g
     (report_small if args.profile in ("small", "split") else report)(g, args)
     if not have_matplotlib():  # the tables are written either way; the figures wait for it
         print(f"matplotlib is not installed, so {'figures.png' if args.profile in ('paper', 'quick') else 'curves.png'} was not "

@@ -312,9 +312,10 @@ def read_log(path):
 
 
 def report_choice(g, args):
-    """The split profile's fine-tuning choice (grid.finetune_choice): each recipe's top-1 on the images held out of
-    train/ for each encoder of FINETUNE_CHOICE_ROWS, their mean, whether every one of its logs is stable, the probe on
-    the same labels beside them, and at each fraction the recipe the rule picks (once every recipe has run)."""
+    """The split profile's fine-tuning choice (grid.finetune_choice), OUTPUT/finetune-choice/choice.md and choice.json:
+    each recipe's top-1 on the images held out of train/ for each encoder of FINETUNE_CHOICE_ROWS, their mean, whether
+    every one of its logs is stable, the probe on the same labels beside them, and at each fraction the recipe the
+    rule picks (once every recipe has run)."""
     cells = {(c.row, *c.col): c.eval for c in g.cells if c.table == "choice"}
     if not cells:
         return [], {}
@@ -349,12 +350,20 @@ def report_choice(g, args):
         if all(r["mean"] is not None for r in tuned) and any(r["stable"] for r in tuned):
             chosen[pct] = max((r for r in tuned if r["stable"]), key=lambda r: r["mean"])["recipe"]
         records += mine
-    lines = ["# Fine-tuning's recipe, chosen on images held out of train/", "",
+    lines = ["# Fine-tuning's recipe, chosen on images held out of train/ (split profile, --finetune_choice)", "",
              f"{FINETUNE_CHOICE_HOLDOUT:,} images of train/ held out (finetune-choice/holdout-data), the labelled lists drawn "
              "from the rest (finetune-choice/label-subsets); lrs at batch 256, scaled by batch / 256; top-1 on the held-out "
              "images. Rule: at each fraction, the highest mean among the recipes whose every log is stable.", "",
              *lines, "", "Chosen: " + (", ".join(f"{p}: {r}" for p, r in chosen.items()) or "not yet (runs missing)"), ""]
-    return lines, {"finetune_choice": {"holdout": FINETUNE_CHOICE_HOLDOUT, "records": records, "chosen": chosen}}
+    out = os.path.join(args.output_dir, "finetune-choice")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "choice.md"), "w") as f:
+        f.write("\n".join(lines))
+    record = {"holdout": FINETUNE_CHOICE_HOLDOUT, "records": records, "chosen": chosen}
+    with open(os.path.join(out, "choice.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"wrote {out}/choice.md, choice.json")
+    return lines, {"finetune_choice": record}
 
 
 def report_uses(g, args):
@@ -537,8 +546,6 @@ def report_small(g, args):
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
     label_lines, label_records = report_labels(g, args)
     uses_lines, uses_records = report_uses(g, args)
-    choice_lines, choice_records = report_choice(g, args)
-    uses_lines, uses_records = uses_lines + choice_lines, {**uses_records, **choice_records}
     label = f"profile {args.profile}, data {args.data_path}, {args.small_epochs} epochs per run"
     if args.holdout:
         label += f", scored on {args.holdout} images held out of train/ (not val/)"

@@ -21,8 +21,9 @@ import aavae  # noqa: E402
 from methods import aae, aae_uses, controls, iwae  # noqa: E402
 
 # Which command trains each method: aavae.py the paper's four, methods/ the others.
-COMMANDS = {**dict.fromkeys(aavae.METHODS, aavae), **dict.fromkeys(controls.METHODS, controls),
-            **dict.fromkeys(iwae.METHODS, iwae), **dict.fromkeys(aae.METHODS, aae), **dict.fromkeys(aae_uses.USES, aae_uses)}
+COMMANDS = {**dict.fromkeys(controls.METHODS, controls), **dict.fromkeys(iwae.METHODS, iwae), **dict.fromkeys(aae.METHODS, aae),
+            **dict.fromkeys(aae_uses.USES, aae_uses), **dict.fromkeys(aavae.METHODS, aavae)}  # vae: aavae.py's (methods.iwae's
+# vae is the IWAE paper's MNIST row)
 # Real CIFAR-10 images for the few tests that are about them: the tree that `run_all.sh --profile small` makes from
 # CIFAR-10 (data/cifar10-mini), or a copy of it beside the repository; the tests skip, saying so, without either.
 MINI = next((p for p in (os.path.join(ROOT, "data", "cifar10-mini"), os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"))

@@ -218,7 +218,7 @@ def test_the_uses_flags_belong_to_their_uses(folder, subset, tmp_path, capsys):
     assert "invalid choice: 'semi_aae'" in run_error(tiny_args(folder, tmp_path, "--method", "semi_aae"), capsys)
 
 
-@pytest.mark.parametrize("method", ["semi_aae", "cluster_aae", "aa_supervised_aae", "dimred_aae"])
+@pytest.mark.parametrize("method", ["semi_aae", "dimred_aae"])  # between them every phase (supervised: the resume test)
 def test_each_phase_takes_its_own_optimiser_step(folder, subset, tmp_path, monkeypatch, method):
     """The AAE paper's phases, each its own step per mini-batch: reconstruction (the loop's optimiser), each
     discriminator, the generator (the encoder), and, where the use has them, the classification (y) and the heads."""

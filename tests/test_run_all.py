@@ -387,9 +387,14 @@ def test_the_split_profiles_fine_tuning_choice_reads_train_alone_and_picks_by_it
     out = tmp_path / "S"
     base = ["--profile", "split", "--data_path", data, "--output_dir", str(out), "--in_process", "--small_epochs", "1"]
     with contextlib.redirect_stdout(io.StringIO()):
-        grid.main(base + ["--rows", ",".join(grid.FINETUNE_CHOICE_ROWS)])  # the rows first (their own evaluations read val/)
+        for st in grid.main(base + ["--finetune_choice", "--dry_run"]).steps:  # the rows' pretraining first, on train/
+            if st.kind == "pretrain":  # (its monitor reads val/, the choice does not)
+                os.makedirs(st.dir, exist_ok=True)
+                assert grid.execute(st.cmd, io.StringIO(), in_process=True) == 0
+                open(os.path.join(st.dir, st.marker), "w").close()
         shutil.rmtree(os.path.join(data, "val"))
         g = grid.main(base + ["--finetune_choice"])
+    assert [st.kind for st in g.steps].count("pretrain") == 3 and {c.table for c in g.cells} == {"choice"}
     held = json.loads((out / "finetune-choice" / "holdout-data" / "holdout.json").read_text())["val"]
     assert sum(map(len, held.values())) == 20
     lists = {p: (out / "finetune-choice" / "label-subsets" / f"{p}.txt").read_text().split() for p in ("1percent", "10percent")}
@@ -401,7 +406,7 @@ def test_the_split_profiles_fine_tuning_choice_reads_train_alone_and_picks_by_it
         assert st.cmd[st.cmd.index("--data_path") + 1] == str(out / "finetune-choice" / "holdout-data")
         r = json.loads(open(os.path.join(st.dir, "result.json")).read())
         assert r["test_images"] == 20 and r["train_images"] in (2, 20)
-    saved = json.loads((out / "results.json").read_text())["finetune_choice"]
+    saved = json.loads((out / "finetune-choice" / "choice.json").read_text())
     tuned = [r for r in saved["records"] if r["recipe"] != "probe"]
     assert {(r["fraction"], r["recipe"]) for r in tuned} == {(p, k) for p in ("1percent", "10percent") for k in one}
     for pct in ("1percent", "10percent"):  # the rule: the highest mean among the stable recipes
@@ -410,7 +415,8 @@ def test_the_split_profiles_fine_tuning_choice_reads_train_alone_and_picks_by_it
             assert r["mean"] == pytest.approx(sum(r["top1"].values()) / 3)
         if any(r["stable"] for r in mine):
             assert saved["chosen"][pct] == max((r for r in mine if r["stable"]), key=lambda r: r["mean"])["recipe"]
-    assert "# Fine-tuning's recipe, chosen on images held out of train/" in (out / "table1.md").read_text()
+    assert "# Fine-tuning's recipe, chosen on images held out of train/" in (out / "finetune-choice" / "choice.md").read_text()
+    assert not (out / "table1.md").exists()  # the profile's own tables are left as they are
 
 
 def test_the_fine_tuning_rule_passes_over_an_unstable_recipe_however_well_it_scores(tmp_path):
@@ -437,7 +443,7 @@ def test_the_split_profiles_table2_waits_for_its_fine_tuning_choice(tmp_path, mo
     run = lambda *extra: grid.main(["--profile", "split", "--data_path", "D", "--output_dir", str(tmp_path), "--dry_run", *extra])
     monkeypatch.setattr(grid, "SPLIT_FINETUNE", None)
     for extra, says in ((["--label_evals"], "waits for its fine-tuning recipe"), (["--finetune_choice", "--rows", "aavae"],
-                        "--rows must include them")):
+                        "no --rows with it")):
         with pytest.raises(SystemExit):
             run(*extra)
         assert says in capsys.readouterr().err
