@@ -165,11 +165,12 @@ def test_the_real_mnist_is_50000_train_and_10000_val_digits():
     assert train[1].bincount().min() > 4000 and val[1].bincount().min() > 800 and int(train[1].max()) == 9
 
 
-def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_numbers_beside(mnist, tmp_path):
+def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_numbers_beside(mnist, tmp_path, monkeypatch):
     import contextlib
     import io
 
     from experiments import grid
+    monkeypatch.setattr(grid, "MNIST_NLL_SAMPLES", 100)  # the suite's time; the profile's 5,000
     out = tmp_path / "M"
     base = ["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--in_process", "--rows", "vae-k1,iwae-k5"]
     with contextlib.redirect_stdout(io.StringIO()):
@@ -184,7 +185,7 @@ def test_the_mnist_profile_trains_each_row_the_same_passes_and_sets_the_papers_n
     assert [r["row"] for r in saved] == ["vae-k1", "iwae-k5"]
     for r in saved:
         ev = json.loads((out / "evals" / f"nll-{r['row']}-p4" / "result.json").read_text())
-        assert (r["nll"], r["passes"], r["eval_samples"], r["train_samples"]) == (ev["nll"], 4, 5000, ev["train_samples"])
+        assert (r["nll"], r["passes"], r["eval_samples"], r["train_samples"]) == (ev["nll"], 4, 100, ev["train_samples"])
         assert r["paper_nll"] == grid.PAPER_IWAE[r["row"]][0] and r["nll_minus_paper"] == pytest.approx(r["nll"] - r["paper_nll"])
         assert (out / "evals" / f"nll-{r['row']}-p2" / "result.json").exists()  # the shorter run's score is kept
         steps = [x for x in read_log(out / "runs" / f"mnist-{r['row']}") if "loss" in x]
