@@ -8,7 +8,6 @@ import sys
 import torch
 
 import aavae
-from methods import aae_uses
 from util import data
 from util import misc
 from conftest import ROOT, read_log, setup_run, tiny_args
@@ -94,10 +93,11 @@ def test_each_process_of_a_launcher_that_shows_it_one_gpu_takes_that_one(monkeyp
 
 
 def test_the_commands_of_methods_train_under_two_process_torchrun(folder, tmp_path):
-    # One launch trains each in turn in the same process group: every use of the adversarial autoencoder, the IWAE,
+    # One launch trains each in turn in the same process group: every kind of use of the adversarial autoencoder (its
+    # phases average their own gradients: no DDP), plain and augmented among them, the IWAE,
     # the supervised control (SimCLR: test_controls.py; the AAE as a regulariser: the two-node test above), and each
     # rank ends with the same weights, discriminators included.
-    methods = [*aae_uses.USES, "aa_iwae", "supervised"]
+    methods = ["supervised_aae", "aa_semi_aae", "cluster_aae", "aa_dimred_aae", "aa_iwae", "supervised"]  # each use once
     subset = tmp_path / "labelled.txt"
     subset.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
     worker = os.path.join(ROOT, "tests", "methods_worker.py")
