@@ -404,6 +404,17 @@ def label_subsets(data_path, out, seed=0):
             os.replace(path + ".tmp", path)
 
 
+def made_already(out, manifest):
+    """Whether out holds the hold-out split that manifest describes (its holdout.json agrees on manifest's keys); a
+    split of other images there stops the run, never overwritten."""
+    if not os.path.exists(out):
+        return False
+    saved = read_json(os.path.join(out, "holdout.json")) or {}
+    if {k: saved.get(k) for k in manifest} != manifest:
+        sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
+    return True
+
+
 def holdout_split(source, n, out, create=True, seed=0):
     """An ImageFolder tree out/{train,val}/CLASS/ of symlinks into source/train/: n of its images, drawn per
     class in proportion to the class's size (seeded), become val/; the rest stay train/. source/val/ is not
@@ -423,11 +434,7 @@ def holdout_split(source, n, out, create=True, seed=0):
     rng = random.Random(seed)
     held = {c: sorted(rng.sample(f, take[c])) for c, f in files.items()}
     manifest = {"source": os.path.abspath(root), "holdout": n, "seed": seed, "val": held}
-    if os.path.exists(out):
-        if read_json(os.path.join(out, "holdout.json")) != manifest:
-            sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
-        return out
-    if not create:
+    if made_already(out, manifest) or not create:
         return out
     tmp = out + ".partial"  # built aside and renamed: an interrupted build leaves no half tree at out
     shutil.rmtree(tmp, ignore_errors=True)
@@ -825,11 +832,7 @@ def mnist_holdout(source, n, out, create=True, seed=0):
     images (a seeded draw) become val, the rest train; source's val is not read. Returns out. A folder made earlier
     from another source, n or seed is refused."""
     manifest = {"source": os.path.abspath(source), "holdout": n, "seed": seed}
-    if os.path.exists(out):
-        if read_json(os.path.join(out, "holdout.json")) != manifest:
-            sys.exit(f"run_all: {out} holds a hold-out split of other images; give another --output_dir")
-        return out
-    if not create:
+    if made_already(out, manifest) or not create:
         return out
     import numpy as np
     import torch

@@ -312,6 +312,9 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
         assert r["paper_error"] == grid.PAPER_AAE[r["row"]]
     assert saved[0]["what"] == "100 labels" and saved[1]["what"] == "16 clusters" and saved[1]["majority_error"] is not None
     assert "# The AAE's uses on MNIST" in (out / "table.md").read_text() and os.path.exists(shutil_val)
+    with contextlib.redirect_stdout(io.StringIO()):  # the same hold-out again: kept
+        grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
+                   "--holdout", "20", "--dry_run"])
     with pytest.raises(SystemExit):  # a hold-out of other images in the same place is refused
         grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
                    "--holdout", "10", "--dry_run"])
