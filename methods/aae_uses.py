@@ -378,11 +378,7 @@ def average_gradients(params, world):
 def label_subset(train_split, args):
     """The semi-supervised use's labelled images: --labels_per_class of each class, or data.label_subset's."""
     if args.labels_per_class:
-        g = torch.Generator().manual_seed(args.seed)
-        labels = train_split.labels.cpu()
-        keep = [members[torch.randperm(len(members), generator=g)[:args.labels_per_class]]
-                for members in (torch.nonzero(labels == c)[:, 0] for c in labels.unique())]
-        return torch.cat(keep).sort().values
+        return data.per_class_subset(train_split.labels.cpu(), None, args.seed, count=args.labels_per_class)
     return data.label_subset(train_split, args)
 
 

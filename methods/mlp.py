@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import aavae
+
 PIXELS = 28 * 28
 LOG_VAR_RANGE = (-20.0, 10.0)  # wide: a posterior standard deviation of e^-10 is allowed, exp() never overflows
 
@@ -62,8 +64,7 @@ def bernoulli_log_likelihood(logits, x):
 def log_weight(x, logits, z, mu, log_var):
     """log w = log p(x|z) + log N(z; 0, I) - log q(z|x); shapes (k, N, ...) -> (k, N)."""
     log_prior = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)
-    log_q = -0.5 * ((z - mu) ** 2 * torch.exp(-log_var) + log_var + math.log(2 * math.pi)).sum(-1)
-    return bernoulli_log_likelihood(logits, x) + log_prior - log_q
+    return bernoulli_log_likelihood(logits, x) + log_prior - aavae.log_normal(z, mu, log_var)
 
 
 def binarize(x01, g):

@@ -284,13 +284,14 @@ def label_subset(train, args):
     return per_class_subset(train.labels, args.label_fraction, args.seed)
 
 
-def per_class_subset(labels, fraction, seed):
-    """A seeded draw of round(fraction x members) images of each class (at least one), as sorted indices."""
+def per_class_subset(labels, fraction, seed, count=None):
+    """A seeded draw of round(fraction x members) images of each class (at least one), or of `count` of each, as
+    sorted indices."""
     g = torch.Generator().manual_seed(seed)
     keep = []
     for c in labels.unique():
         members = (labels == c).nonzero()[:, 0]
-        take = max(1, round(fraction * len(members)))
+        take = count or max(1, round(fraction * len(members)))
         keep.append(members[torch.randperm(len(members), generator=g)[:take]])
     return torch.cat(keep).sort().values
 
