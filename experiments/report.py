@@ -723,7 +723,8 @@ def report_mnist(g, args):
         if aae_records:
             f.write("\n# The AAE's uses on MNIST\n\n" + "\n".join(aae_lines) + "\n\nError: 100 - top-1 on all of val, "
                     "± its standard error; the clustering y read by the paper's rule (each cluster labelled by the "
-                    "training image y is surest of) and by majority; the paper's on MNIST's test set.\n")
+                    "held-out image y is surest of: rule_images in results.json, images of train the row never trained on) and by "
+                    "majority; the paper's on MNIST's test set.\n")
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"rows": records, "aae": aae_records}, f, indent=1)
     if curve_rows:
@@ -758,7 +759,8 @@ def report_mnist_aae(g):
         rec = {"row": c.row, "mode": c.col, "what": what, "epochs": run.get("epochs"), "seed": run.get("seed"),
                "error": err, "error_se": binomial_se(err, n) if err is not None and n else None, "majority_error": majority,
                "paper_error": paper, "error_minus_paper": err - paper if err is not None and paper is not None else None,
-               "test_images": n, "picture": r.get("picture"), "clusters_used": r.get("clusters_used")}
+               "test_images": n, "picture": r.get("picture"), "clusters_used": r.get("clusters_used"),
+               "rule_images": r.get("rule_images"), "rule_bank": r.get("rule_bank")}
         records.append(rec)
         lines.append(f"| {c.row} | {what} | {fmt(rec['epochs'])} | {fmt_se(err, rec['error_se'])} | {fmt(majority)} | "
                      f"{fmt(paper)} | {fmt(rec['error_minus_paper'])} |")

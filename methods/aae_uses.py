@@ -551,6 +551,8 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     test_y = outputs(model, test, "logits", **kw).argmax(1)
     if use.kind == "semi":
+        if args.rule_data:
+            raise UserError("--rule_data belongs to a clustering run: a semi-supervised y is scored as a classifier")
         hit = (test_y == test.labels.to(test_y.device)).to(torch.uint8)
         return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "classes": classes,
                 "features": "the AAE's y head (argmax)", "label_fraction": run["label_fraction"],
@@ -558,15 +560,35 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
     train_logits = outputs(model, train, "logits", **kw).float()
     train_y = train_logits.argmax(1)
     read = clustering.scores(train_y, train.labels, test_y, test.labels, run["clusters"], classes)
-    # the paper's own reading: each cluster labelled by the training image y is surest of (clustering.argmax_rule)
-    rule_labels, rule_top1, _ = clustering.argmax_rule(F.softmax(train_logits, 1), train.labels, test_y, test.labels)
+    # the paper's own reading: each cluster labelled by the bank image y is surest of (clustering.argmax_rule)
+    bank, bank_name = rule_bank(args, run, train, test.device)
+    bank_probs = F.softmax(outputs(model, bank, "logits", **kw).float(), 1) if bank is not train else F.softmax(train_logits, 1)
+    rule_labels, rule_top1, _ = clustering.argmax_rule(bank_probs, bank.labels, test_y, test.labels)
     return {"top1": read["majority_top1"], "test_images": len(test), "clusters": run["clusters"], "classes": classes,
-            "argmax_rule_top1": rule_top1, "argmax_rule_labels": rule_labels.tolist(),
+            "argmax_rule_top1": rule_top1, "argmax_rule_labels": rule_labels.tolist(), "rule_images": len(bank),
+            "rule_bank": bank_name,
             "features": "the AAE's y head (argmax)", "clusters_used": int(train_y.unique().numel()),
             "cluster_sizes": torch.bincount(train_y, minlength=run["clusters"]).tolist(),
             "y_confidence": F.softmax(train_logits, 1).amax(1).mean().item(), "prior_verdict": prior_verdict(args.checkpoint, run),
             **{k: v for k, v in read.items() if k != "majority_correct"}, "correct": read["majority_correct"],
             "test_clusters": test_y.tolist(), "test_labels": test.labels.tolist()}
+
+
+def rule_bank(args, run, train, device):
+    """The labelled images the paper's clustering rule reads, and what they are. With --rule_data, that folder's val
+    split, which must be images the run never trained on: the run's own --data_path is that folder, whose train split
+    is all it saw (run_all.sh --profile mnist makes it with images of train held out). Without, the probe's training
+    split: images the model trained on, an optimistic reading."""
+    if not args.rule_data:
+        return train, "the training split (images the model trained on)"
+    if os.path.abspath(run.get("data_path") or "") != os.path.abspath(args.rule_data):
+        raise UserError(f"--rule_data {args.rule_data}: the run trained on {run.get('data_path')}, so that folder's val "
+                        f"split is not known to be held out of its training images; give the folder the run trained on")
+    keys = ("dataset", "image_size", "in_memory", "workers", "seed")
+    bank_args = argparse.Namespace(**{k: getattr(args, k) for k in keys}, data_path=args.rule_data, stem="auto",
+                                   jitter_strength=None, blur=None)
+    bank = aavae.load_data(data.resolve_data(bank_args), device, probe=True)[1]
+    return bank, f"the val split of {args.rule_data} ({len(bank)} images held out of the run's training images)"
 
 
 def prior_verdict(checkpoint, run):
@@ -728,6 +750,9 @@ def get_evaluate_parser():
     """linear_eval.py's flags with the uses' modes, and MNIST for --arch mlp's runs."""
     p = linear_eval.get_args_parser("methods/aae_uses.py evaluate", MODES, default="head")
     next(a for a in p._actions if a.dest == "dataset").choices.append("mnist")
+    p.add_argument("--rule_data", default=None,
+                   help="head, clustering: the folder the run trained on, whose val split (held out of its training "
+                        "images) the paper's rule reads; default: the training split")
     return p
 
 
@@ -738,6 +763,8 @@ def evaluate_main(argv):
     def run():
         if not args.checkpoint:
             raise UserError(f"--mode {args.mode} reads a trained model: give the run's --checkpoint")
+        if args.rule_data and args.mode != "head":
+            raise UserError("--rule_data is read by --mode head alone (the clustering rule's images)")
         return linear_eval.evaluate(linear_eval.validate(args), MODES)
 
     return run_cli("methods/aae_uses.py evaluate", run)

@@ -211,7 +211,7 @@ def uses_args(root, out, method, *extra):
 
 @pytest.mark.parametrize("method,mode", [("semi_aae", "head"), ("cluster_aae", "head"), ("supervised_aae", "grid"),
                                          ("dimred_aae", "map")])
-def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evaluated(mnist, tmp_path, method, mode):
+def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evaluated(mnist, tmp_path, capsys, method, mode):
     from methods import aae_uses
     aae_uses.main(uses_args(mnist, tmp_path / "straight", method))
     aae_uses.main(uses_args(mnist, tmp_path / "resumed", method, "--max_steps", "4"))
@@ -232,6 +232,10 @@ def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evalua
     assert result["test_images"] == 20 and result["mode"] == mode
     if method == "cluster_aae":
         assert 0 <= result["argmax_rule_top1"] <= 100 and len(result["argmax_rule_labels"]) == 16
+        assert result["rule_images"] == 60 and "trained on" in result["rule_bank"]  # no --rule_data: the training split
+        elsewhere = ["evaluate", "--mode", mode, "--checkpoint", str(tmp_path / "straight" / "checkpoint.pt"), "--dataset",
+                     "mnist", "--data_path", mnist, "--rule_data", str(tmp_path), "--output_dir", str(tmp_path / "e2")]
+        assert "held out of its training images" in run_error(elsewhere, capsys, aae_uses.main)
 
 
 def toy_modes(root):
@@ -293,17 +297,23 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
     from experiments import grid
     monkeypatch.setattr(grid, "MNIST_AAE", [*grid.MNIST_AAE, "--mlp_hidden", "32", "--disc_hidden", "16", "--batch_size",
                                             "20", "--base_batch", "20"])
+    monkeypatch.setattr(grid, "MNIST_RULE_BANK", 10)
     out = tmp_path / "M"
     shutil_val = os.path.join(mnist, "val-images-idx3-ubyte")
     with contextlib.redirect_stdout(io.StringIO()):
         g = grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--in_process", "--rows",
                        "semi-100,cluster-16", "--mnist_aae_epochs", "1", "--holdout", "20"])
-    held = out / "holdout-data"
-    assert all(st.cmd[st.cmd.index("--data_path") + 1] == str(held) for st in g.steps)  # MNIST's val never read
+    held, rule = out / "holdout-data", out / "rule-data"
+    paths = [st.cmd[st.cmd.index("--data_path") + 1] for st in g.steps]
+    assert paths == [str(held), str(held), str(rule), str(held)]  # MNIST's val never read; cluster-16 trains less the bank
+    assert g.steps[3].cmd[g.steps[3].cmd.index("--rule_data") + 1] == str(rule)
     assert data.read_mnist(str(held), "val")[0].shape[0] == 20 and data.read_mnist(str(held), "train")[0].shape[0] == 40
     manifest = json.loads((held / "holdout.json").read_text())
     train = data.read_mnist(mnist, "train")[0]
     torch.testing.assert_close(data.read_mnist(str(held), "val")[0], train[manifest["val"]])
+    bank = json.loads((rule / "holdout.json").read_text())["val"]  # the rule's 10 images: of the 40, out of training
+    assert data.read_mnist(str(rule), "train")[0].shape[0] == 30
+    torch.testing.assert_close(data.read_mnist(str(rule), "val")[0], data.read_mnist(str(held), "train")[0][bank])
     saved = json.loads((out / "results.json").read_text())["aae"]
     assert [r["row"] for r in saved] == ["semi-100", "cluster-16"]
     for r in saved:
@@ -311,6 +321,7 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
         assert r["error"] == pytest.approx(100 - ev.get("argmax_rule_top1", ev["top1"])) and r["test_images"] == 20
         assert r["paper_error"] == grid.PAPER_AAE[r["row"]]
     assert saved[0]["what"] == "100 labels" and saved[1]["what"] == "16 clusters" and saved[1]["majority_error"] is not None
+    assert saved[1]["rule_images"] == 10 and str(rule) in saved[1]["rule_bank"]
     assert "# The AAE's uses on MNIST" in (out / "table.md").read_text() and os.path.exists(shutil_val)
     with contextlib.redirect_stdout(io.StringIO()):  # the same hold-out again: kept
         grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
