@@ -498,7 +498,8 @@ def build_mnist_grid(args):
         method, k = MNIST_IWAE_ROWS[row]
         out = os.path.join(args.output_dir, "runs", f"mnist-{row}")
         cmd = g.launcher("methods.iwae") + ["--method", method, "--iw_samples", str(k), "--data_path", args.data_path,
-                                            *MNIST_IWAE, "--epochs", str(args.mnist_passes), "--output_dir", out]
+                                            *MNIST_IWAE, "--epochs", str(args.mnist_passes), *args.pretrain_args,
+                                            "--output_dir", out]
         g.steps.append(Step("pretrain", cmd, out, f".done_{args.mnist_passes}"))
         ev = os.path.join(args.output_dir, "evals", f"nll-{row}-p{args.mnist_passes}")  # a longer run is another result
         g.steps.append(Step("eval", g.launcher("methods.iwae", "evaluate") + [
@@ -515,7 +516,7 @@ def mnist_aae_row(g, args, row):
     rule = ["--rule_data", args.rule_data] if extra[1] == "cluster_aae" else []
     g.steps.append(Step("pretrain", g.launcher("methods.aae_uses") + [
         *extra, "--data_path", rule[1] if rule else args.data_path, *MNIST_AAE, "--epochs", str(args.mnist_aae_epochs),
-        "--output_dir", out], out, f".done_{args.mnist_aae_epochs}"))
+        *args.pretrain_args, "--output_dir", out], out, f".done_{args.mnist_aae_epochs}"))
     mode = uses_mode(extra[1].replace("_aae", ""))
     ev = os.path.join(args.output_dir, "evals", f"{mode}-{row}-e{args.mnist_aae_epochs}")
     g.steps.append(Step("eval", g.launcher("methods.aae_uses", "evaluate") + [
@@ -753,7 +754,7 @@ def main(argv=None):
                    + ",".join(SMALL_ALL) + "; split: Table 1's, " + ",".join(SPLIT_ALL) + "; mnist: "
                    + ",".join(MNIST_ALL) + ")")
     p.add_argument("--pretrain_args", default="",
-                   help="small: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
+                   help="small, split, mnist: flags added to every pretraining run, e.g. '--lr 1e-3 --warmup_epochs 0' (a single "
                         "flag as --pretrain_args=--flag, which argparse would otherwise take for one of its own)")
     p.add_argument("--holdout", type=int, default=0,
                    help="small, mnist: score on N images held out of train/ (a seeded draw) instead of val/, "
@@ -867,8 +868,7 @@ def mnist_holdout(source, n, out, create=True, seed=0):
 def mnist_main(p, args, argv):
     """--profile mnist: its rows (default all), MNIST at --data_path (default DATA_ROOT/mnist, where torchvision
     downloads it if it has no IDX files), the grid, its report (experiments/report.py: report_mnist)."""
-    others = [f for f, v in (("--pretrain_args", args.pretrain_args), ("--finetune_choice", args.finetune_choice),
-                             ("--small_epochs", args.small_epochs)) if v]
+    others = [f for f, v in (("--finetune_choice", args.finetune_choice), ("--small_epochs", args.small_epochs)) if v]
     if others:
         p.error(f"{', '.join(others)}: not with --profile mnist")
     rows = MNIST_ALL if args.rows is None else [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -877,6 +877,7 @@ def mnist_main(p, args, argv):
     if args.mnist_passes < 1 or args.mnist_aae_epochs < 1:
         p.error("--mnist_passes and --mnist_aae_epochs must be positive")
     args.rows = [r for r in MNIST_ALL if r in rows]
+    args.pretrain_args = shlex.split(args.pretrain_args)
     args.data_path = args.data_path or os.path.join(args.data_root, "mnist")
     args.output_dir = args.output_dir or os.path.join("runs", "all-mnist")
     if args.holdout:  # a recipe chosen without val: train's own images held out in its place

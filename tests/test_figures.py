@@ -799,7 +799,7 @@ def aae_uses_page():
     betas = source_constant(aae.Adversary, r"betas=\(([\d.]+, [\d.]+)\)").split(", ")
     winner = data(*CHOICE, "w0.1", "runs", f"folder-{USES_RUNS['semi']}", "args.json")["adv_weight"]  # the merged step's
     momentum = source_constant(aae_uses.make_optimizer, r"momentum=([\d.]+)")
-    return expected, [f"{winner:g}", *betas, f"{aae_uses.MLP_PHASE_LR:g}", *(f"{v:g}" for v in aae_uses.HEAD_LR.values()),
+    return expected, [f"{winner:g}", *betas, f"{aae_uses.MLP_PHASE_RATIO:g}", *(f"{v:g}" for v in aae_uses.HEAD_LR.values()),
                       momentum]
 
 

@@ -222,7 +222,7 @@ def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evalua
         a["extra"]["opts"][k]["state"][0].values(), b["extra"]["opts"][k]["state"][0].values()))
     args = json.loads((tmp_path / "straight" / "args.json").read_text())
     assert args["latent_dim"] == aae_uses.MLP_LATENT[aae_uses.USES[method].kind] and args["amp"] is False
-    assert (args["gen_lr"], args["disc_lr"]) == (aae_uses.MLP_PHASE_LR, aae_uses.MLP_PHASE_LR)
+    assert args["gen_lr"] == args["disc_lr"] == pytest.approx(aae_uses.MLP_PHASE_RATIO * 0.01)  # ten times --lr
     model = aae_uses.load_model(str(tmp_path / "straight" / "checkpoint.pt"), "cpu")[0]
     assert sum(isinstance(m, torch.nn.ReLU) for m in model.encoder.modules()) == 2
     assert isinstance(model.image_decoder, aae_uses.MLPDecoder)
@@ -323,9 +323,10 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
     assert saved[0]["what"] == "100 labels" and saved[1]["what"] == "16 clusters" and saved[1]["majority_error"] is not None
     assert saved[1]["rule_images"] == 10 and str(rule) in saved[1]["rule_bank"]
     assert "# The AAE's uses on MNIST" in (out / "table.md").read_text() and os.path.exists(shutil_val)
-    with contextlib.redirect_stdout(io.StringIO()):  # the same hold-out again: kept
-        grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
-                   "--holdout", "20", "--dry_run"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the same hold-out again: kept; --pretrain_args ends each pretraining
+        g = grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100,vae-k1",
+                       "--holdout", "20", "--dry_run", "--pretrain_args", "--seed 3"])
+    assert [st.cmd[-4:-2] for st in g.steps if st.kind == "pretrain"] == [["--seed", "3"]] * 2
     with pytest.raises(SystemExit):  # a hold-out of other images in the same place is refused
         grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
                    "--holdout", "10", "--dry_run"])
