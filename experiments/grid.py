@@ -471,6 +471,11 @@ MNIST_AAE = ["--arch", "mlp", "--dataset", "mnist", "--batch_size", "100", "--ba
              "--warmup_epochs", "0", "--val_every", "5", "--save_every", "5", "--log_every", "100",
              "--save_every_minutes", "10"]
 MNIST_AAE_EPOCHS = 50
+# the width and learning rates of MNIST_AAE, chosen on 10,000 images held out of train (docs/iwae-aae-mnist.md): each
+# setting's --pretrain_args, run for semi-100 and cluster-16, 10 epochs; experiments/report.py's mnist_aae_choice
+# reads them
+MNIST_AAE_CHOICE = {"lr0.001": [], "lr0.0003": ["--lr", "0.0003"], "lr0.003": ["--lr", "0.003"],
+                    "w500": ["--mlp_hidden", "500"]}
 # the clustering rows train on train less this many images (a seeded draw, OUTPUT/rule-data), which the paper's rule
 # reads in place of the paper's validation images: val, which is scored, is never one of them
 MNIST_RULE_BANK = 5000

@@ -10,6 +10,7 @@ import os
 import shlex
 
 from experiments.grid import (FINETUNE_CHOICE_HOLDOUT, FINETUNE_CHOICE_ROWS, FINETUNE_GRID, LABEL_FRACTIONS, LABEL_ROWS,
+                              MNIST_AAE_CHOICE,
                               PAPER_PLACES, PAPER_SIMCLR, PAPER_TABLE2, REGULARISERS, SMALL_BACKBONE_LR_SCALE,
                               SMALL_FINETUNE_EPOCHS, SMALL_LABELS, SPLIT_FINETUNE_EPOCHS, TABLE1_NAMES, TABLE1_ROWS,
                               USES_ROWS, paper_table1, read_json, stable, uses_mode)
@@ -309,6 +310,21 @@ def read_log(path):
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def mnist_aae_choice(root):
+    """The AAE settings' choice from root/SETTING/results.json (the mnist profile's, run with --holdout): each setting
+    scored by the mean of semi-100's error and cluster-16's error by the paper's rule on the held-out images, a
+    setting with a non-finite training loss left out; returns ({setting: score or None}, the lowest's name)."""
+    scores = {}
+    for name in MNIST_AAE_CHOICE:
+        rows = {r["row"]: r for r in (read_json(os.path.join(root, name, "results.json")) or {}).get("aae", [])}
+        logs = [read_log(os.path.join(root, name, "runs", f"mnist-{row}", "log.jsonl")) for row in ("semi-100", "cluster-16")]
+        finite = all(logs) and all(math.isfinite(r["loss"]) for log in logs for r in log if "loss" in r)
+        errors = [rows.get(row, {}).get("error") for row in ("semi-100", "cluster-16")]
+        scores[name] = sum(errors) / 2 if finite and None not in errors else None
+    ranked = sorted((v, k) for k, v in scores.items() if v is not None)
+    return scores, ranked[0][1] if ranked else None
 
 
 def report_choice(g, args):

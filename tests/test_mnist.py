@@ -330,3 +330,22 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
     with pytest.raises(SystemExit):  # a hold-out of other images in the same place is refused
         grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "semi-100",
                    "--holdout", "10", "--dry_run"])
+
+
+def test_the_aae_settings_choice_takes_the_lowest_mean_error_among_finite_runs(tmp_path):
+    """experiments/report.py's mnist_aae_choice: semi-100's and cluster-16's errors averaged per setting; a setting whose
+    training loss went non-finite is out, even with the lowest mean; one missing its results has no score."""
+    from experiments import grid, report
+    errors = {"lr0.001": (3.0, 20.0), "lr0.0003": (4.0, 12.0), "lr0.003": (1.0, 5.0)}  # w500: never ran
+    for name, (semi, cluster) in errors.items():
+        os.makedirs(tmp_path / name)
+        rows = [{"row": "semi-100", "error": semi}, {"row": "cluster-16", "error": cluster}]
+        (tmp_path / name / "results.json").write_text(json.dumps({"rows": [], "aae": rows}))
+        for row in ("semi-100", "cluster-16"):
+            run = tmp_path / name / "runs" / f"mnist-{row}"
+            os.makedirs(run)
+            loss = "NaN" if name == "lr0.003" and row == "cluster-16" else "0.5"
+            (run / "log.jsonl").write_text(f'{{"step": 1, "loss": 0.9}}\n{{"step": 2, "loss": {loss}}}\n')
+    scores, winner = report.mnist_aae_choice(str(tmp_path))
+    assert set(scores) == set(grid.MNIST_AAE_CHOICE) and scores["w500"] is None and scores["lr0.003"] is None
+    assert scores["lr0.001"] == 11.5 and scores["lr0.0003"] == 8.0 and winner == "lr0.0003"
