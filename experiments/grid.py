@@ -475,7 +475,7 @@ MNIST_AAE_EPOCHS = 50
 # setting's --pretrain_args, run for semi-100 and cluster-16, 10 epochs; experiments/report.py's mnist_aae_choice
 # reads them
 MNIST_AAE_CHOICE = {"lr0.001": [], "lr0.0003": ["--lr", "0.0003"], "lr0.003": ["--lr", "0.003"],
-                    "w500": ["--mlp_hidden", "500"]}
+                    "w500": ["--mlp_hidden", "500"], "lr0.0003-st": ["--lr", "0.0003", "--y_straight_through"]}
 # the clustering rows train on train less this many images (a seeded draw, OUTPUT/rule-data), which the paper's rule
 # reads in place of the paper's validation images: val, which is scored, is never one of them
 MNIST_RULE_BANK = 5000
