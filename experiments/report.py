@@ -733,11 +733,12 @@ def report_mnist(g, args):
                        for v in read_log(os.path.join(c.run, "log.jsonl")) if "val_nll" in v]
     aae_lines, aae_records = report_mnist_aae(g)
     with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(f"# IWAE's Table 1 on MNIST (one stochastic layer), data {args.data_path}\n\n" + "\n".join(lines) + "\n\n"
-                "NLL: -L_k per image averaged over all of val, binarised once for every row; the paper's on MNIST's test "
-                "set. Active units: Cov_x(E_q[z_d]) > 0.01 over val.\n")
+        if records:
+            f.write(f"# IWAE's Table 1 on MNIST (one stochastic layer), data {args.data_path}\n\n" + "\n".join(lines) +
+                    "\n\nNLL: -L_k per image averaged over all of val, binarised once for every row; the paper's on MNIST's "
+                    "test set. Active units: Cov_x(E_q[z_d]) > 0.01 over val.\n\n")
         if aae_records:
-            f.write("\n# The AAE's uses on MNIST\n\n" + "\n".join(aae_lines) + "\n\nError: 100 - top-1 on all of val, "
+            f.write(f"# The AAE's uses on MNIST, data {args.data_path}\n\n" + "\n".join(aae_lines) + "\n\nError: 100 - top-1 on all of val, "
                     "± its standard error; the clustering y read by the paper's rule (each cluster labelled by the "
                     "held-out image y is surest of: rule_images in results.json, images of train the row never trained on) and by "
                     "majority; the paper's on MNIST's test set.\n")

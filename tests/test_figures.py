@@ -915,11 +915,35 @@ def mnist40():
     return expected, ["1e-4", "0.01"]  # Adam's epsilon; the active units' threshold
 
 
+MNIST_CHOICE = ("results", "mnist-aae-choice")
+
+
+def mnist_choice():
+    """results/mnist-aae-choice/README.md: the AAE settings' choice on MNIST images held out of train (each setting's
+    results.json, logs and evaluations; the rule is experiments/report.py's mnist_aae_choice)."""
+    scores, winner = report.mnist_aae_choice(path(*MNIST_CHOICE))
+    rows = {s: {r["row"]: r for r in data(*MNIST_CHOICE, s, "results.json")["aae"]} for s in grid.MNIST_AAE_CHOICE}
+    cells = [pm((r["error"], r["error_se"]), 2).lstrip("+") for s in rows for r in rows[s].values() if r["error"] is not None]
+    chosen = rows[winner]["cluster-16"]
+    head = data(*MNIST_CHOICE, winner, "evals", "head-cluster-16-e10", "result.json")
+    last_z = {s: [x for x in log(*MNIST_CHOICE, s, "runs", "mnist-cluster-16") if "gen_loss_z" in x][-1]["gen_loss_z"]
+              for s in ("lr0.001", "w500", "lr0.0003-st", winner)}
+    args = data(*MNIST_CHOICE, winner, "runs", "mnist-cluster-16", "args.json")
+    holdout = 10000
+    trained = sum(head["cluster_sizes"])
+    expected = [n(holdout), n(holdout), n(trained), n(trained - grid.MNIST_RULE_BANK), n(grid.MNIST_RULE_BANK),
+                *cells, f(chosen["majority_error"], 2), f(scores[winner], 2),
+                *(f(last_z[s], 2) for s in ("lr0.001", "w500", "lr0.0003-st", winner)),
+                n(trained), of(head["clusters_used"], args["clusters"]), f"{head['y_confidence']:.4f}",
+                f(rows[winner]["semi-100"]["error"], 2), f(grid.PAPER_AAE["semi-100"], 2)]
+    return expected, [source_constant(aae_uses.make_optimizer, r"momentum=([\d.]+)")]  # SGD's momentum
+
+
 PAGES = {"README.md": readme, "results/small-cpu-30/README.md": small30, "results/small-cpu/README.md": small10,
          "results/small-cpu-holdout/README.md": holdout, "results/aae-uses-choice/README.md": choice,
          "results/small-cpu-30-labels/README.md": labels, "docs/aae-uses.md": aae_uses_page,
          "docs/experiments.md": experiments_page, "results/split-cpu-4/README.md": split4,
-         "results/mnist-iwae-cpu-40/README.md": mnist40}
+         "results/mnist-iwae-cpu-40/README.md": mnist40, "results/mnist-aae-choice/README.md": mnist_choice}
 # The pages of docs/ that quote no figure of a results folder: what each holds instead
 UNCHECKED = {"docs/authors-code.md": "the authors' code and the Lightning versions it needs",
              "docs/bad-input.md": "error messages",

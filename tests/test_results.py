@@ -299,3 +299,30 @@ def test_the_small_budgets_fine_tuning_logs_climb_as_its_readme_says_and_the_spl
     for path in new:
         losses = [json.loads(line) for line in open(path)]
         assert grid.stable(losses) and losses[-1]["loss"] < losses[0]["loss"], path
+
+
+def flag_values(argv):
+    """A command's flags as {flag: value} (True for a switch), the last of a repeated flag kept, as argparse does."""
+    out, k = {}, 0
+    while k < len(argv):
+        takes = k + 1 < len(argv) and not argv[k + 1].startswith("--")
+        out[argv[k]] = argv[k + 1] if takes else True
+        k += 2 if takes else 1
+    return out
+
+
+def test_the_mnist_profiles_aae_settings_are_the_choice_made_on_images_held_out_of_train():
+    """results/mnist-aae-choice: every run read only train's own images (the hold-out, or the rule's cut of it), for the
+    same epochs and seed; the rule (report.mnist_aae_choice) picks a setting whose flags the mnist profile already has."""
+    folder = os.path.join(ROOT, "results", "mnist-aae-choice")
+    scores, winner = report.mnist_aae_choice(folder)
+    assert winner is not None and all(v is None or v >= scores[winner] for v in scores.values())
+    runs = glob.glob(os.path.join(folder, "*", "runs", "*", "args.json"))
+    assert len(runs) == 2 * len(grid.MNIST_AAE_CHOICE) - 1  # lr0.003's clustering row never started
+    for p in runs:
+        a = json.load(open(p))
+        setting = p.split(os.sep)[-4]
+        assert os.path.basename(a["data_path"]) in ("holdout-data", "rule-data") and a["epochs"] == 10 and a["seed"] == 0
+        assert flag_values(grid.MNIST_AAE_CHOICE[setting]).items() <= {f"--{k}": str(v) if v is not True else True
+                                                                       for k, v in a.items()}.items()
+    assert flag_values(grid.MNIST_AAE + grid.MNIST_AAE_CHOICE[winner]) == flag_values(grid.MNIST_AAE)
