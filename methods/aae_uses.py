@@ -236,6 +236,7 @@ class UsesAAE(nn.Module):
             self.image_decoder = aavae.Decoder(decoder, reads, image_size, stem, h)
         self.heads = nn.Parameter(torch.randn(k, latent_dim)) if kind == "dimred" else None  # W: (K, n)
         self.latent_dim = latent_dim if kind == "supervised" else reads  # encode()'s, for the diagnostics
+        self.z_dim = latent_dim
 
     @property
     def decoder(self):
@@ -457,14 +458,14 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
 
 @torch.no_grad()
 def outputs(model, split, what, spec, amp, batch, keys, rank=0, world=1, workers=0):
-    """y's logits ("logits", (N, K)) or the decoder's code ("code", (N, latent)) of every image of `split`
+    """y's logits ("logits", (N, K)), the style z ("z") or the decoder's code ("code", (N, latent)) of every image of `split`
     with the evaluation preprocessing, gathered over the ranks in the split's order."""
     def encode(x01):
         x = normalize(x01, spec).contiguous(memory_format=torch.channels_last)
         with amp():
-            return model.infer(x)[0] if what == "logits" else model.encode(x)[0]
-    return probe.pooled_features(encode, split, model.k if what == "logits" else model.latent_dim, batch, keys, rank,
-                                 world, workers)
+            return model.infer(x)[0] if what == "logits" else model.infer(x)[1] if what == "z" else model.encode(x)[0]
+    dim = {"logits": model.k, "z": model.z_dim}.get(what, model.latent_dim)
+    return probe.pooled_features(encode, split, dim, batch, keys, rank, world, workers)
 
 
 @torch.no_grad()
@@ -551,11 +552,14 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
     kw = _kw(args, spec, amp, rank, world, "head")
     classes = int(max(train.labels.max(), test.labels.max())) + 1
     test_y = outputs(model, test, "logits", **kw).argmax(1)
+    # how much the style z varies over the test split (the mean over its dimensions of the standard deviation): near
+    # 0 when the encoder has stopped reading its input, which a y in one cluster may also be
+    z_std = outputs(model, test, "z", **kw).float().std(0).mean().item()
     if use.kind == "semi":
         if args.rule_data:
             raise UserError("--rule_data belongs to a clustering run: a semi-supervised y is scored as a classifier")
         hit = (test_y == test.labels.to(test_y.device)).to(torch.uint8)
-        return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "classes": classes,
+        return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "classes": classes, "z_std": z_std,
                 "features": "the AAE's y head (argmax)", "label_fraction": run["label_fraction"],
                 "labels_per_class": run.get("labels_per_class"), "subset_file": run["subset_file"], "correct": hit.tolist()}
     train_logits = outputs(model, train, "logits", **kw).float()
@@ -567,7 +571,7 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
     rule_labels, rule_top1, _ = clustering.argmax_rule(bank_probs, bank.labels, test_y, test.labels)
     return {"top1": read["majority_top1"], "test_images": len(test), "clusters": run["clusters"], "classes": classes,
             "argmax_rule_top1": rule_top1, "argmax_rule_labels": rule_labels.tolist(), "rule_images": len(bank),
-            "rule_bank": bank_name,
+            "rule_bank": bank_name, "z_std": z_std,
             "features": "the AAE's y head (argmax)", "clusters_used": int(train_y.unique().numel()),
             "cluster_sizes": torch.bincount(train_y, minlength=run["clusters"]).tolist(),
             "y_confidence": F.softmax(train_logits, 1).amax(1).mean().item(), "prior_verdict": prior_verdict(args.checkpoint, run),

@@ -230,6 +230,10 @@ def test_each_use_trains_on_mnist_with_the_papers_networks_resumes_and_is_evalua
                             "--dataset", "mnist", "--data_path", mnist, "--output_dir", str(tmp_path / "eval"),
                             "--workers", "0"])
     assert result["test_images"] == 20 and result["mode"] == mode
+    if mode == "head":  # the style's spread over val, as the model gives it
+        x = data.read_mnist(mnist, "val")[0].float() / 255
+        with torch.no_grad():
+            assert result["z_std"] == pytest.approx(model.infer(x)[1].std(0).mean().item(), rel=1e-3)
     if method == "cluster_aae":
         assert 0 <= result["argmax_rule_top1"] <= 100 and len(result["argmax_rule_labels"]) == 16
         assert result["rule_images"] == 60 and "trained on" in result["rule_bank"]  # no --rule_data: the training split
