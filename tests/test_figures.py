@@ -944,7 +944,7 @@ def mnist_choice():
     expected = [n(holdout), n(holdout), n(trained), n(trained - grid.MNIST_RULE_BANK), n(grid.MNIST_RULE_BANK),
                 *cells, f(chosen["majority_error"], 2), f(scores[winner], 2),
                 *(f(last_z[s], 2) for s in ("lr0.001", "w500", "lr0.0003-st", winner)),
-                n(trained), of(head["clusters_used"], args["clusters"]), f"{head['y_confidence']:.4f}",
+                n(trained), of(head["clusters_used"], args["clusters"]), f"{head['y_confidence']:.4f}", f(head["z_std"], 4),
                 f(rows[winner]["semi-100"]["error"], 2), f(grid.PAPER_AAE["semi-100"], 2)]
     return expected, [source_constant(aae_uses.make_optimizer, r"momentum=([\d.]+)")]  # SGD's momentum
 
