@@ -863,6 +863,7 @@ def split4():
     pair, mini = paired(SPLIT4, "aavae", "aaae"), paired(S30, "aavae", "aaae")
     versus_random = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "random init"))
     simclr_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("simclr", "aavae"))
+    supervised_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("supervised", "simclr"))
     clusters = table([c["label"], report.fmt_se(*c["majority_top1"]), report.fmt_se(*c["hungarian_top1"]),
                       report.fmt_se(*c["nmi"], digits=3), c["clusters"]] for c in r["clusters"])
     cluster_pairs = table([f"{d['a']} - {d['b']}", report.fmt_se(*d["majority"]), report.fmt_se(*d["hungarian"]),
@@ -870,7 +871,7 @@ def split4():
     expected = [n(train), n(val), of(len(r["rows"]), len(grid.SPLIT_ALL)),  # the title, the parts
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
-                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]),
+                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]),
                 *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
                 # What the first rows show
                 f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),
@@ -879,6 +880,9 @@ def split4():
                 # SimCLR against AAVAE
                 pm(paired(SPLIT4, "simclr", "aavae"), 2), pm(paired(SPLIT4, "simclr", "aavae", "knn"), 2),
                 pm(simclr_clusters["majority"], 2), pm(simclr_clusters["nmi"], 3),
+                # the supervised control against SimCLR
+                pm(paired(SPLIT4, "supervised", "simclr"), 2), pm(paired(SPLIT4, "supervised", "simclr", "knn"), 2),
+                pm(supervised_clusters["majority"], 2), pm(supervised_clusters["nmi"], 3),
                 n(paper_epochs())]
     return expected, []
 
@@ -949,11 +953,49 @@ def mnist_choice():
     return expected, [source_constant(aae_uses.make_optimizer, r"momentum=([\d.]+)")]  # SGD's momentum
 
 
+MNIST_AAE50 = ("results", "mnist-aae-cpu-50")
+
+
+def mnist_aae50():
+    """results/mnist-aae-cpu-50/README.md: the AAE's uses on MNIST (results.json, run.json, each run's args.json and
+    log, each evaluation), beside the paper's errors (experiments/grid.py: PAPER_AAE)."""
+    from util import data as data_
+    r = {x["row"]: x for x in data(*MNIST_AAE50, "results.json")["aae"]}
+    minutes = {}  # a row's pretraining (runs/mnist-ROW) and its evaluation (evals/MODE-ROW-eEPOCHS)
+    for st in (st for inv in data(*MNIST_AAE50, "run.json")["invocations"] for st in inv["steps"]):
+        kind, name = st["step"].split("/")
+        row = name.removeprefix("mnist-") if kind == "runs" else name.split("-", 1)[1].rsplit("-e", 1)[0]
+        minutes[row] = minutes.get(row, 0) + st["minutes"]
+    semi, cl = r["semi-100"], r["cluster-16"]
+    semi_ev = data(*MNIST_AAE50, "evals", "head-semi-100-e50", "result.json")
+    cl_ev = data(*MNIST_AAE50, "evals", "head-cluster-16-e50", "result.json")
+    semi_log = log(*MNIST_AAE50, "runs", "mnist-semi-100")
+    y = [x["val_y_top1"] for x in semi_log if "val_y_top1" in x]
+    last = [x for x in semi_log if "label_top1" in x][-1]
+    recon = [x["recon"] for x in log(*MNIST_AAE50, "runs", "mnist-cluster-16") if "recon" in x and x["step"] >= 300]
+    args = data(*MNIST_AAE50, "runs", "mnist-cluster-16", "args.json")
+    lines = table([x["row"], x["what"], x["epochs"], report.fmt_se(x["error"], x["error_se"]), report.fmt(x["majority_error"]),
+                   report.fmt(x["paper_error"]), report.fmt(x["error_minus_paper"])] for x in r.values())
+    expected = [of(len(r), len(grid.MNIST_AAE_ROWS)),  # the title
+                n(1000), n(data_.MNIST_TRAIN), n(semi_ev["test_images"]), n(data_.MNIST_TRAIN - grid.MNIST_RULE_BANK),
+                n(grid.MNIST_RULE_BANK), f(minutes["semi-100"], 2), f(minutes["cluster-16"], 2), *lines,
+                n(semi_ev["test_images"]),
+                # What it shows
+                f(semi["error"], 2), f(semi["error_minus_paper"], 2), f(semi["paper_error"], 2),
+                n(data(*MNIST_AAE50, "runs", "mnist-semi-100", "args.json")["val_size"]), f(y[0], 2), f(y[-1], 2),
+                f(min(y), 2), f(max(y), 2), f(last["label_top1"], 2), f(last["disc_loss_y"], 2),
+                f(cl_ev["z_std"], 4), f(semi_ev["z_std"], 4), of(cl_ev["clusters_used"], args["clusters"]),
+                f(min(recon), 4), f(max(recon), 4), f(cl["error"], 2), f(cl["majority_error"], 2), f(cl["paper_error"], 2),
+                n(data_.MNIST_TRAIN), n(60000)]
+    return expected, ["0.0003", "0.003", "0.9"]  # the chosen lrs, SGD's momentum
+
+
 PAGES = {"README.md": readme, "results/small-cpu-30/README.md": small30, "results/small-cpu/README.md": small10,
          "results/small-cpu-holdout/README.md": holdout, "results/aae-uses-choice/README.md": choice,
          "results/small-cpu-30-labels/README.md": labels, "docs/aae-uses.md": aae_uses_page,
          "docs/experiments.md": experiments_page, "results/split-cpu-4/README.md": split4,
-         "results/mnist-iwae-cpu-40/README.md": mnist40, "results/mnist-aae-choice/README.md": mnist_choice}
+         "results/mnist-iwae-cpu-40/README.md": mnist40, "results/mnist-aae-choice/README.md": mnist_choice,
+         "results/mnist-aae-cpu-50/README.md": mnist_aae50}
 # The pages of docs/ that quote no figure of a results folder: what each holds instead
 UNCHECKED = {"docs/authors-code.md": "the authors' code and the Lightning versions it needs",
              "docs/bad-input.md": "error messages",
