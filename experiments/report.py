@@ -778,9 +778,26 @@ def report_mnist_aae(g):
                "paper_error": paper, "error_minus_paper": err - paper if err is not None and paper is not None else None,
                "test_images": n, "picture": r.get("picture"), "clusters_used": r.get("clusters_used"),
                "rule_images": r.get("rule_images"), "rule_bank": r.get("rule_bank")}
+        if c.col == "grid":  # the decoder reads the label if another label makes its reconstruction worse
+            rec.update(recon_own_label=r.get("recon_own_label"), recon_other_label=r.get("recon_other_label"))
+        if c.col == "map":  # how far the classes stand apart in the map, and the heads against their margin
+            rec.update(map_knn_error=100 - r["top1"] if "top1" in r else None,
+                       **{k: r.get(k) for k in ("head_margin", "head_min_distance", "head_pairs_within_margin", "head_pairs")})
         records.append(rec)
-        lines.append(f"| {c.row} | {what} | {fmt(rec['epochs'])} | {fmt_se(err, rec['error_se'])} | {fmt(majority)} | "
-                     f"{fmt(paper)} | {fmt(rec['error_minus_paper'])} |")
+        if c.col == "head":
+            lines.append(f"| {c.row} | {what} | {fmt(rec['epochs'])} | {fmt_se(err, rec['error_se'])} | {fmt(majority)} | "
+                         f"{fmt(paper)} | {fmt(rec['error_minus_paper'])} |")
+    figures = [rec for rec in records if rec["mode"] != "head"]
+    if figures:
+        lines += ["", "The figures' rows (the paper shows pictures, no numbers):", "",
+                  "| row | epochs | picture | reading on val |", "|---|---|---|---|"]
+        for rec in figures:
+            reading = (f"reconstruction error {fmt(rec['recon_own_label'], 4)} with each image's own label, "
+                       f"{fmt(rec['recon_other_label'], 4)} with the next class's" if rec["mode"] == "grid" else
+                       f"5-nearest-neighbour error in the map {fmt(rec['map_knn_error'])} %; heads' smallest distance "
+                       f"{fmt(rec['head_min_distance'])} (margin {fmt(rec['head_margin'])}), "
+                       f"{fmt(rec['head_pairs_within_margin'])} of {fmt(rec['head_pairs'])} pairs within it")
+            lines.append(f"| {rec['row']} | {fmt(rec['epochs'])} | {rec['picture'] or '—'} | {reading} |")
     return lines, records
 
 

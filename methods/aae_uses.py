@@ -637,9 +637,15 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
     principal components for n > 2); any other autoencoder's latent mean mu by its two principal components (as
     AAVAE's). top1: a leave-one-out 5-nearest-neighbour vote in the map, how far the classes stand apart there."""
     kw = _kw(args, spec, amp, rank, world, "map")
+    heads = {}
     if info.get("method") in USES:
         model, run = load_model(args.checkpoint, test.device)
         codes, latent = outputs(model, test, "code", **kw), "W y + z" if model.kind == "dimred" else "the decoder's code"
+        if model.heads is not None:  # have the heads reached the margin their hinge asks for?
+            i, j = torch.triu_indices(len(model.heads), len(model.heads), 1)
+            gaps = (model.heads[i] - model.heads[j]).float().norm(dim=1)
+            heads = {"head_margin": run["head_margin"], "head_min_distance": gaps.min().item(),
+                     "head_pairs_within_margin": int((gaps < run["head_margin"]).sum()), "head_pairs": len(gaps)}
     elif projection is not None:
         encoder.eval()  # BatchNorm's running statistics: a test image's point does not depend on its batch
         def encode(x01):
@@ -666,7 +672,7 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
     picture = draw_map(coords.cpu(), labels.cpu(), names, f"{info.get('method') or 'encoder'}: {latent}, {how}",
                        os.path.join(args.output_dir, "map.png")) if is_main() else None
     return {"top1": 100 * hit.double().mean().item(), "test_images": len(test), "latent": latent, "map": how,
-            "picture": picture, "coords": [[round(v, 4) for v in row] for row in coords.tolist()],
+            "picture": picture, **heads, "coords": [[round(v, 4) for v in row] for row in coords.tolist()],
             "test_labels": labels.tolist(), "correct": hit.tolist()}
 
 

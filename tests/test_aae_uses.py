@@ -292,8 +292,12 @@ def test_the_style_grid_and_the_maps(folder, trained, tmp_path):
     assert grid["recon_own_label"] > 0 and grid["recon_other_label"] > 0
     dimred = evaluate(folder, trained / "aa_dimred_aae", "map", tmp_path / "dimred")
     assert dimred["latent"] == "W y + z" and dimred["map"] == "the code itself" and len(dimred["coords"]) == 8
+    heads = torch.load(trained / "aa_dimred_aae" / "checkpoint.pt", weights_only=False)["model"]["heads"]
+    gaps = torch.pdist(heads.float())  # the K (K - 1) / 2 distances between the heads, recorded beside the margin
+    assert dimred["head_pairs"] == len(gaps) and dimred["head_min_distance"] == pytest.approx(gaps.min().item(), rel=1e-5)
+    assert dimred["head_pairs_within_margin"] == int((gaps < dimred["head_margin"]).sum())
     pca = evaluate(folder, trained / "aavae", "map", tmp_path / "aavae")
-    assert pca["latent"] == "mu" and pca["map"] == "two principal components"
+    assert pca["latent"] == "mu" and pca["map"] == "two principal components" and "head_margin" not in pca
     # BatchNorm in eval mode for both kinds of map: the test images' points do not depend on how they are batched
     # (the test split is in class order, so a batch's own statistics would also blur the classes)
     for run, ref in (("aavae", pca), ("aa_dimred_aae", dimred)):

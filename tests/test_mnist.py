@@ -337,6 +337,36 @@ def test_the_mnist_profiles_aae_rows_on_a_hold_out_of_train_beside_the_papers_er
                    "--holdout", "10", "--dry_run"])
 
 
+def test_the_figures_rows_report_the_label_swap_and_the_heads_against_their_margin(mnist, tmp_path):
+    """The supervised and dimred rows have pictures in the paper, no error: their table says what their evaluations
+    measured (written here by hand), and results.json carries it."""
+    import contextlib
+    import io
+
+    from experiments import grid
+    out = tmp_path / "M"
+    e = grid.MNIST_AAE_EPOCHS
+    for row in ("supervised", "dimred"):
+        (out / "runs" / f"mnist-{row}").mkdir(parents=True)
+        (out / "runs" / f"mnist-{row}" / "args.json").write_text(json.dumps({"epochs": e, "seed": 0}))
+    written = {f"grid-supervised-e{e}": {"picture": "grid.png", "test_images": 20, "recon_own_label": 0.0312,
+                                          "recon_other_label": 0.0587},
+               f"map-dimred-e{e}": {"picture": "map.png", "test_images": 20, "top1": 61.25, "head_margin": 4.0,
+                                    "head_min_distance": 3.5, "head_pairs_within_margin": 2, "head_pairs": 45}}
+    for name, result in written.items():
+        (out / "evals" / name).mkdir(parents=True)
+        (out / "evals" / name / "result.json").write_text(json.dumps(result))
+    with contextlib.redirect_stdout(io.StringIO()):
+        grid.main(["--profile", "mnist", "--data_path", mnist, "--output_dir", str(out), "--rows", "supervised,dimred",
+                   "--report_only"])
+    sup, dim = json.loads((out / "results.json").read_text())["aae"]
+    assert (sup["row"], sup["mode"], sup["error"], sup["recon_other_label"]) == ("supervised", "grid", None, 0.0587)
+    assert dim["map_knn_error"] == pytest.approx(38.75) and dim["head_pairs_within_margin"] == 2
+    table_md = (out / "table.md").read_text()
+    assert f"| supervised | {e} | grid.png | reconstruction error 0.0312 with each image's own label, 0.0587 " in table_md
+    assert "error in the map 38.75 %; heads' smallest distance 3.50 (margin 4.00), 2 of 45 pairs within it |" in table_md
+
+
 def test_the_aae_settings_choice_takes_the_lowest_mean_error_among_finite_runs(tmp_path):
     """experiments/report.py's mnist_aae_choice: semi-100's and cluster-16's errors averaged per setting; a setting whose
     training loss went non-finite is out, even with the lowest mean; one missing its results has no score."""
