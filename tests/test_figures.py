@@ -950,7 +950,19 @@ def mnist_choice():
                 *(f(last_z[s], 2) for s in ("lr0.001", "w500", "lr0.0003-st", winner)),
                 n(trained), of(head["clusters_used"], args["clusters"]), f"{head['y_confidence']:.4f}", f(head["z_std"], 4),
                 f(rows[winner]["semi-100"]["error"], 2), f(grid.PAPER_AAE["semi-100"], 2)]
+    # the diagnostic after the choice (lr0.0003-g1: the regularisation phase at the reconstruction's lr)
+    diag, = data(*MNIST_CHOICE, DIAGNOSTIC, "results.json")["aae"]
+    diag_head = data(*MNIST_CHOICE, DIAGNOSTIC, "evals", "head-cluster-16-e10", "result.json")
+    val = {s: [x for x in log(*MNIST_CHOICE, s, "runs", "mnist-cluster-16") if "val_recon" in x] for s in (DIAGNOSTIC, winner)}
+    expected += [n(data(*MNIST_CHOICE, DIAGNOSTIC, "runs", "mnist-cluster-16", "args.json")["val_size"]),
+                 f(val[DIAGNOSTIC][-1]["val_recon"], 4), f(val[winner][-1]["val_recon"], 4), n(diag_head["test_images"]),
+                 f(diag_head["z_std"], 4), f(head["z_std"], 4), of(val[DIAGNOSTIC][0]["val_clusters_used"], args["clusters"]),
+                 of(val[DIAGNOSTIC][-1]["val_clusters_used"], args["clusters"]),
+                 f"{pm((diag['error'], diag['error_se']), 2).lstrip('+')} %"]
     return expected, [source_constant(aae_uses.make_optimizer, r"momentum=([\d.]+)")]  # SGD's momentum
+
+
+DIAGNOSTIC = "lr0.0003-g1"  # results/mnist-aae-choice's run after the choice, in no rule
 
 
 MNIST_AAE50 = ("results", "mnist-aae-cpu-50")
@@ -958,7 +970,7 @@ MNIST_AAE50 = ("results", "mnist-aae-cpu-50")
 
 def mnist_aae50():
     """results/mnist-aae-cpu-50/README.md: the AAE's uses on MNIST (results.json, run.json, each run's args.json and
-    log, each evaluation), beside the paper's errors (experiments/grid.py: PAPER_AAE)."""
+    log, each evaluation), beside the paper's errors (experiments/grid.py: PAPER_AAE). The rows present are read."""
     from util import data as data_
     r = {x["row"]: x for x in data(*MNIST_AAE50, "results.json")["aae"]}
     minutes = {}  # a row's pretraining (runs/mnist-ROW) and its evaluation (evals/MODE-ROW-eEPOCHS)
@@ -966,28 +978,62 @@ def mnist_aae50():
         kind, name = st["step"].split("/")
         row = name.removeprefix("mnist-") if kind == "runs" else name.split("-", 1)[1].rsplit("-e", 1)[0]
         minutes[row] = minutes.get(row, 0) + st["minutes"]
-    semi, cl = r["semi-100"], r["cluster-16"]
-    semi_ev = data(*MNIST_AAE50, "evals", "head-semi-100-e50", "result.json")
-    cl_ev = data(*MNIST_AAE50, "evals", "head-cluster-16-e50", "result.json")
-    semi_log = log(*MNIST_AAE50, "runs", "mnist-semi-100")
-    y = [x["val_y_top1"] for x in semi_log if "val_y_top1" in x]
-    last = [x for x in semi_log if "label_top1" in x][-1]
-    recon = [x["recon"] for x in log(*MNIST_AAE50, "runs", "mnist-cluster-16") if "recon" in x and x["step"] >= 300]
-    args = data(*MNIST_AAE50, "runs", "mnist-cluster-16", "args.json")
-    lines = table([x["row"], x["what"], x["epochs"], report.fmt_se(x["error"], x["error_se"]), report.fmt(x["majority_error"]),
-                   report.fmt(x["paper_error"]), report.fmt(x["error_minus_paper"])] for x in r.values())
+
+    def ev(row):
+        return data(*MNIST_AAE50, "evals", f"{r[row]['mode']}-{row}-e{r[row]['epochs']}", "result.json")
+
+    heads = [x for x in r.values() if x["mode"] == "head"]
     expected = [of(len(r), len(grid.MNIST_AAE_ROWS)),  # the title
-                n(1000), n(data_.MNIST_TRAIN), n(semi_ev["test_images"]), n(data_.MNIST_TRAIN - grid.MNIST_RULE_BANK),
-                n(grid.MNIST_RULE_BANK), f(minutes["semi-100"], 2), f(minutes["cluster-16"], 2), *lines,
-                n(semi_ev["test_images"]),
-                # What it shows
-                f(semi["error"], 2), f(semi["error_minus_paper"], 2), f(semi["paper_error"], 2),
-                n(data(*MNIST_AAE50, "runs", "mnist-semi-100", "args.json")["val_size"]), f(y[0], 2), f(y[-1], 2),
-                f(min(y), 2), f(max(y), 2), f(last["label_top1"], 2), f(last["disc_loss_y"], 2),
-                f(cl_ev["z_std"], 4), f(semi_ev["z_std"], 4), of(cl_ev["clusters_used"], args["clusters"]),
-                f(min(recon), 4), f(max(recon), 4), f(cl["error"], 2), f(cl["majority_error"], 2), f(cl["paper_error"], 2),
-                n(data_.MNIST_TRAIN), n(60000)]
-    return expected, ["0.0003", "0.003", "0.9"]  # the chosen lrs, SGD's momentum
+                n(data_.MNIST_TRAIN), n(10000), n(data_.MNIST_TRAIN - grid.MNIST_RULE_BANK), n(grid.MNIST_RULE_BANK),
+                *(f(minutes[x], 2) for x in r), n(10000),
+                *table([x["row"], x["what"], x["epochs"], report.fmt_se(x["error"], x["error_se"]),
+                        report.fmt(x["majority_error"]), report.fmt(x["paper_error"]), report.fmt(x["error_minus_paper"])]
+                       for x in heads)]
+    for x in r.values():  # the figures' rows
+        if x["mode"] == "grid":
+            expected += [f(x["recon_own_label"], 4), f(x["recon_other_label"], 4)]
+        elif x["mode"] == "map":
+            expected += [f"{f(x['map_knn_error'], 2)} %", f(x["head_min_distance"], 2), f(x["head_margin"], 2),
+                         of(x["head_pairs_within_margin"], x["head_pairs"])]
+    if any(x["picture"] for x in r.values()):
+        expected.append(n(10000))  # the map's images
+    if "semi-100" in r:
+        semi, semi_log = r["semi-100"], log(*MNIST_AAE50, "runs", "mnist-semi-100")
+        y = [x["val_y_top1"] for x in semi_log if "val_y_top1" in x]
+        last = [x for x in semi_log if "label_top1" in x][-1]
+        expected += [f(semi["error"], 2), f(semi["error_minus_paper"], 2), f(semi["paper_error"], 2),
+                     n(data(*MNIST_AAE50, "runs", "mnist-semi-100", "args.json")["val_size"]), f(y[0], 2), f(y[-1], 2),
+                     f(min(y), 2), f(max(y), 2), f(last["label_top1"], 2), f(last["disc_loss_y"], 2)]
+        if "semi-100-s1" in r:
+            expected.append(report.fmt_se(r["semi-100-s1"]["error"], r["semi-100-s1"]["error_se"]))
+        if "semi-1000" in r:
+            expected += [n(1000), report.fmt_se(r["semi-1000"]["error"], r["semi-1000"]["error_se"]),
+                         f(r["semi-1000"]["paper_error"], 2)]
+    clusters = [x for x in ("cluster-16", "cluster-16-s1", "cluster-30") if x in r]
+    for x in clusters:
+        e = ev(x)
+        expected += [f(r[x]["error"], 2), f(r[x]["majority_error"], 2), f(r[x]["paper_error"], 2),
+                     of(e["clusters_used"], e["clusters"]), f(e["z_std"], 4)]
+    if clusters:
+        recon = [x["recon"] for x in log(*MNIST_AAE50, "runs", "mnist-cluster-16") if "recon" in x and x["step"] >= 300]
+        expected += [f(ev("semi-100")["z_std"], 4), f(min(recon), 4), f(max(recon), 4)]
+    if "supervised" in r:
+        expected += [f(r["supervised"]["recon_own_label"], 4), f(r["supervised"]["recon_other_label"], 4),
+                     f(log(*MNIST_AAE50, "runs", "mnist-supervised")[-2]["disc_loss_z"], 2)]
+    if "dimred" in r:
+        m, dl = r["dimred"], log(*MNIST_AAE50, "runs", "mnist-dimred")
+        hinge = [x for x in dl if "head_hinge" in x]
+        zero = next(k for k, x in enumerate(hinge) if x["head_hinge"] == 0)
+        recon = [x for x in dl if "recon" in x]
+        fall = next(k for k, x in enumerate(recon) if x["step"] >= 300 and x["recon"] < 0.065)
+        flat = [x["recon"] for x in recon[:fall] if x["step"] >= 300]
+        used = [x["val_clusters_used"] for x in dl if "val_clusters_used" in x]
+        expected += [f(m["head_min_distance"], 2), f(m["head_margin"], 2), f(hinge[0]["head_hinge"], 4),
+                     n(hinge[zero]["step"]), f(max(x["head_hinge"] for x in hinge[zero:]), 4),
+                     of(max(used), grid.MNIST_AAE_ROWS["dimred"][-1]), f(min(flat), 4), f(max(flat), 4),
+                     n(recon[fall]["step"]), f(recon[-1]["recon"], 4), f"{f(m['map_knn_error'], 2)} %"]
+    expected += [n(data_.MNIST_TRAIN), n(60000)]  # this training set against the paper's
+    return expected, ["0.0003", "0.003", "0.01", "0.9"]  # the chosen lrs, the heads', SGD's momentum
 
 
 PAGES = {"README.md": readme, "results/small-cpu-30/README.md": small30, "results/small-cpu/README.md": small10,
@@ -1261,3 +1307,24 @@ def test_the_mnist_iwae_pages_words_hold():
     assert all(x["nll_minus_paper"] > 5 for x in r.values())  # "stands ... above the paper's"
     assert abs(r["vae-k50"]["active_units"] - grid.PAPER_IWAE["vae-k50"][1]) <= 1
     assert r["iwae-k50"]["active_units"] > grid.PAPER_IWAE["iwae-k50"][1]
+
+def test_the_mnist_aae_pages_words_hold():
+    # results/mnist-aae-cpu-50: every row at the profile's settings and epochs, scored on all of val; y's top-1 flat
+    # after 5 epochs; the clustering y in one cluster and z no longer varying; the supervised decoder reading its label;
+    # dimred's heads at their margin and its y in one cluster
+    r = {x["row"]: x for x in data(*MNIST_AAE50, "results.json")["aae"]}
+    for row in r:
+        args = data(*MNIST_AAE50, "runs", f"mnist-{row}", "args.json")
+        assert (args["arch"], args["lr"], args["epochs"], args["batch_size"]) == ("mlp", 0.0003, grid.MNIST_AAE_EPOCHS, 100)
+        assert args["seed"] == (1 if row.endswith("-s1") else 0) and args["amp"] is False
+        assert r[row]["test_images"] == 10000
+    y = [x["val_y_top1"] for x in log(*MNIST_AAE50, "runs", "mnist-semi-100") if "val_y_top1" in x]
+    assert max(y) - y[0] < 1 and y[-1] < y[0]  # "stopped rising after 5 epochs"
+    for row in (x for x in ("cluster-16", "cluster-16-s1", "cluster-30") if x in r):
+        e = data(*MNIST_AAE50, "evals", f"head-{row}-e50", "result.json")
+        assert e["clusters_used"] == 1 and e["z_std"] < 0.01 and r[row]["error"] > 85  # "stopped reading its input"
+    if "supervised" in r:  # "reads the label, but weakly"
+        assert r["supervised"]["recon_own_label"] < r["supervised"]["recon_other_label"] < 2 * r["supervised"]["recon_own_label"]
+    if "dimred" in r:
+        assert r["dimred"]["head_pairs_within_margin"] == 0
+        assert {x["val_clusters_used"] for x in log(*MNIST_AAE50, "runs", "mnist-dimred") if "val_clusters_used" in x} == {1}

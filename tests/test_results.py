@@ -318,8 +318,13 @@ def test_the_mnist_profiles_aae_settings_are_the_choice_made_on_images_held_out_
     scores, winner = report.mnist_aae_choice(folder)
     assert winner is not None and all(v is None or v >= scores[winner] for v in scores.values())
     runs = glob.glob(os.path.join(folder, "*", "runs", "*", "args.json"))
-    assert len(runs) == 2 * len(grid.MNIST_AAE_CHOICE) - 1  # lr0.003's clustering row never started
-    for p in runs:
+    diagnostic = [p for p in runs if p.split(os.sep)[-4] not in grid.MNIST_AAE_CHOICE]  # after the choice, in no rule
+    assert len(runs) - len(diagnostic) == 2 * len(grid.MNIST_AAE_CHOICE) - 1  # lr0.003's clustering row never started
+    assert [p.split(os.sep)[-4:-2] for p in diagnostic] == [["lr0.0003-g1", "runs"]]
+    a = json.load(open(diagnostic[0]))  # the regularisation phase at the reconstruction's lr
+    assert a["gen_lr"] == a["disc_lr"] == a["lr"] == 0.0003 and a["method"] == "cluster_aae"
+    assert os.path.basename(a["data_path"]) == "rule-data" and a["epochs"] == 10 and a["seed"] == 0
+    for p in (p for p in runs if p not in diagnostic):
         a = json.load(open(p))
         setting = p.split(os.sep)[-4]
         assert os.path.basename(a["data_path"]) in ("holdout-data", "rule-data") and a["epochs"] == 10 and a["seed"] == 0
