@@ -1007,8 +1007,9 @@ def mnist_aae50():
         if "semi-100-s1" in r:
             expected.append(report.fmt_se(r["semi-100-s1"]["error"], r["semi-100-s1"]["error_se"]))
         if "semi-1000" in r:
+            y3 = [x["val_y_top1"] for x in log(*MNIST_AAE50, "runs", "mnist-semi-1000") if "val_y_top1" in x]
             expected += [n(1000), report.fmt_se(r["semi-1000"]["error"], r["semi-1000"]["error_se"]),
-                         f(r["semi-1000"]["paper_error"], 2)]
+                         f(r["semi-1000"]["paper_error"], 2), n(1024), f(min(y3), 2), f(max(y3), 2)]
     clusters = [x for x in ("cluster-16", "cluster-16-s1", "cluster-30") if x in r]
     for x in clusters:
         e = ev(x)
@@ -1320,6 +1321,9 @@ def test_the_mnist_aae_pages_words_hold():
         assert r[row]["test_images"] == 10000
     y = [x["val_y_top1"] for x in log(*MNIST_AAE50, "runs", "mnist-semi-100") if "val_y_top1" in x]
     assert max(y) - y[0] < 1 and y[-1] < y[0]  # "stopped rising after 5 epochs"
+    if "semi-1000" in r:  # "just as flat"
+        y3 = [x["val_y_top1"] for x in log(*MNIST_AAE50, "runs", "mnist-semi-1000") if "val_y_top1" in x]
+        assert max(y3) - min(y3) < max(y) - min(y)
     for row in (x for x in ("cluster-16", "cluster-16-s1", "cluster-30") if x in r):
         e = data(*MNIST_AAE50, "evals", f"head-{row}-e50", "result.json")
         assert e["clusters_used"] == 1 and e["z_std"] < 0.01 and r[row]["error"] > 85  # "stopped reading its input"
