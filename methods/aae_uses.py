@@ -642,8 +642,7 @@ def map_2d(args, train, test, spec, encoder, info, rank, world, amp, projection)
         model, run = load_model(args.checkpoint, test.device)
         codes, latent = outputs(model, test, "code", **kw), "W y + z" if model.kind == "dimred" else "the decoder's code"
         if model.heads is not None:  # have the heads reached the margin their hinge asks for?
-            i, j = torch.triu_indices(len(model.heads), len(model.heads), 1)
-            gaps = (model.heads[i] - model.heads[j]).float().norm(dim=1)
+            gaps = torch.pdist(model.heads.float())  # the K (K - 1) / 2 distances between them
             heads = {"head_margin": run["head_margin"], "head_min_distance": gaps.min().item(),
                      "head_pairs_within_margin": int((gaps < run["head_margin"]).sum()), "head_pairs": len(gaps)}
     elif projection is not None:
