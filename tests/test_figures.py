@@ -1018,6 +1018,9 @@ def mnist_aae50():
     if clusters:
         recon = [x["recon"] for x in log(*MNIST_AAE50, "runs", "mnist-cluster-16") if "recon" in x and x["step"] >= 300]
         expected += [f(ev("semi-100")["z_std"], 4), f(min(recon), 4), f(max(recon), 4)]
+        for x in (x for x in clusters if ev(x)["z_std"] >= 0.01):  # an encoder that kept reading its input
+            v = [y for y in log(*MNIST_AAE50, "runs", f"mnist-{x}") if "val_recon" in y]
+            expected += [n(v[0]["val_images"]), f(v[0]["val_recon"], 4), f(v[-1]["val_recon"], 4)]
     if "supervised" in r:
         expected += [f(r["supervised"]["recon_own_label"], 4), f(r["supervised"]["recon_other_label"], 4),
                      f(log(*MNIST_AAE50, "runs", "mnist-supervised")[-2]["disc_loss_z"], 2)]
@@ -1326,7 +1329,12 @@ def test_the_mnist_aae_pages_words_hold():
         assert max(y3) - min(y3) < max(y) - min(y)
     for row in (x for x in ("cluster-16", "cluster-16-s1", "cluster-30") if x in r):
         e = data(*MNIST_AAE50, "evals", f"head-{row}-e50", "result.json")
-        assert e["clusters_used"] == 1 and e["z_std"] < 0.01 and r[row]["error"] > 85  # "stopped reading its input"
+        assert e["clusters_used"] == 1 and r[row]["error"] > 85  # "every val image in one cluster in each row"
+        if e["z_std"] >= 0.01:  # "kept reading it": its reconstruction improved
+            v = [x["val_recon"] for x in log(*MNIST_AAE50, "runs", f"mnist-{row}") if "val_recon" in x]
+            assert v[-1] < 0.8 * v[0]
+        else:
+            assert row in ("cluster-16", "cluster-30")  # the README names the seed-0 rows as the stopped ones
     if "supervised" in r:  # "reads the label, but weakly"
         assert r["supervised"]["recon_own_label"] < r["supervised"]["recon_other_label"] < 2 * r["supervised"]["recon_own_label"]
     if "dimred" in r:
