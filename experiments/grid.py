@@ -671,7 +671,7 @@ def run_grid(g, args, argv=None):
     todo = [st for st in g.steps if not done(st)]
     print(f"{len(g.steps)} steps, {len(g.steps) - len(todo)} already done", flush=True)
     t0, timings = time.time(), []
-    record_run(args, argv, 0.0, timings, new=True)
+    key = record_run(args, argv, 0.0, timings, new=True)
     for k, st in enumerate(g.steps):
         if done(st):
             continue
@@ -683,7 +683,7 @@ def run_grid(g, args, argv=None):
             code = execute(st.cmd, log, args.in_process)
         timings.append({"step": os.path.relpath(st.dir, args.output_dir), "minutes": round((time.time() - t) / 60, 2),
                         "exit": code})
-        record_run(args, argv, time.time() - t0, timings)
+        record_run(args, argv, time.time() - t0, timings, key=key)
         if code != 0:
             sys.exit(f"run_all: step {k + 1} failed (exit {code}); see {log_path}. Re-running the same command resumes here.")
         if st.kind == "pretrain":
@@ -699,25 +699,30 @@ def read_json(path):
         return None
 
 
-def record_run(args, argv, seconds, steps=(), new=False):
+def record_run(args, argv, seconds, steps=(), new=False, key=None):
     """OUTPUT/run.json: per invocation, the command, the code it ran (commit, dirty flag, library versions, as the
     invocation began: a checkout during a long part does not rewrite it), the machine (and whether its CPU computes
-    bf16 natively), the minutes so far and each step's. new starts this invocation's record; otherwise the last one
-    is brought up to date."""
+    bf16 natively), the minutes so far and each step's. new starts this invocation's record and returns its key;
+    otherwise the record of that key is brought up to date. Two invocations into one OUTPUT (two rows side by side)
+    each keep their own record: the file is read and written under a lock, and each updates its own entry."""
+    import fcntl
     import platform
 
     from util import misc
     os.makedirs(args.output_dir, exist_ok=True)
     path = os.path.join(args.output_dir, "run.json")
-    runs = (read_json(path) or {}).get("invocations", [])
-    entry = {"command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
-             "provenance": misc.provenance() if new or not runs else runs[-1]["provenance"],
-             "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"{platform.processor() or platform.platform()}", "native_bf16": misc.native_bf16(),
-             "minutes": round(seconds / 60, 1), "steps": list(steps)}
-    runs = runs + [entry] if new or not runs else runs[:-1] + [entry]
-    misc.save_atomic_json({"invocations": runs}, path)
-
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        runs = (read_json(path) or {}).get("invocations", [])
+        at = len(runs) if new else next(k for k, r in enumerate(runs) if r.get("key") == key)
+        entry = {"key": f"{os.getpid()}-{time.time_ns()}" if new else key,
+                 "command": "bash run_all.sh " + shlex.join(sys.argv[1:] if argv is None else argv),
+                 "provenance": misc.provenance() if new else runs[at]["provenance"],
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+                 f"{platform.processor() or platform.platform()}", "native_bf16": misc.native_bf16(),
+                 "minutes": round(seconds / 60, 1), "steps": list(steps)}
+        misc.save_atomic_json({"invocations": runs[:at] + [entry] + runs[at + 1:]}, path)
+    return entry["key"]
 
 
 def main(argv=None):

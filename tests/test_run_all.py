@@ -260,19 +260,26 @@ def test_a_report_without_matplotlib_says_that_its_figures_were_not_drawn(tmp_pa
     assert (tmp_path / "R" / "table1.md").exists() and not (tmp_path / "R" / "figures.png").exists()
 
 
-def test_run_json_keeps_the_commit_an_invocation_began_with(tmp_path, monkeypatch):
+def test_run_json_keeps_the_commit_an_invocation_began_with_and_each_invocations_own_steps(tmp_path, monkeypatch):
     from util import misc
     args = argparse.Namespace(output_dir=str(tmp_path))
     head = {"git_commit": "a" * 40}  # what a checkout moves
     monkeypatch.setattr(misc, "provenance", lambda: dict(head))
-    grid.record_run(args, ["--rows", "aavae"], 0.0, new=True)
+    first = grid.record_run(args, ["--rows", "aavae"], 0.0, new=True)
     head["git_commit"] = "b" * 40  # the tree moved while a step ran
-    grid.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}])
+    grid.record_run(args, ["--rows", "aavae"], 60.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0}], key=first)
     head["git_commit"] = "c" * 40
-    grid.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
+    second = grid.record_run(args, ["--rows", "vae"], 0.0, new=True)  # a new invocation: the commit it begins with
     runs = json.loads((tmp_path / "run.json").read_text())["invocations"]
     assert [r["provenance"]["git_commit"][0] for r in runs] == ["a", "c"]
     assert runs[0]["minutes"] == 1.0 and runs[0]["steps"][0]["step"] == "runs/x" and runs[1]["steps"] == []
+    # two invocations side by side: the first finishing a step after the second began updates its own record
+    grid.record_run(args, ["--rows", "aavae"], 120.0, [{"step": "runs/x", "minutes": 1.0, "exit": 0},
+                                                       {"step": "evals/y", "minutes": 1.0, "exit": 0}], key=first)
+    grid.record_run(args, ["--rows", "vae"], 60.0, [{"step": "runs/z", "minutes": 1.0, "exit": 0}], key=second)
+    runs = json.loads((tmp_path / "run.json").read_text())["invocations"]
+    assert [[st["step"] for st in r["steps"]] for r in runs] == [["runs/x", "evals/y"], ["runs/z"]]
+    assert [r["command"].split()[-1] for r in runs] == ["aavae", "vae"] and first != second
 
 
 def test_the_curves_put_the_gaussian_likelihood_on_the_ae_familys_mse_scale():
