@@ -458,13 +458,15 @@ def train_step(model, optimizer, batch, spec, g, args, amp, phases):
 
 @torch.no_grad()
 def outputs(model, split, what, spec, amp, batch, keys, rank=0, world=1, workers=0):
-    """y's logits ("logits", (N, K)), the style z ("z") or the decoder's code ("code", (N, latent)) of every image of `split`
-    with the evaluation preprocessing, gathered over the ranks in the split's order."""
+    """y's logits ("logits", (N, K)), those and the style z side by side ("logits+z", (N, K + z)) or the decoder's
+    code ("code", (N, latent)) of every image of `split` with the evaluation preprocessing, gathered over the ranks
+    in the split's order."""
     def encode(x01):
         x = normalize(x01, spec).contiguous(memory_format=torch.channels_last)
         with amp():
-            return model.infer(x)[0] if what == "logits" else model.infer(x)[1] if what == "z" else model.encode(x)[0]
-    dim = {"logits": model.k, "z": model.z_dim}.get(what, model.latent_dim)
+            return model.infer(x)[0] if what == "logits" else torch.cat(model.infer(x)[:2], 1) if what == "logits+z" \
+                else model.encode(x)[0]
+    dim = {"logits": model.k, "logits+z": model.k + model.z_dim}.get(what, model.latent_dim)
     return probe.pooled_features(encode, split, dim, batch, keys, rank, world, workers)
 
 
@@ -551,10 +553,11 @@ def head(args, train, test, spec, encoder, info, rank, world, amp, projection=No
                         "label): --mode grid shows what it learned")
     kw = _kw(args, spec, amp, rank, world, "head")
     classes = int(max(train.labels.max(), test.labels.max())) + 1
-    test_y = outputs(model, test, "logits", **kw).argmax(1)
+    test_yz = outputs(model, test, "logits+z", **kw)
+    test_y = test_yz[:, :model.k].argmax(1)
     # how much the style z varies over the test split (the mean over its dimensions of the standard deviation): near
     # 0 when the encoder has stopped reading its input, which a y in one cluster may also be
-    z_std = outputs(model, test, "z", **kw).float().std(0).mean().item()
+    z_std = test_yz[:, model.k:].float().std(0).mean().item()
     if use.kind == "semi":
         if args.rule_data:
             raise UserError("--rule_data belongs to a clustering run: a semi-supervised y is scored as a classifier")
