@@ -552,14 +552,18 @@ def report_small(g, args):
     if not seed_records:
         seeds = ["No seed-1 run among these rows (`aavae-s1`, `aaae-s1`)."]
 
-    fig5 = [f"| method | same-image cosine, all of {scored(args)} | different images | same image, 8 images x 4 views | "
-            "different images | gap (8 images) |", "|---|---|---|---|---|---|"]
+    fig5, monitored = [], set()  # the runs' last validation (--val_size images of the held-out split), then the 8 images
     for m in (m for m in ("vae", "aavae") if m in args.rows):
         r = read_json(os.path.join(cell(m, "similarity").eval, "result.json")) or {}
         val = validation(cell(m, "linear").run)
+        monitored.add(val.get("val_images"))
         gap = r["sim_same"] - r["sim_diff"] if r.get("sim_same") is not None else None
         fig5.append(f"| {m} | {fmt(val.get('val_sim_same'), 3)} | {fmt(val.get('val_sim_diff'), 3)} | "
                     f"{fmt(r.get('sim_same'), 3)} | {fmt(r.get('sim_diff'), 3)} | {fmt(gap, 3)} |")
+    n = monitored.pop() if len(monitored) == 1 else None
+    seen = f"{n:,} of {scored(args)}" if n else scored(args)
+    fig5 = [f"| method | same-image cosine, last validation ({seen}) | different images | same image, 8 images x 4 "
+            "views | different images | gap (8 images) |", "|---|---|---|---|---|---|", *fig5]
     label_lines, label_records = report_labels(g, args)
     uses_lines, uses_records = report_uses(g, args)
     label = f"profile {args.profile}, data {args.data_path}, {args.small_epochs} epochs per run"
@@ -570,7 +574,7 @@ def report_small(g, args):
     with open(os.path.join(out, "table1.md"), "w") as f:
         f.write(f"# Table 1 at equal budget (top-1 %, {label})\n\n" + "\n".join(lines) + "\n\n"
                 f"± is the standard error of the accuracy over {scored(args)}, sqrt(p (100 - p) / n); bits per dim "
-                f"on {scored(args)} too.\n\n"
+                f"at the runs' last validation ({seen}).\n\n"
                 f"# Paired differences on the same images ({scored(args)})\n\n" + "\n".join(diffs) + "\n\n"
                 "± is the standard error of the mean per-image difference of the two encoders' hits "
                 "(1 right, 0 wrong).\n\n"

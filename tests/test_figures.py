@@ -864,6 +864,9 @@ def split4():
     versus_random = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "random init"))
     simclr_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("simclr", "aavae"))
     supervised_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("supervised", "simclr"))
+    vae_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "vae"))
+    top = {x["row"]: x for x in r["rows"]}
+    monitored, = {last_val(SPLIT4, m)["val_images"] for m in ("vae", "aavae")}
     clusters = table([c["label"], report.fmt_se(*c["majority_top1"]), report.fmt_se(*c["hungarian_top1"]),
                       report.fmt_se(*c["nmi"], digits=3), c["clusters"]] for c in r["clusters"])
     cluster_pairs = table([f"{d['a']} - {d['b']}", report.fmt_se(*d["majority"]), report.fmt_se(*d["hungarian"]),
@@ -871,8 +874,9 @@ def split4():
     expected = [n(train), n(val), of(len(r["rows"]), len(grid.SPLIT_ALL)),  # the title, the parts
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
-                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]),
+                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]), f(minutes["vae"]),
                 *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
+                n(monitored), n(monitored), *fig5_lines(SPLIT4),  # Fig. 5: its introduction and header, its rows
                 # What the first rows show
                 f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),
                 f(top1["aavae"] - top1["random init"]), f(top1["aaae"] - top1["random init"]),
@@ -883,6 +887,13 @@ def split4():
                 # the supervised control against SimCLR
                 pm(paired(SPLIT4, "supervised", "simclr"), 2), pm(paired(SPLIT4, "supervised", "simclr", "knn"), 2),
                 pm(supervised_clusters["majority"], 2), pm(supervised_clusters["nmi"], 3),
+                # AAVAE against the VAE, then Fig. 5
+                pm(paired(SPLIT4, "aavae", "vae"), 2), pm(paired(SPLIT4, "aavae", "vae", "knn"), 2),
+                pm(vae_clusters["majority"], 2), pm(vae_clusters["nmi"], 3), pm(paired(S30, "aavae", "vae")),
+                pm(paired(S30, "aavae", "vae", "knn")), f(grid.PAPER_TABLE1["aavae"]["cifar10"] - grid.PAPER_TABLE1["vae"]["cifar10"], 2),
+                *(f(last_val(SPLIT4, m)[k], 3) for k in ("val_sim_same", "val_sim_diff") for m in ("aavae", "vae")),
+                of(top["vae"]["active_units"], top["vae"]["active_units_of"]), f(top["vae"]["val_bpd"], 4),
+                f(top["aavae"]["val_bpd"], 4),
                 n(paper_epochs())]
     return expected, []
 
@@ -1180,6 +1191,27 @@ def test_the_10_epoch_pages_orderings_hold():
     # the VAE's signal-to-noise stays below 1, AAVAE's rises from below it
     snr = {r: [v["val_latent_snr"] for v in validations(*S10, "runs", f"folder-{r}")] for r in ("vae", "aavae")}
     assert max(snr["vae"]) < 1 < snr["aavae"][-1] and snr["aavae"][0] < 1
+
+
+def test_the_split_pages_orderings_hold():
+    top1 = {k: r["linear_top1"] for k, r in rows(*SPLIT4).items()}
+    clusters = {(d["a"], d["b"]): d for d in data(*SPLIT4, "results.json")["label_paired_differences"]}
+    # AAVAE and AAAE level; SimCLR ahead of AAVAE, supervised ahead of SimCLR, on the probe, kNN and the clusters
+    assert level(paired(SPLIT4, "aavae", "aaae")) and level(paired(SPLIT4, "aavae", "aaae", "knn"))
+    for a, b in (("simclr", "aavae"), ("supervised", "simclr")):
+        assert ahead(paired(SPLIT4, a, b), 5) and ahead(paired(SPLIT4, a, b, "knn"), 5)
+        assert ahead(clusters[(a, b)]["majority"], 5) and ahead(clusters[(a, b)]["nmi"], 5)
+    assert all(top1[r] > top1["random init"] for r in ("aavae", "aaae", "vae"))
+    # AAVAE above the VAE on the probe and its clusters, level on kNN, as at 30 epochs on cifar10-mini and in the paper
+    assert ahead(paired(SPLIT4, "aavae", "vae"), 3) and level(paired(SPLIT4, "aavae", "vae", "knn"))
+    assert ahead(clusters[("aavae", "vae")]["majority"]) and ahead(clusters[("aavae", "vae")]["nmi"])
+    assert paired(S30, "aavae", "vae")[0] > 0 > paired(S30, "aavae", "vae", "knn")[0]
+    # Fig. 5: AAVAE's views align about twice as closely as the VAE's; different images stay apart; the VAE models the
+    # pixels better and has every unit active
+    val = {r: last_val(SPLIT4, r) for r in ("aavae", "vae")}
+    assert 1.9 < val["aavae"]["val_sim_same"] / val["vae"]["val_sim_same"] < 2.2
+    assert all(v["val_sim_diff"] < v["val_sim_same"] / 2 for v in val.values())
+    assert val["vae"]["val_bpd"] < val["aavae"]["val_bpd"] and val["vae"]["val_active_units"] == 128
 
 
 def test_the_recipe_studys_orderings_hold():
