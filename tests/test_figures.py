@@ -874,7 +874,7 @@ def split4():
     expected = [n(train), n(val), of(len(r["rows"]), len(grid.SPLIT_ALL)),  # the title, the parts
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
-                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]), f(minutes["vae"]),
+                f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]), f(minutes["vae"]), f(minutes["ae"]),
                 *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
                 n(monitored), n(monitored), *fig5_lines(SPLIT4),  # Fig. 5: its introduction and header, its rows
                 # What the first rows show
@@ -894,6 +894,9 @@ def split4():
                 *(f(last_val(SPLIT4, m)[k], 3) for k in ("val_sim_same", "val_sim_diff") for m in ("aavae", "vae")),
                 of(top["vae"]["active_units"], top["vae"]["active_units_of"]), f(top["vae"]["val_bpd"], 4),
                 f(top["aavae"]["val_bpd"], 4),
+                # AAAE against the AE
+                pm(paired(SPLIT4, "aaae", "ae"), 2), pm(paired(SPLIT4, "aaae", "ae", "knn"), 2),
+                f(paired(SPLIT4, "aavae", "vae")[0], 2),
                 n(paper_epochs())]
     return expected, []
 
@@ -1206,6 +1209,9 @@ def test_the_split_pages_orderings_hold():
     assert ahead(paired(SPLIT4, "aavae", "vae"), 3) and level(paired(SPLIT4, "aavae", "vae", "knn"))
     assert ahead(clusters[("aavae", "vae")]["majority"]) and ahead(clusters[("aavae", "vae")]["nmi"])
     assert paired(S30, "aavae", "vae")[0] > 0 > paired(S30, "aavae", "vae", "knn")[0]
+    # AAAE above the AE on both probes: by less than AAVAE over the VAE on the probe, by more on kNN
+    assert ahead(paired(SPLIT4, "aaae", "ae")) and ahead(paired(SPLIT4, "aaae", "ae", "knn"))
+    assert paired(SPLIT4, "aaae", "ae")[0] < paired(SPLIT4, "aavae", "vae")[0]
     # Fig. 5: AAVAE's views align about twice as closely as the VAE's; different images stay apart; the VAE models the
     # pixels better and has every unit active
     val = {r: last_val(SPLIT4, r) for r in ("aavae", "vae")}
