@@ -51,7 +51,9 @@ def commits(cell):
 
 
 SMALL30 = ("results", "small-cpu-30")
-PAGES30 = [("README.md",), (*SMALL30, "README.md"), (*SMALL30, "table1.md")]
+PAGES30 = [(*SMALL30, "README.md"), (*SMALL30, "table1.md")]
+SPLIT = ("results", "split-cpu-4")
+PAGES_SPLIT = [("README.md",), (*SPLIT, "README.md"), (*SPLIT, "table1.md")]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,11 @@ def expected_table1(rows):
 @pytest.mark.parametrize("page", PAGES30, ids=lambda p: "/".join(p))
 def test_table1_at_30_epochs_is_its_results_json_wherever_it_is_quoted(page, r30):
     assert table_after(text(*page), "| encoder | linear top-1") == expected_table1(r30["rows"])
+
+
+@pytest.mark.parametrize("page", PAGES_SPLIT, ids=lambda p: "/".join(p))
+def test_table1_on_the_split_is_its_results_json_wherever_it_is_quoted(page):
+    assert table_after(text(*page), "| encoder | linear top-1") == expected_table1(data(*SPLIT, "results.json")["rows"])
 
 
 def test_the_commits_small_cpu_30_names_are_its_runs_and_evaluations():
