@@ -169,8 +169,8 @@ def curves(run_dir):
              "val_recon_mse": e.get("val_recon_mse"), **{k: e.get(k) for k in MONITOR_KEYS}} for _, e in sorted(out.items())]
 
 
-SMALL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("aaae", "ae"), ("aaae-authors", "ae"), ("simclr", "aavae"),
-               ("supervised", "simclr")]
+SMALL_PAIRS = [("aavae", "aaae"), ("aavae", "vae"), ("aaae", "ae"), ("aaae-authors", "ae"), ("aaae", "aaae-authors"),
+               ("simclr", "aavae"), ("supervised", "simclr")]
 SMALL_SEEDS = {"aavae": "aavae-s1", "aaae": "aaae-s1"}
 
 

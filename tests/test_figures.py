@@ -326,7 +326,8 @@ def readme():
     seen, paper = images_seen(SPLIT4, train=grid.IMAGES["cifar10"]), paper_epochs() * grid.IMAGES["cifar10"]
     train, val = grid.IMAGES["cifar10"], data(*SPLIT4, "evals", "linear-folder-aavae", "result.json")["test_images"]
     expected = [n(train), n(val), n(val), pm(paired(SPLIT4, "aavae", "aaae"), 2), pm(paired(SPLIT4, "aavae", "vae"), 2),
-                pm(paired(SPLIT4, "simclr", "aavae"), 2), f(last_val(SPLIT4, "aavae")["val_sim_same"], 3),
+                pm(paired(SPLIT4, "simclr", "aavae"), 2), pm(paired(SPLIT4, "aaae", "aaae-authors"), 2),
+                f(last_val(SPLIT4, "aavae")["val_sim_same"], 3),
                 f(last_val(SPLIT4, "vae")["val_sim_same"], 3),
                 n(TRAIN_IMAGES), n(VAL_IMAGES), pm(paired(S30, "aavae", "aaae")), pm(paired(S30, "aavae", "aaae", seed1=True)),
                 n(seen), f"{paper // 10**6} million", n(val), *table1_lines(SPLIT4)]
@@ -869,6 +870,7 @@ def split4():
     simclr_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("simclr", "aavae"))
     supervised_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("supervised", "simclr"))
     vae_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aavae", "vae"))
+    authors_clusters = next(d for d in r["label_paired_differences"] if (d["a"], d["b"]) == ("aaae", "aaae-authors"))
     top = {x["row"]: x for x in r["rows"]}
     monitored, = {last_val(SPLIT4, m)["val_images"] for m in ("vae", "aavae")}
     clusters = table([c["label"], report.fmt_se(*c["majority_top1"]), report.fmt_se(*c["hungarian_top1"]),
@@ -879,7 +881,7 @@ def split4():
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
                 f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]), f(minutes["vae"]), f(minutes["ae"]),
-                *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
+                f(minutes["aaae-authors"]), *table1_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
                 n(monitored), n(monitored), *fig5_lines(SPLIT4),  # Fig. 5: its introduction and header, its rows
                 # What the first rows show
                 f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),
@@ -901,6 +903,11 @@ def split4():
                 # AAAE against the AE
                 pm(paired(SPLIT4, "aaae", "ae"), 2), pm(paired(SPLIT4, "aaae", "ae", "knn"), 2),
                 f(paired(SPLIT4, "aavae", "vae")[0], 2),
+                # the authors' AAAE against AAAE and the AE, its clusters, the paper's rows
+                pm(paired(SPLIT4, "aaae", "aaae-authors"), 2), pm(paired(SPLIT4, "aaae", "aaae-authors", "knn"), 2),
+                pm(paired(SPLIT4, "aaae-authors", "ae"), 2), pm(paired(SPLIT4, "aaae-authors", "ae", "knn"), 2),
+                pm(authors_clusters["majority"], 2), pm(authors_clusters["nmi"], 3),
+                *(f(grid.PAPER_TABLE1[m]["cifar10"], 2) for m in ("aaae", "ae", "aaae", "aavae")),
                 n(paper_epochs())]
     return expected, []
 
@@ -1215,6 +1222,16 @@ def test_the_split_pages_orderings_hold():
     # AAAE above the AE on both probes: by less than AAVAE over the VAE on the probe, by more on kNN
     assert ahead(paired(SPLIT4, "aaae", "ae")) and ahead(paired(SPLIT4, "aaae", "ae", "knn"))
     assert paired(SPLIT4, "aaae", "ae")[0] < paired(SPLIT4, "aavae", "vae")[0]
+    # the authors' AAAE the weakest autoencoder on both probes, below AAAE and the AE; its clusters level with AAAE's
+    # by majority label, below by NMI; the paper's Table 1 also puts it below the AE
+    autoencoders = ("ae", "aaae", "vae", "aavae")
+    knn = {k: r["knn_top1"] for k, r in rows(*SPLIT4).items()}
+    assert all(top1["aaae-authors"] < top1[r] and knn["aaae-authors"] < knn[r] for r in autoencoders)
+    for probe in ("linear", "knn"):
+        below_ae = paired(SPLIT4, "aaae-authors", "ae", probe)
+        assert ahead(paired(SPLIT4, "aaae", "aaae-authors", probe)) and ahead((-below_ae[0], below_ae[1]))
+    assert level(clusters[("aaae", "aaae-authors")]["majority"]) and ahead(clusters[("aaae", "aaae-authors")]["nmi"])
+    assert grid.PAPER_TABLE1["aaae"]["cifar10"] < grid.PAPER_TABLE1["ae"]["cifar10"]
     # Fig. 5: AAVAE's views align about twice as closely as the VAE's; different images stay apart; the VAE models the
     # pixels better and has every unit active
     val = {r: last_val(SPLIT4, r) for r in ("aavae", "vae")}
