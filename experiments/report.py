@@ -339,8 +339,8 @@ def report_choice(g, args):
     import linear_eval
     res = {k: read_json(os.path.join(ev, "result.json")) for k, ev in cells.items()}
     rows = FINETUNE_CHOICE_ROWS
-    lines = ["| labelled images | recipe | backbone lr | head lr | epochs | " + " | ".join(rows) + " | mean | stable |",
-             "|---" * (7 + len(rows)) + "|"]
+    lines = ["| labelled images | recipe | backbone lr | head lr | epochs | " + " | ".join(rows) + " | mean | stable | "
+             "largest rise above the first epoch's loss |", "|---" * (8 + len(rows)) + "|"]
     records, chosen = [], {}
     lr = lambda v: "—" if v is None else f"{v:g}"
     for frac, pct in LABEL_FRACTIONS.items():
@@ -350,19 +350,23 @@ def report_choice(g, args):
             tops = [r["top1"] if r else None for r in got]
             mean = sum(tops) / len(tops) if None not in tops else None
             tuned = recipe != "probe"
-            ok = all(stable(read_log(os.path.join(cells[(row, pct, recipe)], "log.jsonl"))) for row in rows) \
+            logs = [read_log(os.path.join(cells[(row, pct, recipe)], "log.jsonl")) for row in rows] \
                 if tuned and mean is not None else None
+            ok = all(map(stable, logs)) if logs else None
+            # how far the worst log climbs above its first epoch's mean loss (0: never)
+            rise = max(max(r["loss"] for r in log) - log[0]["loss"] for log in logs) if logs else None
             lrs = [f * x for f, x in zip(linear_eval.FINETUNE_LR[frac], FINETUNE_GRID[recipe])] if tuned else [None, None]
             rec = {"fraction": pct, "recipe": recipe, "backbone_lr": lrs[0], "head_lr": lrs[1],
                    "epochs": SPLIT_FINETUNE_EPOCHS[frac] if tuned else next((r["epochs"] for r in got if r), None),
-                   "top1": dict(zip(rows, tops)), "mean": mean, "stable": ok,
+                   "top1": dict(zip(rows, tops)), "mean": mean, "stable": ok, "largest_rise": rise,
                    "train_images": next((r["train_images"] for r in got if r), None),
                    "test_images": next((r["test_images"] for r in got if r), None)}
             mine.append(rec)
             label = "probe (cached features)" if not tuned else recipe
-            lines.append(f"| {fmt(rec['train_images'])} | {label} | {lr(rec['backbone_lr'])} | {lr(rec['head_lr'])} | "
+            images = "—" if rec["train_images"] is None else f"{rec['train_images']:,}"
+            lines.append(f"| {images} | {label} | {lr(rec['backbone_lr'])} | {lr(rec['head_lr'])} | "
                          f"{fmt(rec['epochs'])} | " + " | ".join(fmt(t) for t in tops) + f" | {fmt(mean)} | "
-                         + ("—" if ok is None else "yes" if ok else "no") + " |")
+                         + ("—" if ok is None else "yes" if ok else "no") + f" | {fmt(rise, 3)} |")
         tuned = [r for r in mine if r["recipe"] != "probe"]
         if all(r["mean"] is not None for r in tuned) and any(r["stable"] for r in tuned):
             chosen[pct] = max((r for r in tuned if r["stable"]), key=lambda r: r["mean"])["recipe"]

@@ -445,6 +445,8 @@ def test_the_fine_tuning_rule_passes_over_an_unstable_recipe_however_well_it_sco
     assert rec["finetune_choice"]["chosen"] == {"1percent": "b1-h0.2", "10percent": "b1-h0.2"}
     unstable = [r for r in rec["finetune_choice"]["records"] if r["stable"] is False]
     assert {r["recipe"] for r in unstable} == {"b1-h1"}
+    rises = {r["recipe"]: r["largest_rise"] for r in rec["finetune_choice"]["records"]}  # simclr's 2.4 over its 2.3
+    assert rises["b1-h1"] == pytest.approx(0.1) and rises["b1-h0.2"] == 0 and rises["probe"] is None
     assert grid.stable([{"loss": 2.3}, {"loss": 2.3}, {"loss": 0.1}]) and not grid.stable([])
 
 
