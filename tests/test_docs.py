@@ -345,6 +345,10 @@ def test_the_dry_run_counts_the_pages_quote_are_the_grids(tmp_path, monkeypatch)
         assert quoted and {int(n) for n in quoted} == {count["paper"][0]}, quoted
     quick = re.search(r"(\d+) commands, (\d+) of them pretraining runs", page)
     assert quick and (int(quick.group(1)), int(quick.group(2))) == count["quick"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        g = grid.main(["--profile", "split", "--data_path", "d", "--dry_run"])
+    assert sum(st.kind == "pretrain" for st in g.steps) == 9
+    assert f"the split's {len(g.steps)} commands (nine" in " ".join(page.split())
 
 
 def test_the_gpu_checks_time_is_one_figure_from_its_parts_estimates():
