@@ -278,7 +278,8 @@ FINETUNE_CHOICE_ROWS = ["aavae", "simclr", "supervised"]
 FINETUNE_CHOICE_HOLDOUT = 5000
 FINETUNE_GRID = {f"b{b:g}-h{h:g}": (b, h) for b in (1, 0.1) for h in (1, 0.2)}
 SPLIT_FINETUNE_EPOCHS = {0.01: 100, 0.1: 20}
-SPLIT_FINETUNE = None  # {fraction: a name of FINETUNE_GRID}, from the choice in results/split-cpu-4; None until it is made
+# {fraction: a name of FINETUNE_GRID}: the choice's outcome, results/split-cpu-4/finetune-choice/choice.json
+SPLIT_FINETUNE = {0.01: "b0.1-h0.2", 0.1: "b1-h0.2"}
 
 
 def finetune_flags(frac, recipe):

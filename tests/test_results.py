@@ -289,6 +289,8 @@ def test_the_split_profiles_rows_share_one_budget_and_one_precision():
     invocations = json.load(open(os.path.join(folder, "run.json")))["invocations"]
     assert len({(inv["machine"], inv["native_bf16"]) for inv in invocations}) == 1 and args[0]["amp"] is True
     for result in glob.glob(os.path.join(folder, "evals", "*", "result.json")):
+        if os.path.basename(os.path.dirname(result)).startswith("choice-"):
+            continue  # the fine-tuning choice scores images held out of train/ (the next tests)
         r = json.load(open(result))
         assert r.get("test_images", 5000) == 5000 and len(r.get("correct", [0] * 5000)) == 5000, result
 
@@ -316,6 +318,36 @@ def flag_values(argv):
         out[argv[k]] = argv[k + 1] if takes else True
         k += 2 if takes else 1
     return out
+
+
+def test_the_split_profiles_fine_tuning_recipe_is_the_choice_made_on_images_held_out_of_train():
+    choice = data(*SPLIT, "finetune-choice", "choice.json")
+    held = data(*SPLIT, "finetune-choice", "holdout.json")
+    held_names = {f"{c}/{f}" for c, files in held["val"].items() for f in files}
+    lists = {pct: text(*SPLIT, "finetune-choice", "label-subsets", f"{pct}.txt").split() for pct in grid.LABEL_FRACTIONS.values()}
+    assert len(held_names) == choice["holdout"] == grid.FINETUNE_CHOICE_HOLDOUT
+    for frac, pct in grid.LABEL_FRACTIONS.items():  # labelled images of train/ less the hold-out, never the hold-out
+        assert not held_names & set(lists[pct]) and len(lists[pct]) == round(frac * (45000 - len(held_names)))
+    assert len(choice["records"]) == len(grid.LABEL_FRACTIONS) * (len(grid.FINETUNE_GRID) + 1)
+    for rec in choice["records"]:
+        frac = next(k for k, v in grid.LABEL_FRACTIONS.items() if v == rec["fraction"])
+        stable = []
+        for row, top1 in rec["top1"].items():
+            tuned = rec["recipe"] != "probe"
+            name = f"choice-finetune-{rec['fraction']}-{row}-{rec['recipe']}" if tuned else f"choice-linear-{rec['fraction']}-{row}"
+            r = data(*SPLIT, "evals", name, "result.json")
+            assert r["top1"] == top1 and r["test_images"] == len(held_names) and r["train_images"] == len(lists[rec["fraction"]])
+            if tuned:  # the lrs and epochs the recipe names are the ones the evaluation ran with
+                flags = flag_values(grid.finetune_flags(frac, rec["recipe"]))
+                assert (f"{r['backbone_lr']:g}", f"{r['head_lr']:g}", str(r["epochs"])) == \
+                    (flags["--lr"], flags["--head_lr"], flags["--epochs"])
+                stable.append(grid.stable([json.loads(x) for x in text(*SPLIT, "evals", name, "log.jsonl").splitlines()]))
+        assert rec["stable"] == (all(stable) if rec["recipe"] != "probe" else None)
+        assert rec["mean"] == pytest.approx(sum(rec["top1"].values()) / len(rec["top1"]))
+    for frac, pct in grid.LABEL_FRACTIONS.items():  # the rule, and the profile's setting is its outcome
+        ok = [r for r in choice["records"] if r["fraction"] == pct and r["recipe"] != "probe" and r["stable"]]
+        assert choice["chosen"][pct] == max(ok, key=lambda r: r["mean"])["recipe"] == grid.SPLIT_FINETUNE[frac]
+
 
 
 def test_the_mnist_profiles_aae_settings_are_the_choice_made_on_images_held_out_of_train():
