@@ -241,6 +241,33 @@ def choice_lines(folder):
                  for r in data(*folder, "finetune-choice", "choice.json")["records"])
 
 
+def choice_figures(folder):
+    """What a page says of the split profile's fine-tuning choice (finetune-choice/, run.json): the held-out and labelled
+    images, the choice's hours, its table, the pick by the rule and the runner-up it beat, the stable recipe passed over
+    at 10 %, the largest climb of the h1 recipes at 1 %, and fine-tuning over the probe with the chosen recipes."""
+    choice = data(*folder, "finetune-choice", "choice.json")
+    rec = {(r["fraction"], r["recipe"]): r for r in choice["records"]}
+    lists = {pct: len(text(*folder, "finetune-choice", "label-subsets", f"{pct}.txt").split()) for pct in ("1percent", "10percent")}
+    hours = sum(st["minutes"] for inv in data(*folder, "run.json")["invocations"] for st in inv.get("steps", [])
+                if "/choice-" in st["step"]) / 60
+    one, ten = (rec[(pct, choice["chosen"][pct])] for pct in ("1percent", "10percent"))
+    runner_up = max((r for r in choice["records"] if r["fraction"] == "1percent" and r["stable"] and r is not one),
+                    key=lambda r: r["mean"])
+    best = max((r for r in choice["records"] if r["fraction"] == "10percent" and r["recipe"] != "probe"), key=lambda r: r["mean"])
+    assert not best["stable"] and best["recipe"] != ten["recipe"]
+    h1 = max(r["largest_rise"] for r in choice["records"] if r["fraction"] == "1percent" and r["recipe"].endswith("-h1"))
+    adds = [f(chosen["top1"][row] - rec[(chosen["fraction"], "probe")]["top1"][row], 2)
+            for chosen in (one, ten) for row in grid.FINETUNE_CHOICE_ROWS]
+    factors = [f"{x:g}" for k in (0, 1) for x in sorted({v[k] for v in grid.FINETUNE_GRID.values()}) if x != 1]  # b, h
+    pct = {frac: f"{100 * frac:g} %" for frac in grid.LABEL_FRACTIONS}
+    # the label fractions: the lists, the epochs, the pick at each, the h1 recipes' climb, fine-tuning over the probe
+    fractions = [*pct.values(), *pct.values(), *pct.values(), pct[0.01], *pct.values()]
+    return [n(choice["holdout"]), n(45000 - choice["holdout"]), n(lists["1percent"]), n(lists["10percent"]), f(hours),
+            *factors, *fractions,
+            *choice_lines(folder), f(one["mean"], 2), f(runner_up["mean"], 2), f(one["mean"] - runner_up["mean"], 2),
+            f(ten["mean"], 2), f(best["mean"], 2), f(best["largest_rise"], 3), f(h1, 3), *adds]
+
+
 def fig5_lines(folder, rows_=("vae", "aavae")):
     """Fig. 5's table: the runs' last validation over all of val/, then the 8-image matrices of evals/fig5-*."""
     out = []
@@ -919,6 +946,8 @@ def split4():
                 pm(seed_spread(SPLIT4, "aavae"), 2), pm(seed_spread(SPLIT4, "aavae", "knn"), 2),
                 pm(paired(SPLIT4, "aavae", "vae", seed1=True), 2), pm(paired(SPLIT4, "simclr", "aavae", seed1=True), 2),
                 f(paired(S30, "aavae", "aaae")[0]), f(paired(S30, "aavae", "aaae", seed1=True)[0]),
+                # the fine-tuning choice: its images, hours, table, pick and what fine-tuning adds to the probe
+                *choice_figures(SPLIT4),
                 # the authors' AAAE against AAAE and the AE, its clusters, the paper's rows
                 pm(paired(SPLIT4, "aaae", "aaae-authors"), 2), pm(paired(SPLIT4, "aaae", "aaae-authors", "knn"), 2),
                 pm(paired(SPLIT4, "aaae-authors", "ae"), 2), pm(paired(SPLIT4, "aaae-authors", "ae", "knn"), 2),
@@ -1238,6 +1267,15 @@ def test_the_split_pages_orderings_hold():
     # AAAE above the AE on both probes: by less than AAVAE over the VAE on the probe, by more on kNN
     assert ahead(paired(SPLIT4, "aaae", "ae")) and ahead(paired(SPLIT4, "aaae", "ae", "knn"))
     assert paired(SPLIT4, "aaae", "ae")[0] < paired(SPLIT4, "aavae", "vae")[0]
+    # the fine-tuning choice: every h1 recipe climbs in some log and no h0.2 recipe does; with the chosen recipes,
+    # fine-tuning above the probe on the same labels for each encoder
+    choice = data(*SPLIT4, "finetune-choice", "choice.json")
+    for r in choice["records"]:
+        assert r["recipe"] == "probe" or r["stable"] == r["recipe"].endswith("-h0.2"), r
+    probe = {r["fraction"]: r["top1"] for r in choice["records"] if r["recipe"] == "probe"}
+    for pct, recipe in choice["chosen"].items():
+        tuned = next(r for r in choice["records"] if (r["fraction"], r["recipe"]) == (pct, recipe))
+        assert all(tuned["top1"][row] > probe[pct][row] for row in grid.FINETUNE_CHOICE_ROWS)
     # AAVAE's second seed level with its first; with it, AAVAE above the VAE and SimCLR above AAVAE on the probe again
     assert level(seed_spread(SPLIT4, "aavae")) and level(seed_spread(SPLIT4, "aavae", "knn"))
     assert ahead(paired(SPLIT4, "aavae", "vae", seed1=True), 3) and ahead(paired(SPLIT4, "simclr", "aavae", seed1=True), 5)
