@@ -920,7 +920,8 @@ def split4():
                 # How it was made
                 n(train), n(val), n(last["step"] * args["batch_size"]), f"{args['warmup_epochs']:g}", f(minutes["aavae"]),
                 f(minutes["aaae"]), f(evals_only), f(minutes["simclr"]), f(minutes["supervised"]), f(minutes["vae"]), f(minutes["ae"]),
-                f(minutes["aaae-authors"]), f(minutes["aavae-s1"]), *table1_lines(SPLIT4), *seed_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
+                f(minutes["aaae-authors"]), f(minutes["aavae-s1"]),
+                *table1_lines(SPLIT4), *seed_lines(SPLIT4), n(val), *paired_lines(SPLIT4), *clusters, *cluster_pairs,
                 n(monitored), n(monitored), *fig5_lines(SPLIT4),  # Fig. 5: its introduction and header, its rows
                 # What the first rows show
                 f(pair[1], 2), f(mini[1]), n(VAL_IMAGES), pm(pair, 2), pm(paired(SPLIT4, "aavae", "aaae", "knn"), 2), pm(mini),

@@ -349,7 +349,6 @@ def test_the_split_profiles_fine_tuning_recipe_is_the_choice_made_on_images_held
         assert choice["chosen"][pct] == max(ok, key=lambda r: r["mean"])["recipe"] == grid.SPLIT_FINETUNE[frac]
 
 
-
 def test_the_mnist_profiles_aae_settings_are_the_choice_made_on_images_held_out_of_train():
     """results/mnist-aae-choice: every run read only train's own images (the hold-out, or the rule's cut of it), for the
     same epochs and seed; the rule (report.mnist_aae_choice) picks a setting whose flags the mnist profile already has."""
