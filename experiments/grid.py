@@ -103,10 +103,10 @@ def profile_settings(args):
             "betas": [0.0, 0.01, 0.1, 1.0, 10.0], "seeds": [0, 1, 2],
         }
     data = args.data_path
-    return {
+    return {  # the quick tables read no monitor (the small and split profiles' curves do): --monitor_images 0
         "datasets": {"folder": data}, "main": "folder", "semi": "folder",
         "pretrain": {"folder": ["--encoder", "resnet18", "--batch_size", "32", "--base_batch", "32", "--val_size", "64",
-                                "--val_samples", "2", "--warmup_epochs", "0", "--workers", "2"]},
+                                "--val_samples", "2", "--monitor_images", "0", "--warmup_epochs", "0", "--workers", "2"]},
         "length": lambda d, frac=1.0: ["--max_steps", str(max(1, round(args.quick_steps * frac)))],
         "segments": [0.5, 1.0],
         "probe": ["--epochs", "1", "--batch_size", "128", "--train_limit", "1024", "--workers", "2"],

@@ -14,7 +14,7 @@ from methods import aae, aae_uses
 import aavae
 from util import data
 from util import misc
-from conftest import read_log, tiny_args
+from conftest import MONITOR, read_log, tiny_args
 from test_train import run_error, tensors_of
 from util.misc import generator
 
@@ -30,7 +30,7 @@ def subset(folder, tmp_path_factory):
 
 
 def use_args(folder, out, method, subset, *extra):
-    """A run of seconds; --monitor_images 0 leaves out the probes of the last validation, where speed matters."""
+    """A run of seconds (tiny_args's), with the subset's labels for a semi-supervised use."""
     labelled = ["--subset_file", subset] if "semi" in method else []
     return tiny_args(folder, out, "--method", method, *labelled, *extra)
 
@@ -64,7 +64,7 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
     # The second run is stopped as a scheduler stops it, a SIGTERM after its first step (mid-epoch: 3 steps per
     # epoch), then run again: it ends where the uninterrupted run ends, discriminators and their Adams included.
     run = lambda out, steps, *more: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", steps, *more))
-    metrics = run("straight", "2")
+    metrics = run("straight", "2", *MONITOR)
     real, calls = aae_uses.train_step, []
 
     def step(*a, **k):
@@ -76,11 +76,11 @@ def test_each_use_trains_logs_its_phases_and_resumes_bit_identically(folder, sub
 
     monkeypatch.setattr(aae_uses, "train_step", step)
     with pytest.raises(SystemExit) as stopped:
-        run("resumed", "2", "--monitor_images", "0")
+        run("resumed", "2")
     assert stopped.value.code == misc.EXIT_PREEMPTED
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 1
     monkeypatch.undo()
-    run("resumed", "2", "--monitor_images", "0")
+    run("resumed", "2")
     assert_same(state_of(tmp_path / "straight" / "checkpoint.pt"), state_of(tmp_path / "resumed" / "checkpoint.pt"))
     use = aae_uses.USES[method]
     rows = [r for r in read_log(tmp_path / "straight") if "loss" in r]
@@ -122,8 +122,7 @@ def scrambled(load, keep_fn, seed=0):
 def test_only_the_labelled_subset_is_read(folder, subset, tmp_path, monkeypatch, method, keep, path):
     # The semi-supervised use trains on its subset's labels alone, the clustering use on none: changing every
     # other training label leaves every step the same, the images held in memory or streamed from disk.
-    run = lambda out: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", "2",
-                                             "--monitor_images", "0", path))
+    run = lambda out: aae_uses.main(use_args(folder, tmp_path / out, method, subset, "--max_steps", "2", path))
     run("labels")
     monkeypatch.setattr(data, "load_data", scrambled(data.load_data, keep))
     run("scrambled")
@@ -236,7 +235,7 @@ def test_each_phase_takes_its_own_optimiser_step(folder, subset, tmp_path, monke
         return model, optimizer, phases
 
     monkeypatch.setattr(aae_uses, "build", kept)
-    aae_uses.main(use_args(folder, tmp_path / "run", method, subset, "--max_steps", "3", "--monitor_images", "0",
+    aae_uses.main(use_args(folder, tmp_path / "run", method, subset, "--max_steps", "3",
                            "--val_every", "100"))
     use = aae_uses.USES[method]
     expect = {"recon", "disc_z", "gen"} | ({"disc_y"} if use.categorical else set())
@@ -254,8 +253,8 @@ def trained(folder, subset, tmp_path_factory):
     """One two-step run of each use that the evaluations read."""
     root = tmp_path_factory.mktemp("uses")
     for method in ("aa_semi_aae", "cluster_aae", "aa_supervised_aae", "aa_dimred_aae"):
-        aae_uses.main(use_args(folder, root / method, method, subset, "--max_steps", "2", "--monitor_images", "0"))
-    aavae.main(tiny_args(folder, root / "aavae", "--max_steps", "1", "--monitor_images", "0"))
+        aae_uses.main(use_args(folder, root / method, method, subset, "--max_steps", "2"))
+    aavae.main(tiny_args(folder, root / "aavae", "--max_steps", "1"))
     return root
 
 

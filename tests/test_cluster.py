@@ -42,22 +42,25 @@ def signal_after(monkeypatch, n, signum=signal.SIGTERM):
     monkeypatch.setattr(aavae, "train_step", step)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_bit_identical(folder, tmp_path, monkeypatch, capsys, signum):
-    # 24 images, batch 8: 3 steps per epoch, so step 5 is inside epoch 2; the epoch checkpoints are every 10 epochs
+def test_a_signal_mid_epoch_saves_that_step_and_the_rerun_ends_bit_identical(folder, tmp_path, monkeypatch, capsys):
+    # 24 images, batch 8: 3 steps per epoch, so step 5 is inside epoch 2; the epoch checkpoints are every 10 epochs.
+    # SIGTERM and SIGUSR1, each in a run of its own, against the one uninterrupted run.
     aavae.main(tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
-    signal_after(monkeypatch, 5, signum)
-    with pytest.raises(SystemExit) as e:
-        aavae.main(tiny_args(folder, tmp_path / "stopped", "--max_steps", "7"))
-    assert e.value.code == misc.EXIT_PREEMPTED == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"stopped by {signal.Signals(signum).name} after step 5" in err[0]
-    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 5
-    assert signal.getsignal(signum) is signal.SIG_DFL  # the handler is the run's only while it trains
-    monkeypatch.undo()
-    aavae.main(tiny_args(folder, tmp_path / "stopped", "--max_steps", "7"))
-    assert_same_checkpoints(tmp_path / "straight", tmp_path / "stopped")
-    assert [r["step"] for r in read_log(tmp_path / "stopped") if "loss" in r] == list(range(1, 8))
+    for signum in (signal.SIGTERM, signal.SIGUSR1):
+        run = tmp_path / signal.Signals(signum).name
+        signal_after(monkeypatch, 5, signum)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            aavae.main(tiny_args(folder, run, "--max_steps", "7"))
+        assert e.value.code == misc.EXIT_PREEMPTED == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"stopped by {signal.Signals(signum).name} after step 5" in err[0]
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 5
+        assert signal.getsignal(signum) is signal.SIG_DFL  # the handler is the run's only while it trains
+        monkeypatch.undo()
+        aavae.main(tiny_args(folder, run, "--max_steps", "7"))
+        assert_same_checkpoints(tmp_path / "straight", run)
+        assert [r["step"] for r in read_log(run) if "loss" in r] == list(range(1, 8))
 
 
 def test_save_every_minutes_checkpoints_mid_epoch(folder, tmp_path, monkeypatch):

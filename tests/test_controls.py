@@ -11,7 +11,7 @@ import torch
 import aavae
 from methods import controls
 from util import data
-from conftest import read_log, setup_run, tiny_args
+from conftest import MONITOR, read_log, setup_run, tiny_args
 from test_distributed import free_port
 from test_train import run_error, tensors_of
 
@@ -70,7 +70,7 @@ def test_simclrs_step_feeds_the_encoder_two_views_of_each_image(folder, tmp_path
 
 def test_two_processes_compute_the_loss_and_gradients_of_one_process_on_the_global_batch(folder, tmp_path):
     out = tmp_path / "loss"
-    run = tiny_args(folder, tmp_path / "run", "--method", "simclr", "--max_steps", "3")
+    run = tiny_args(folder, tmp_path / "run", "--method", "simclr", "--max_steps", "3", *MONITOR)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                         WORKER, str(out), *run], capture_output=True, text=True, timeout=300,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})

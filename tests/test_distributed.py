@@ -10,7 +10,7 @@ import torch
 import aavae
 from util import data
 from util import misc
-from conftest import ROOT, read_log, setup_run, tiny_args
+from conftest import MONITOR, ROOT, read_log, setup_run, tiny_args
 from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -55,7 +55,7 @@ def test_two_nodes_train_with_identical_weights_disjoint_samples_and_one_log(fol
     # DDP model. Rank 0 alone writes; the monitor scores features gathered from both ranks.
     port, out = free_port(), tmp_path / "nodes"
     launch = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
-    argv = tiny_args(folder, out, "--method", "aa_aae", "--max_steps", "4")
+    argv = tiny_args(folder, out, "--method", "aa_aae", "--max_steps", "4", *MONITOR)
     nodes = [torchrun(*launch, f"--node_rank={k}", argv=argv, background=True) for k in range(2)]
     logs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], "\n".join(logs)

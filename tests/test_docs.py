@@ -243,7 +243,7 @@ def test_the_documented_probes_of_a_run_and_of_the_random_baseline_run_one_after
     data = make_folder(tmp_path / "data", classes=2, train=8, val=2)
     checkpoint = probes[0][probes[0].index("--checkpoint") + 1]
     with contextlib.redirect_stdout(io.StringIO()):  # the run the command names, one step long
-        aavae.main(tiny_args(data, os.path.dirname(checkpoint), "--max_steps", "1", "--monitor_images", "0"))
+        aavae.main(tiny_args(data, os.path.dirname(checkpoint), "--max_steps", "1"))
     cheap = ["--dataset", "folder", "--data_path", data, "--epochs", "1", "--batch_size", "8", "--workers", "0"]
     for argv in probes:
         small = ["--encoder", "resnet18"] if "--random_init" in argv else []  # a third of ResNet-50's time

@@ -12,7 +12,7 @@ from PIL import Image
 import aavae
 from util import rundir
 from util.misc import native_bf16
-from conftest import MINI, NO_MINI, SIZE, read_log, tiny_args
+from conftest import MINI, MONITOR, NO_MINI, SIZE, read_log, tiny_args
 
 
 def tensors_of(path):
@@ -25,7 +25,7 @@ def tensors_of(path):
 def test_each_method_trains_and_writes_its_outputs(folder, tmp_path, method, monkeypatch):
     out = tmp_path / method
     monkeypatch.setattr(aavae, "peak_tflops", lambda device: 0.5)  # as if on an accelerator of known peak
-    metrics = aavae.main(tiny_args(folder, out, "--method", method, "--max_steps", "3"))
+    metrics = aavae.main(tiny_args(folder, out, "--method", method, "--max_steps", "3", *MONITOR))
     rows = [r for r in read_log(out) if "loss" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["img_per_s"] > 0 for r in rows)
@@ -59,8 +59,9 @@ def test_rerunning_the_command_resumes_and_continues_the_step_count(folder, tmp_
 
 @pytest.mark.parametrize("memory", ["--in_memory", "--no-in_memory"])
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(folder, tmp_path, memory):
-    # 24 training images, batch 8: 3 steps per epoch, so the split at step 4 falls inside epoch 2
-    aavae.main(tiny_args(folder, tmp_path / "straight", memory, "--max_steps", "6"))
+    # 24 training images, batch 8: 3 steps per epoch, so the split at step 4 falls inside epoch 2. The monitor
+    # runs in the uninterrupted run alone: its probes at each validation leave the training untouched.
+    aavae.main(tiny_args(folder, tmp_path / "straight", memory, "--max_steps", "6", *MONITOR))
     aavae.main(tiny_args(folder, tmp_path / "resumed", memory, "--max_steps", "4"))
     aavae.main(tiny_args(folder, tmp_path / "resumed", memory, "--max_steps", "6"))
     a, b = tensors_of(tmp_path / "straight" / "checkpoint.pt"), tensors_of(tmp_path / "resumed" / "checkpoint.pt")
