@@ -34,7 +34,8 @@ def runnable(script, argv, tasks=1, limit=None):
     """The script for this machine: no GPUs, one CPU and one worker a task, `tasks` tasks (launchers) on the one
     node, a tiny run instead of ImageNet's, and with `limit` a time limit of that many minutes and a notice 50 s
     before it (slurmctld looks every 30 s: the notice comes 10 to 40 s after the start, a notice before the first
-    step waiting in launch.py for the workers). Each substituted text must be there once, so that the test follows the page."""
+    step waiting in launch.py for the workers). Each substituted text must be there once, so that the test follows
+    the page."""
     run = re.search(r"aavae\.py .*?--save_every_minutes 30\n", script, re.S).group(0)
     subs = [("--gpus-per-node=4 ", ""), ("--cpus-per-task=32", "--cpus-per-task=1"),
             ("--nproc_per_node=4", "--nproc_per_node=1"), ("--ntasks-per-node=1", f"--ntasks-per-node={tasks}"),
