@@ -5,10 +5,14 @@ phases became separate optimiser steps, as the AAE paper runs them). A change th
 the augmentation, the data order, an objective or a diagnostic, fails here; a change of layout does not.
 
 fp32 kernels differ in their last bits between instruction sets, and three steps and a validation carry the
-difference into the third digit of a diagnostic, so the values are pinned per ATen CPU capability: AVX512 (the
-same on CPUs with and without AVX512-BF16 or AMX) and AVX2 (recorded with ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2). The thread count changes how oneDNN splits its sums, so the runs take one thread, as
-each of the suite's two workers does; on one capability the numbers then repeat exactly."""
+difference into the second or third digit of a diagnostic, so the values are pinned per ATen CPU capability, with one
+record for each kernel path seen on it: AVX512 (the same on CPUs with and without AVX512-BF16 or AMX); AVX2 as
+emulated on such a CPU (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2, MKL's matrix products still AVX512's), and
+AVX2 on an AMD EPYC without AVX512, whose values differ from the emulation's (up to 1.6 % in a validation
+diagnostic). A run passes when it equals one record of its capability in every value; a CPU whose kernels match
+none is told how to add its record (`PYTHONPATH=. python tests/test_pinned.py WHERE`, which must be run on a commit whose
+values equal an existing record's on another CPU). The thread count changes how oneDNN splits its sums, so the runs
+take one thread, as each of the suite's two workers does; on one CPU the numbers then repeat exactly."""
 import contextlib
 import io
 import json
@@ -56,15 +60,48 @@ def subset(tmp_path_factory):
     return str(path)
 
 
+def matches(got, expected):
+    return [sorted(r) for r in got] == [sorted(r) for r in expected] and all(
+        row == {k: pytest.approx(v, rel=1e-6, abs=1e-9) for k, v in want.items()} for row, want in zip(got, expected))
+
+
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_the_first_steps_of_each_method_log_the_pinned_numbers(folder, tmp_path, subset, name):
     capability = torch.backends.cpu.get_cpu_capability()
     with open(PINNED) as f:
-        pinned = json.load(f)
-    if capability not in pinned:
-        pytest.skip(f"the first steps are pinned on {' and '.join(pinned)} CPUs, and this one computes as {capability}")
-    expected = pinned[capability][name]
+        records = json.load(f).get(capability)
+    if not records:
+        pytest.skip(f"the first steps are pinned on other CPUs, and this one computes as {capability}")
     got = pinned_log(name, folder, tmp_path, subset)
-    assert [sorted(r) for r in got] == [sorted(r) for r in expected]
-    for row, want in zip(got, expected):
-        assert row == {k: pytest.approx(v, rel=1e-6, abs=1e-9) for k, v in want.items()}, row["step"]
+    if any(matches(got, record["runs"][name]) for record in records):
+        return
+    # No record matches: show the differences from the one this CPU came closest to
+    nearest = min(records, key=lambda r: sum(abs(a - b) / max(abs(b), 1e-9) for g, w in zip(got, r["runs"][name])
+                                             for k, b in w.items() if isinstance(b, float) and isinstance(a := g.get(k), float)))
+    assert [sorted(r) for r in got] == [sorted(r) for r in nearest["runs"][name]]
+    for row, want in zip(got, nearest["runs"][name]):
+        assert row == {k: pytest.approx(v, rel=1e-6, abs=1e-9) for k, v in want.items()}, (row["step"], nearest["recorded"])
+
+
+def record(where):
+    """Adds this CPU's values, as one more record of its capability (see the docstring on when that is right)."""
+    import conftest
+    import tempfile
+    with open(PINNED) as f:
+        pinned = json.load(f)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = conftest.make_folder(os.path.join(tmp, "data"))
+        labelled = os.path.join(tmp, "labelled.txt")
+        with open(labelled, "w") as f:
+            f.write("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+        runs = {name: pinned_log(name, data, os.path.join(tmp, name), labelled) for name in sorted(RUNS)}
+    pinned.setdefault(torch.backends.cpu.get_cpu_capability(), []).append({"recorded": where, "runs": runs})
+    with open(PINNED, "w") as f:
+        json.dump(pinned, f, separators=(",", ":"))
+
+
+if __name__ == "__main__":  # from the repository's root: PYTHONPATH=. python tests/test_pinned.py WHERE
+    import argparse
+    parser = argparse.ArgumentParser(description=record.__doc__)
+    parser.add_argument("where", help="the CPU and the commit, as the record will say")
+    record(parser.parse_args().where)
