@@ -15,8 +15,8 @@ import torch
 import aavae
 from methods import clustering
 from util import misc
-from conftest import ROOT, read_log, tiny_args
-from test_distributed import assert_same_weights_on_every_rank, torchrun
+from conftest import MONITOR, ROOT, read_log, setup_run, tiny_args
+from test_distributed import assert_same_weights_on_every_rank, free_port, torchrun
 from test_linear_eval import colour_folder, probe_args
 from test_train import tensors_of
 
@@ -100,18 +100,39 @@ def test_cudnn_picks_the_fastest_algorithms_unless_the_run_is_deterministic(fold
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark  # restored after
 
 
-def test_under_torchrun_a_killed_worker_restarts_the_group_and_saves_and_signals_are_agreed_without_a_shared_directory(
+def test_two_nodes_train_as_one_node_of_two_and_a_killed_worker_restarts_the_group_without_a_shared_directory(
         folder, tmp_path):
-    # Rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory. 3 steps per epoch.
-    # 1. With --save_every_minutes due after every step (on rank 0's clock), rank 1 is SIGKILLed before its 3rd
+    # 1. Two torchrun agents of one process each, as on two machines, train 7 steps: identical weights on both ranks,
+    #    disjoint samples, one log; the AA-AAE's discriminator is a second DDP model. Rank 0 alone writes; the monitor
+    #    scores features gathered from both ranks. The same 7 steps then run on one node of two processes (3 steps an
+    #    epoch), where rank 1 writes nothing and reads nothing: its --output_dir is a private, empty directory.
+    # 2. With --save_every_minutes due after every step (on rank 0's clock), rank 1 is SIGKILLed before its 3rd
     #    step: torchrun restarts the group, which resumes from the step-2 checkpoint, mid-epoch (rank 1 from rank
-    #    0's checkpoint). 2. In that attempt rank 1 alone gets SIGTERM after its 2nd step, step 4: the ranks read
-    #    each other's flags a step later and both stop after step 5, with no restart left. 3. A re-run ends with
-    #    the uninterrupted run's weights, and the log has each step once.
+    #    0's checkpoint). 3. In that attempt rank 1 alone gets SIGTERM after its 2nd step, step 4: the ranks read
+    #    each other's flags a step later and both stop after step 5, with no restart left. 4. A re-run ends with
+    #    the two nodes' weights, and the log has each step once.
+    port, nodes_out = free_port(), tmp_path / "nodes"
+    launch = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    argv = tiny_args(folder, nodes_out, "--method", "aa_aae", "--max_steps", "7", *MONITOR)
+    nodes = [torchrun(*launch, f"--node_rank={k}", argv=argv, background=True) for k in range(2)]
+    logs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], "\n".join(logs)
+    assert_same_weights_on_every_rank(nodes_out, 2)
+    seen = [torch.load(nodes_out / f"indices{k}.pt", weights_only=True) for k in range(2)]
+    for (e0, _, a), (e1, _, b) in zip(*seen):
+        assert e0 == e1 and not set(a.tolist()) & set(b.tolist())
+    assert [row["step"] for row in read_log(nodes_out) if "loss" in row] == list(range(1, 8))
+    assert {row["val_images"] for row in read_log(nodes_out) if "val_knn_top1" in row} == {8}
+    assert "2 process(es)" in logs[0] and "batch 8 global = 2 x 4" in logs[0]
+    assert torch.load(nodes_out / "checkpoint.pt", weights_only=True)["step"] == 7
+    # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
+    alone = aavae.load_data(setup_run(argv)[0], torch.device("cpu"))[0].images
+    assert all(torch.equal(torch.load(nodes_out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
+    # the ranks agree on saving and stopping through the training group: no side group of another backend
+    assert all(json.loads((nodes_out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))
+
     launch = ("--standalone", "--nproc_per_node=2")
-    straight = torchrun(*launch, argv=tiny_args(folder, tmp_path / "straight", "--max_steps", "7"))
-    assert straight.returncode == 0, straight.stdout + straight.stderr
-    argv = tiny_args(folder, tmp_path / "split", "--max_steps", "7")
+    argv = tiny_args(folder, tmp_path / "split", "--method", "aa_aae", "--max_steps", "7")
     stopped = torchrun(*launch, "--max-restarts=1", argv=argv + ["--save_every_minutes", "1e-9"], KILL_RANK="1",
                        KILL_STEP="3", SIGNAL_RANK="1", SIGNAL_STEP="2", SIGNAL_ATTEMPT="1", PRIVATE_DIR_RANK="1")
     assert stopped.returncode != 0 and "resuming from step 2" in stopped.stdout, stopped.stdout + stopped.stderr
@@ -122,7 +143,7 @@ def test_under_torchrun_a_killed_worker_restarts_the_group_and_saves_and_signals
     assert "resuming from step 5" in resumed.stdout
     assert not os.path.exists(tmp_path / "split-rank1" / "checkpoint.pt")
     assert_same_weights_on_every_rank(tmp_path / "split", 2)
-    for k, v in torch.load(tmp_path / "straight" / "rank1.pt", weights_only=True).items():
+    for k, v in torch.load(nodes_out / "rank1.pt", weights_only=True).items():
         assert torch.equal(v, torch.load(tmp_path / "split" / "rank1.pt", weights_only=True)[k]), k
     assert [r["step"] for r in read_log(tmp_path / "split") if "loss" in r] == list(range(1, 8))
 

@@ -1,5 +1,4 @@
 """DistributedDataParallel on CPU (gloo) under torchrun: the same code path as NCCL on GPUs."""
-import json
 import os
 import socket
 import subprocess
@@ -10,7 +9,7 @@ import torch
 import aavae
 from util import data
 from util import misc
-from conftest import MONITOR, ROOT, read_log, setup_run, tiny_args
+from conftest import ROOT, read_log, tiny_args
 from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -48,30 +47,6 @@ def test_each_epoch_is_partitioned_across_ranks_without_duplicates():
         assert torch.equal(torch.cat(per_rank).sort().values, split.epoch_order(5)[:96].sort().values)
     b = data.TrainBatches(split, 12, 1, 2, 1, 0)
     assert torch.equal(b.rank_indices(5, start_it=3), b.rank_indices(5)[3 * 6:])  # resuming mid-epoch
-
-
-def test_two_nodes_train_with_identical_weights_disjoint_samples_and_one_log(folder, tmp_path):
-    # Two torchrun agents of one process each, as on two machines; the AA-AAE's discriminator is a second
-    # DDP model. Rank 0 alone writes; the monitor scores features gathered from both ranks.
-    port, out = free_port(), tmp_path / "nodes"
-    launch = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
-    argv = tiny_args(folder, out, "--method", "aa_aae", "--max_steps", "4", *MONITOR)
-    nodes = [torchrun(*launch, f"--node_rank={k}", argv=argv, background=True) for k in range(2)]
-    logs = [p.communicate(timeout=300)[0] for p in nodes]
-    assert [p.returncode for p in nodes] == [0, 0], "\n".join(logs)
-    assert_same_weights_on_every_rank(out, 2)
-    seen = [torch.load(out / f"indices{k}.pt", weights_only=True) for k in range(2)]
-    for (e0, _, a), (e1, _, b) in zip(*seen):
-        assert e0 == e1 and not set(a.tolist()) & set(b.tolist())
-    assert [row["step"] for row in read_log(out) if "loss" in row] == [1, 2, 3, 4]
-    assert [row["val_images"] for row in read_log(out) if "val_knn_top1" in row] == [8]
-    assert "2 process(es)" in logs[0] and "batch 8 global = 2 x 4" in logs[0]
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 4
-    # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
-    alone = aavae.load_data(setup_run(argv)[0], torch.device("cpu"))[0].images
-    assert all(torch.equal(torch.load(out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
-    # the ranks agree on saving and stopping through the training group: no side group of another backend
-    assert all(json.loads((out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))
 
 
 def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(folder, tmp_path, capsys, monkeypatch):
