@@ -1,6 +1,7 @@
 """linear_eval.py under torchrun, instrumented for tests/test_cluster.py: runs each evaluation of its
 arguments in turn in one launch (evaluations separated by "--then"; --mode cluster through methods/clustering.py),
-and before a test split is scored each rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt."""
+and before a test split is scored each rank saves the BatchNorm statistics it scores with to OUTPUT_DIR/bn{RANK}.pt.
+With `--download ROOT` first, tests/download_worker.py's check runs before the evaluations, in the same launch."""
 import os
 import sys
 
@@ -11,8 +12,13 @@ import linear_eval  # noqa: E402
 from methods import clustering  # noqa: E402
 
 rank = int(os.environ["RANK"])
+args = sys.argv[1:]
+if args[0] == "--download":
+    import download_worker  # noqa: E402 (beside this file)
+    download_worker.check(args[1])
+    args = args[2:]
 real_fit, real_score = linear_eval.fit, linear_eval.score
-for argv in " ".join(sys.argv[1:]).split(" --then "):
+for argv in " ".join(args).split(" --then "):
     argv = argv.split()
     out = argv[argv.index("--output_dir") + 1]
     trained = []

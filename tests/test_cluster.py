@@ -148,16 +148,22 @@ def test_two_nodes_train_as_one_node_of_two_and_a_killed_worker_restarts_the_gro
     assert [r["step"] for r in read_log(tmp_path / "split") if "loss" in r] == list(range(1, 8))
 
 
-def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_scores_each_test_image_once(tmp_path):
+def test_under_torchrun_one_rank_per_node_downloads_finetuning_scores_with_rank_zeros_statistics_and_knn_each_image_once(
+        tmp_path):
+    # One launch: first the download (one rank per node downloads while the others wait longer than the group's
+    # timeout), then the evaluations.
+    (tmp_path / "download").mkdir()
     data = colour_folder(tmp_path / "data")
     args = lambda out, *a: probe_args(data, tmp_path / out, "--random_init", "--encoder", "resnet18", *a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           os.path.join(ROOT, "tests", "probe_worker.py"),
+           os.path.join(ROOT, "tests", "probe_worker.py"), "--download", str(tmp_path / "download"),
            *args("ft", "--mode", "finetune", "--label_fraction", "1", "--epochs", "1", "--batch_size", "8"), "--then",
            *args("knn", "--mode", "knn", "--knn_k", "5", "--batch_size", "6"), "--then",
            *args("kmeans", "--mode", "cluster", "--restarts", "2", "--batch_size", "6")]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
+    calls = [json.loads((tmp_path / "download" / f"rank{k}.json").read_text()) for k in range(2)]
+    assert calls[0] == ["downloaded"] and calls[1] == ["found"]
     stats = [torch.load(tmp_path / "ft" / f"bn{k}.pt", weights_only=True) for k in range(2)]
     saved = torch.load(tmp_path / "ft" / "probe_checkpoint.pt", weights_only=True)["model"]
     assert len(stats[0]) > 20
@@ -170,15 +176,6 @@ def test_under_torchrun_finetuning_scores_with_rank_zeros_statistics_and_knn_sco
     single = clustering.main(args("kmeans1", "--mode", "cluster", "--restarts", "2", "--batch_size", "6"))
     both = json.loads((tmp_path / "kmeans" / "result.json").read_text())
     assert both["test_clusters"] == single["test_clusters"] and both["correct"] == single["correct"]
-
-
-def test_one_rank_per_node_downloads_while_the_others_wait_longer_than_the_groups_timeout(tmp_path):
-    worker = os.path.join(ROOT, "tests", "download_worker.py")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", worker, str(tmp_path)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stdout + r.stderr
-    calls = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
-    assert calls[0] == ["downloaded"] and calls[1] == ["found"]
 
 
 # The random streams of the code, by name, with the number of integer keys each is drawn with.
