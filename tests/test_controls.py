@@ -1,9 +1,7 @@
-"""The controls, SimCLR and supervised training: the reference rows trained in the autoencoders' pipeline."""
+"""The controls, SimCLR and supervised training: the reference rows trained in the autoencoders' pipeline (both
+under torchrun, and NT-Xent over two processes: tests/test_distributed.py)."""
 import contextlib
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,11 +9,8 @@ import torch
 import aavae
 from methods import controls
 from util import data
-from conftest import MONITOR, read_log, setup_run, tiny_args
-from test_distributed import free_port
+from conftest import read_log, setup_run, tiny_args
 from test_train import run_error, tensors_of
-
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contrastive_worker.py")
 
 
 def nt_xent_by_hand(z1, z2, t):
@@ -66,29 +61,6 @@ def test_simclrs_step_feeds_the_encoder_two_views_of_each_image(folder, tmp_path
     first, second = seen[0].chunk(2)
     assert len(first) == 8 and torch.allclose(first, second)  # row k of both halves: two views of image k
     assert not torch.allclose(first, first.roll(1, 0))  # and the images differ
-
-
-def test_two_processes_compute_the_loss_and_gradients_of_one_process_on_the_global_batch(folder, tmp_path):
-    out = tmp_path / "loss"
-    run = tiny_args(folder, tmp_path / "run", "--method", "simclr", "--max_steps", "3", *MONITOR)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-                        WORKER, str(out), *run], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stdout + r.stderr
-    z1, z2 = (z.clone().requires_grad_() for z in torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(0)))
-    loss = controls.nt_xent_loss(z1, z2, 0.5)
-    loss.backward()
-    ranks = [torch.load(out / f"loss{k}.pt", weights_only=True) for k in range(2)]
-    # each rank's loss is the mean over its anchors; the mean of the two is the global batch's loss
-    assert ((ranks[0]["loss"] + ranks[1]["loss"]) / 2).item() == pytest.approx(loss.item(), rel=1e-6)
-    # each rank's gradients reach its own rows from both ranks' losses: DDP's average, / 2, is the global gradient
-    for k, grad in ((1, z1.grad), (2, z2.grad)):
-        assert torch.allclose(torch.cat([ranks[0][f"grad{k}"], ranks[1][f"grad{k}"]]) / 2, grad, atol=1e-6)
-    # and the run trained under torchrun, monitored as the autoencoders are
-    assert "2 process(es)" in r.stdout + r.stderr
-    log = read_log(tmp_path / "run")
-    assert [row["step"] for row in log if "loss" in row] == [1, 2, 3]
-    assert any("val_knn_top1" in row and "val_sim_same" in row for row in log)
 
 
 @pytest.mark.parametrize("method", ["simclr", "supervised"])

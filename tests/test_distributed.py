@@ -4,12 +4,14 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import aavae
+from methods import controls
 from util import data
 from util import misc
-from conftest import ROOT, read_log, tiny_args
+from conftest import MONITOR, ROOT, read_log, tiny_args
 from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -67,22 +69,33 @@ def test_each_process_of_a_launcher_that_shows_it_one_gpu_takes_that_one(monkeyp
     assert misc.setup_distributed() == (3, 4, torch.device("cuda", 0))
 
 
-def test_the_commands_of_methods_train_under_two_process_torchrun(folder, tmp_path):
+def test_the_commands_of_methods_train_under_two_process_torchrun_and_simclrs_loss_is_the_global_batchs(folder, tmp_path):
     # One launch trains each in turn in the same process group: every kind of use of the adversarial autoencoder (its
-    # phases average their own gradients: no DDP), plain and augmented among them, the IWAE,
-    # the supervised control (SimCLR: test_controls.py; the AAE as a regulariser: the two-node test above), and each
-    # rank ends with the same weights, discriminators included.
-    methods = ["supervised_aae", "aa_semi_aae", "cluster_aae", "aa_dimred_aae", "aa_iwae", "supervised"]  # each use once
+    # phases average their own gradients: no DDP), plain and augmented among them, the IWAE, the supervised control and
+    # SimCLR (the AAE as a regulariser: tests/test_cluster.py's two-node run), and each rank ends with the same weights,
+    # discriminators included. Before them, each rank computes NT-Xent on its block of one seeded global batch.
+    methods = ["supervised_aae", "aa_semi_aae", "cluster_aae", "aa_dimred_aae", "aa_iwae", "supervised",
+               "simclr=--max_steps,3," + ",".join(MONITOR)]  # each use once; SimCLR monitored as the autoencoders are
     subset = tmp_path / "labelled.txt"
     subset.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
     worker = os.path.join(ROOT, "tests", "methods_worker.py")
     p = torchrun("--nproc_per_node=2", f"--master_port={free_port()}", worker=worker,
                  argv=[str(tmp_path), folder, str(subset), *methods])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    for method in methods:
+    for method in (m.split("=")[0] for m in methods):
         ranks = [torch.load(tmp_path / method / f"rank{r}.pt", weights_only=True) for r in range(2)]
         assert ranks[0].keys() == ranks[1].keys() and any(k.startswith("extra.") for k in ranks[0]) == ("aae" in method)
         for k in ranks[0]:
             assert torch.equal(ranks[0][k], ranks[1][k]), (method, k)
-        assert [r["step"] for r in read_log(tmp_path / method) if "loss" in r] == [1]
+        assert [r["step"] for r in read_log(tmp_path / method) if "loss" in r] == ([1, 2, 3] if method == "simclr" else [1])
     assert p.stdout.count("batch 8 global = 2 x 4") == len(methods)
+    assert any("val_knn_top1" in row and "val_sim_same" in row for row in read_log(tmp_path / "simclr"))
+    # SimCLR's loss: each rank's is the mean over its anchors, and the mean of the two is the global batch's
+    z1, z2 = (z.clone().requires_grad_() for z in torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(0)))
+    loss = controls.nt_xent_loss(z1, z2, 0.5)
+    loss.backward()
+    ranks = [torch.load(tmp_path / "ntxent" / f"loss{k}.pt", weights_only=True) for k in range(2)]
+    assert ((ranks[0]["loss"] + ranks[1]["loss"]) / 2).item() == pytest.approx(loss.item(), rel=1e-6)
+    # each rank's gradients reach its own rows from both ranks' losses: DDP's average, / 2, is the global gradient
+    for k, grad in ((1, z1.grad), (2, z2.grad)):
+        assert torch.allclose(torch.cat([ranks[0][f"grad{k}"], ranks[1][f"grad{k}"]]) / 2, grad, atol=1e-6)
