@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import aavae
-from conftest import read_log, tiny_args
+from conftest import make_folder, read_log, tiny_args
 from methods import aae, aae_uses, controls, iwae
 
 PINNED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pinned_steps.json")
@@ -54,11 +54,16 @@ def pinned_log(name, folder, out, subset):
     return [{k: v for k, v in row.items() if k not in TIMING} for row in read_log(out)]
 
 
+def write_subset(path):
+    """The semi-supervised uses' labelled images: two of each class."""
+    with open(path, "w") as f:
+        f.write("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pinned") / "labelled.txt"
-    path.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
-    return str(path)
+    return write_subset(tmp_path_factory.mktemp("pinned") / "labelled.txt")
 
 
 def mismatches(got, expected):
@@ -84,15 +89,11 @@ def test_the_first_steps_of_each_method_log_the_pinned_numbers(folder, tmp_path,
 
 def record(where):
     """Adds this CPU's values, as one more record of its capability (see the docstring on when that is right)."""
-    import conftest
     import tempfile
     with open(PINNED) as f:
         pinned = json.load(f)
     with tempfile.TemporaryDirectory() as tmp:
-        data = conftest.make_folder(os.path.join(tmp, "data"))
-        labelled = os.path.join(tmp, "labelled.txt")
-        with open(labelled, "w") as f:
-            f.write("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+        data, labelled = make_folder(os.path.join(tmp, "data")), write_subset(os.path.join(tmp, "labelled.txt"))
         runs = {name: pinned_log(name, data, os.path.join(tmp, name), labelled) for name in sorted(RUNS)}
     pinned.setdefault(torch.backends.cpu.get_cpu_capability(), []).append({"recorded": where, "runs": runs})
     with open(PINNED, "w") as f:
