@@ -143,14 +143,14 @@ class ViewFolder(torch.utils.data.Dataset):
             img = _read_rgb(path)
         except UserError as e:
             return (blank,) * (1 + views) + (label, str(e))
-        orig = TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))
-        g = generator("cpu", "folder_crops", self.seed, epoch, index)
-        out = [orig]
-        for box, flip in zip(self.spec.crop_boxes(views, img.height, img.width, g),
-                             torch.rand(views, generator=g) < 0.5):
-            i, j, h, w = box.tolist()
-            v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
-            out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
+        out = [TF.pil_to_tensor(TF.center_crop(TF.resize(img, self.resize), self.size))]
+        if views:  # an image decoded into memory has none: no stream to seed (a millisecond an image)
+            g = generator("cpu", "folder_crops", self.seed, epoch, index)
+            for box, flip in zip(self.spec.crop_boxes(views, img.height, img.width, g),
+                                 torch.rand(views, generator=g) < 0.5):
+                i, j, h, w = box.tolist()
+                v = TF.resized_crop(img, i, j, h, w, [self.size, self.size])
+                out.append(TF.pil_to_tensor(TF.hflip(v) if flip else v))
         return tuple(out) + (label, "")
 
     def subset(self, keep):
