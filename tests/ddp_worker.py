@@ -6,7 +6,7 @@ methods/ that trains the --method given.
 
 Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt, the sample indices it trained on to
 OUTPUT_DIR/indices{R}.pt, the training images it holds in memory to OUTPUT_DIR/images{R}.pt, and the
-backends of the process groups the run made beside the training group to OUTPUT_DIR/groups{R}.json. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
+backends of the process groups the run made beside the training group, and its thread count, to OUTPUT_DIR/groups{R}.json. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
 attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group. With
 SIGNAL_RANK, that rank alone sends itself SIGTERM after its S-th step, as a scheduler would (with SIGNAL_ATTEMPT,
 in that attempt only: 1 is the first restart). With
@@ -83,7 +83,7 @@ def finish(args, raw_model, step, steps_per_epoch):
     torch.save({k: v.clone() for k, v in raw_model.state_dict().items()}, os.path.join(out, f"rank{rank}.pt"))
     torch.save(seen, os.path.join(out, f"indices{rank}.pt"))
     with open(os.path.join(out, f"groups{rank}.json"), "w") as f:
-        json.dump(groups, f)
+        json.dump({"groups": groups, "threads": torch.get_num_threads()}, f)
     return real_finish(args, raw_model, step, steps_per_epoch)
 
 

@@ -128,8 +128,10 @@ def test_two_nodes_train_as_one_node_of_two_and_a_killed_worker_restarts_the_gro
     # each rank decoded half of the folder, and the gathered halves are the folder a single process decodes
     alone = aavae.load_data(setup_run(argv)[0], torch.device("cpu"))[0].images
     assert all(torch.equal(torch.load(nodes_out / f"images{k}.pt", weights_only=True), alone) for k in range(2))
-    # the ranks agree on saving and stopping through the training group: no side group of another backend
-    assert all(json.loads((nodes_out / f"groups{k}.json").read_text()) in ([], [None]) for k in range(2))
+    # the ranks agree on saving and stopping through the training group: no side group of another backend; and each
+    # rank keeps torchrun's one thread (OMP_NUM_THREADS), also where pytest runs without workers of its own
+    ranks = [json.loads((nodes_out / f"groups{k}.json").read_text()) for k in range(2)]
+    assert all(r["groups"] in ([], [None]) and r["threads"] == 1 for r in ranks), ranks
 
     launch = ("--standalone", "--nproc_per_node=2")
     argv = tiny_args(folder, tmp_path / "split", "--method", "aa_aae", "--max_steps", "7")
