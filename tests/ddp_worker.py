@@ -6,7 +6,8 @@ methods/ that trains the --method given.
 
 Each rank saves its final weights to OUTPUT_DIR/rank{R}.pt, the sample indices it trained on to
 OUTPUT_DIR/indices{R}.pt, the training images it holds in memory to OUTPUT_DIR/images{R}.pt, and the
-backends of the process groups the run made beside the training group, and its thread count, to OUTPUT_DIR/groups{R}.json. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
+backends of the process groups the run made beside the training group, with its thread count, to
+OUTPUT_DIR/groups{R}.json. With KILL_RANK, that rank SIGKILLs itself before its S-th step on the first
 attempt only (torchrun's TORCHELASTIC_RESTART_COUNT is 0), so that torchrun restarts the group. With
 SIGNAL_RANK, that rank alone sends itself SIGTERM after its S-th step, as a scheduler would (with SIGNAL_ATTEMPT,
 in that attempt only: 1 is the first restart). With
