@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import aavae
 import linear_eval
 from conftest import ROOT
@@ -29,32 +27,10 @@ def imported_modules(path):
 MODULES = ("controls", "iwae", "aae", "aae_uses", "clustering")
 
 
-@pytest.fixture(scope="module")
-def fresh_interpreter():
-    """One new interpreter (each costs seconds): the modules of methods/ and experiments/ that importing aavae loads,
-    then the first line of `python -m methods.MODULE --help` for each module (runpy is what -m uses)."""
-    code = ("import contextlib, io, runpy, sys, aavae\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('methods', 'experiments')))\n"
-            f"for name in {MODULES!r}:\n"
-            "    sys.argv = [name, '--help']\n"
-            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
-            "        runpy.run_module('methods.' + name, run_name='__main__', alter_sys=True)\n"
-            "    print(out.getvalue().splitlines()[0])")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.splitlines()
-
-
 def test_the_top_level_holds_the_cards_two_scripts_and_folders():
     python = sorted(f for f in os.listdir(ROOT) if f.endswith(".py"))
     assert python == ["aavae.py", "linear_eval.py"]
     assert {"util", "methods", "experiments", "tools", "tests", "docs", "results"} <= set(os.listdir(ROOT))
-
-
-def test_aavae_and_linear_eval_import_nothing_of_the_methods_beyond_the_paper(fresh_interpreter):
-    for script in ("aavae.py", "linear_eval.py"):
-        assert not {m for m in imported_modules(script) if m.split(".")[0] in ("methods", "experiments")}, script
-    assert fresh_interpreter[0] == "[]"  # and importing aavae loads none of them either
 
 
 def test_aavae_help_lists_the_papers_flags_and_methods_only():
@@ -66,9 +42,25 @@ def test_aavae_help_lists_the_papers_flags_and_methods_only():
     assert sorted(modes.choices) == ["finetune", "knn", "linear", "similarity"]
 
 
-def test_every_module_of_the_methods_names_aavae_and_runs_as_a_command(fresh_interpreter):
+def test_aavae_and_linear_eval_import_nothing_of_the_methods_and_each_method_names_aavae_and_runs_as_a_command():
+    # One new interpreter (each costs seconds; as two tests, pytest's two workers each started one): the modules of
+    # methods/ and experiments/ that importing aavae loads, then the first line of `python -m methods.MODULE --help`
+    # for each module (runpy is what -m uses).
+    code = ("import contextlib, io, runpy, sys, aavae\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('methods', 'experiments')))\n"
+            f"for name in {MODULES!r}:\n"
+            "    sys.argv = [name, '--help']\n"
+            "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "        runpy.run_module('methods.' + name, run_name='__main__', alter_sys=True)\n"
+            "    print(out.getvalue().splitlines()[0])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    loaded, *helps = r.stdout.splitlines()
+    for script in ("aavae.py", "linear_eval.py"):
+        assert not {m for m in imported_modules(script) if m.split(".")[0] in ("methods", "experiments")}, script
+    assert loaded == "[]"  # and importing aavae loads none of them either
     for module in MODULES:
         path = os.path.join("methods", f"{module}.py")
         assert {"aavae", "linear_eval"} & imported_modules(path), path
     # each as `python -m methods.MODULE --help` runs it
-    assert [line.split()[1] for line in fresh_interpreter[1:]] == [f"methods/{m}.py" for m in MODULES]
+    assert [line.split()[1] for line in helps] == [f"methods/{m}.py" for m in MODULES]
