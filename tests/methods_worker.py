@@ -53,6 +53,6 @@ for spec in methods:
     recipe.build = lambda *a, **k: built.append(real_build(*a, **k)) or built[0]
     aavae.train(args, recipe)
     model, _, extra_state = built[0]
-    torch.save({**tensors(model.state_dict(), "model"), **(tensors(extra_state.state_dict(), "extra") if extra_state else {})},
-               os.path.join(out, method, f"rank{rank}.pt"))
+    trained = {**tensors(model.state_dict(), "model"), **(tensors(extra_state.state_dict(), "extra") if extra_state else {})}
+    torch.save(trained, os.path.join(out, method, f"rank{rank}.pt"))
 dist.destroy_process_group()

@@ -273,8 +273,8 @@ def toy(tmp_path_factory):
 
 def test_the_cluster_heads_reach_their_margin_on_a_toy_of_well_separated_modes(toy, tmp_path):
     """dimred's heads, their own step at their own lr, end at least the default margin apart, and the reconstruction
-    learns the modes: its error ends below half the mean image's (about 0.2; 0.058 on an AMD EPYC without AVX512, under 0.05 on the Intel Xeon
-    the test was written on)."""
+    learns the modes: its error ends below half the mean image's (about 0.2; 0.058 on an AMD EPYC without AVX512,
+    under 0.05 on the Intel Xeon the test was written on)."""
     from methods import aae_uses
     model = toy_run(toy, tmp_path / "dimred", "dimred_aae")
     heads = model.heads.detach()
