@@ -58,6 +58,19 @@ def pytest_configure(config):
             config.option.basetemp = os.path.join(shm, f"aavae-tests-{os.getuid()}")
 
 
+# The longest tests (30 to 75 s each on a 2-core AVX2 CPU, most of them starting processes of their own) go first, so
+# that pytest's two workers do not end with one of them running a long test alone. Order only: nothing is skipped.
+LONGEST_FIRST = ["test_cluster.py::test_two_nodes", "test_slurm.py::test_the_documented_job_script",
+                 "test_run_all.py::test_the_quick_profile", "test_distributed.py::test_the_commands_of_methods",
+                 "test_run_all.py::test_the_small_profile_fine_tunes", "test_run_all.py::test_the_small_profile_sets",
+                 "test_gpu_check.py::", "test_cluster.py::test_under_torchrun"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = lambda item: next((k for k, name in enumerate(LONGEST_FIRST) if name in item.nodeid), len(LONGEST_FIRST))
+    items.sort(key=rank)  # stable: the rest keep their order
+
+
 def make_folder(root, classes=2, train=12, val=4, size=SIZE, seed=0):
     """An ImageFolder tree of smooth random colour images, train/ and val/, `classes` sub-folders each."""
     rng = np.random.default_rng(seed)

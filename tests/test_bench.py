@@ -28,3 +28,9 @@ def test_the_benchmarked_step_runs_under_the_algorithm_settings_of_training(fold
     # (cudnn.benchmark, deterministic algorithms): training's, then bench's; by default, then --deterministic
     assert seen == [(True, False), (True, False), (False, True), (False, True)]
     assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark  # restored after
+
+
+def test_warmup_below_one_is_refused_in_one_sentence(folder, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--dataset", "folder", "--data_path", folder, "--encoder", "resnet18", "--warmup", "0"])
+    assert e.value.code == 2 and "--warmup must be at least 1" in capsys.readouterr().err

@@ -70,7 +70,8 @@ def test_on_real_images_the_cached_probe_matches_logistic_regression_on_the_same
     seen, real_build, real_features = {}, linear_eval.build, linear_eval.cached_features
     monkeypatch.setattr(linear_eval, "build", lambda *a: seen.setdefault("splits", real_build(*a)))
     monkeypatch.setattr(linear_eval, "cached_features", lambda *a, **k: seen.setdefault(id(a[1]), real_features(*a, **k)))
-    flags = ["--random_init", "--encoder", "resnet18", "--batch_size", "256", "--workers", "2", "--train_limit", "512"]
+    flags = ["--random_init", "--encoder", "resnet18", "--batch_size", "256", "--workers", "2", "--train_limit", "512",
+             "--image_size", "16"]
     result = linear_eval.main(probe_args(MINI, tmp_path, "--cached_features", *flags))
     assert json.loads((tmp_path / "result.json").read_text())["features"] == "cached"
     assert result["test_images"] == 1000 and result["epochs"] == 90

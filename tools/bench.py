@@ -9,7 +9,8 @@ and device. It takes aavae.py's flags:
     # streamed: DataLoader workers decoding JPEGs (a folder made by make_jpeg_folder), and the step they feed
     python tools/bench.py --dataset folder --data_path data/jpeg --no-in_memory --image_size 224 --encoder resnet18 --batch_size 32
 
---max_steps is the number of timed steps (default 10 on a CPU, 50 on CUDA, each after 3 warm-up steps).
+--max_steps is the number of timed steps (default 10 on a CPU, 50 on CUDA), each measurement after --warmup steps
+(default 3).
 The last line printed is one JSON object (see run); gpu_check.py collects them as JSON lines.
 """
 import datetime
@@ -95,7 +96,7 @@ def run(args, argv=None):
     train_split, _, spec = aavae.load_data(args, device)
     memory = train_split.images is not None
     b = args.batch_size
-    steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), 3
+    steps, warmup = (args.max_steps or (50 if device.type == "cuda" else 10)), args.warmup
     model, optimizer, adversary = aavae.build_model(args, spec, device)
     peak, flops = misc.peak_tflops(device), aavae.step_flops(args, spec)
     result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
@@ -176,9 +177,13 @@ def run(args, argv=None):
 
 
 def main(argv=None):
-    args = aavae.get_args_parser("bench.py").parse_args(argv)
+    p = aavae.get_args_parser("bench.py")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement")
+    args = p.parse_args(argv)
 
     def measure():
+        if args.warmup < 1:
+            raise misc.UserError(f"--warmup must be at least 1 (the first step is not timed), got {args.warmup}")
         aavae.validate(args)
         with misc.algorithms(args.deterministic):  # as aavae.main trains: else another set-up is timed
             return run(args, argv)

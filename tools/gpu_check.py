@@ -89,7 +89,8 @@ def prepare(source, out=DATA, count=2000, jpegs=1000):
 def bench_line(out, encoder, size, batch, source, extra=(), steps=None):
     """One bench.py run in this process; its JSON object is appended to OUT/bench.jsonl."""
     argv = ["--dataset", "folder", "--data_path", os.path.join(DATA, source), "--encoder", encoder,
-            "--image_size", str(size), "--batch_size", str(batch), *extra] + (["--max_steps", str(steps)] if steps else [])
+            "--image_size", str(size), "--batch_size", str(batch), *extra]
+    argv += (["--max_steps", str(steps)] if steps else []) + (["--warmup", "1"] if steps == 1 else [])  # --smoke's
     result = bench.main(argv)
     with open(os.path.join(out, "bench.jsonl"), "a") as f:
         f.write(json.dumps(result) + "\n")
