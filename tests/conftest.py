@@ -85,6 +85,13 @@ def make_folder(root, classes=2, train=12, val=4, size=SIZE, seed=0):
     return str(root)
 
 
+def write_subset(path):
+    """Two labelled images of each class of make_folder's tree, named as --subset_file names them."""
+    with open(path, "w") as f:
+        f.write("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def folder(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("data"))

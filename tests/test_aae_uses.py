@@ -14,7 +14,7 @@ from methods import aae, aae_uses
 import aavae
 from util import data
 from util import misc
-from conftest import MONITOR, read_log, tiny_args
+from conftest import MONITOR, read_log, tiny_args, write_subset
 from test_train import run_error, tensors_of
 from util.misc import generator
 
@@ -23,10 +23,7 @@ USES = sorted(aae_uses.USES)
 
 @pytest.fixture(scope="module")
 def subset(folder, tmp_path_factory):
-    """Two labelled images of each class, named as linear_eval.py's --subset_file names them."""
-    path = tmp_path_factory.mktemp("subset") / "labelled.txt"
-    path.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
-    return str(path)
+    return write_subset(tmp_path_factory.mktemp("subset") / "labelled.txt")
 
 
 def use_args(folder, out, method, subset, *extra):

@@ -11,7 +11,7 @@ import aavae
 from methods import controls
 from util import data
 from util import misc
-from conftest import MONITOR, ROOT, read_log, tiny_args
+from conftest import MONITOR, ROOT, read_log, tiny_args, write_subset
 from test_train import run_error
 
 WORKER = os.path.join(ROOT, "tests", "ddp_worker.py")
@@ -76,8 +76,7 @@ def test_the_commands_of_methods_train_under_two_process_torchrun_and_simclrs_lo
     # discriminators included. Before them, each rank computes NT-Xent on its block of one seeded global batch.
     methods = ["supervised_aae", "aa_semi_aae", "cluster_aae", "aa_dimred_aae", "aa_iwae", "supervised",
                "simclr=--max_steps,3," + ",".join(MONITOR)]  # each use once; SimCLR monitored as the autoencoders are
-    subset = tmp_path / "labelled.txt"
-    subset.write_text("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
+    subset = write_subset(tmp_path / "labelled.txt")
     worker = os.path.join(ROOT, "tests", "methods_worker.py")
     p = torchrun("--nproc_per_node=2", f"--master_port={free_port()}", worker=worker,
                  argv=[str(tmp_path), folder, str(subset), *methods])

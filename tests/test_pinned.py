@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import aavae
-from conftest import make_folder, read_log, tiny_args
+from conftest import make_folder, read_log, tiny_args, write_subset
 from methods import aae, aae_uses, controls, iwae
 
 PINNED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pinned_steps.json")
@@ -52,13 +52,6 @@ def pinned_log(name, folder, out, subset):
     finally:
         torch.set_num_threads(threads)
     return [{k: v for k, v in row.items() if k not in TIMING} for row in read_log(out)]
-
-
-def write_subset(path):
-    """The semi-supervised uses' labelled images: two of each class."""
-    with open(path, "w") as f:
-        f.write("".join(f"class{c}/{k:03d}.png\n" for c in range(2) for k in range(2)))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
