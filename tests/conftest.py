@@ -12,43 +12,63 @@ if not CUDA_TESTS:
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))  # bench, gpu_check, launch
-import aavae  # noqa: E402
-from methods import aae, aae_uses, controls, iwae  # noqa: E402
-
-# Which command trains each method: aavae.py the paper's four, methods/ the others.
-COMMANDS = {**dict.fromkeys(controls.METHODS, controls), **dict.fromkeys(iwae.METHODS, iwae), **dict.fromkeys(aae.METHODS, aae),
-            **dict.fromkeys(aae_uses.USES, aae_uses), **dict.fromkeys(aavae.METHODS, aavae)}  # vae: aavae.py's (methods.iwae's
-# vae is the IWAE paper's MNIST row)
 # Real CIFAR-10 images for the few tests that are about them: the tree that `run_all.sh --profile small` makes from
 # CIFAR-10 (data/cifar10-mini), or a copy of it beside the repository; the tests skip, saying so, without either.
 MINI = next((p for p in (os.path.join(ROOT, "data", "cifar10-mini"), os.path.join(ROOT, "..", "shared", "data", "cifar10-mini"))
              if os.path.isdir(p)), os.path.join(ROOT, "data", "cifar10-mini"))
 NO_MINI = "needs cifar10-mini's real images: data/cifar10-mini, which bash run_all.sh --profile small makes from CIFAR-10"
-
-# Two pytest workers (pytest -n 2) share the two cores: one thread each; a single process takes both. A process
-# the tests start with OMP_NUM_THREADS (torchrun's ranks, SLURM's jobs) keeps that count, which torch has read: two
-# ranks of two threads each on two cores, their OpenMP threads waiting at each barrier, took 1.7 times the CPU time.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
-elif "OMP_NUM_THREADS" not in os.environ:
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
-# The checkpoints the tests write in their own process go without the zip's CRC-32 checksums, more than half of
-# torch.save's time (264 MB in memory: 0.28 s with them, 0.12 s without); the commands the tests start as
-# processes write theirs as a user's run does. (torch.utils.serialization is torch 2.6's and later's.)
-with contextlib.suppress(ImportError):
-    from torch.utils.serialization import config as serialization_config
-    serialization_config.save.compute_crc32 = False
-
 SIZE = 16  # the side of generated images: the model adapts to it (CIFAR stem), and costs a quarter of 32 px's
 
 
+def commands():
+    """Which command trains each method: aavae.py the paper's four, methods/ the others (vae: aavae.py's; methods.iwae's
+    vae is the IWAE paper's MNIST row)."""
+    import aavae
+    from methods import aae, aae_uses, controls, iwae
+    return {**dict.fromkeys(controls.METHODS, controls), **dict.fromkeys(iwae.METHODS, iwae), **dict.fromkeys(aae.METHODS, aae),
+            **dict.fromkeys(aae_uses.USES, aae_uses), **dict.fromkeys(aavae.METHODS, aavae)}
+
+
+def __getattr__(name):  # `from conftest import COMMANDS` in a test module: torch is imported where tests run
+    if name == "COMMANDS":
+        return commands()
+    raise AttributeError(name)
+
+
 def pytest_configure(config):
+    """Where this process runs tests (not pytest-xdist's controller, which only hands them out and so starts without
+    torch, 6 s sooner on a 2-core CPU): torch's threads and checkpoints. Then the tests' temporary directory."""
+    controller = (not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+                  and getattr(config.option, "tx", None) and not config.getvalue("collectonly"))
+    if not controller:
+        setup_torch()
+    use_memory_for_tmp(config)
+
+
+def setup_torch():
+    import torch
+    # Two pytest workers (pytest -n 2) share the two cores: one thread each; a single process takes both. A process
+    # the tests start with OMP_NUM_THREADS (torchrun's ranks, SLURM's jobs) keeps that count, which torch has read:
+    # two ranks of two threads each on two cores, their OpenMP threads waiting at each barrier, took 1.7 times the
+    # CPU time.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # The checkpoints the tests write in their own process go without the zip's CRC-32 checksums, more than half of
+    # torch.save's time (264 MB in memory: 0.28 s with them, 0.12 s without); the commands the tests start as
+    # processes write theirs as a user's run does. (torch.utils.serialization is torch 2.6's and later's.)
+    with contextlib.suppress(ImportError):
+        from torch.utils.serialization import config as serialization_config
+        serialization_config.save.compute_crc32 = False
+
+
+def use_memory_for_tmp(config):
     """Training tests write checkpoints of ~200 MB each (GBs in all): on Linux, into memory (/dev/shm) when it
     has room, where writing them and syncing them to disk costs a fraction of a real disk's time."""
     shm = "/dev/shm"
@@ -110,7 +130,8 @@ def tiny_args(data, out, *extra):
 
 def setup_run(argv):
     """(args, recipe) of a pretraining command line: parsed and validated by the command of its --method."""
-    module = COMMANDS[argv[argv.index("--method") + 1] if "--method" in argv else "aavae"]
+    import aavae
+    module = commands()[argv[argv.index("--method") + 1] if "--method" in argv else "aavae"]
     args = module.validate(module.get_args_parser().parse_args(argv))
     return args, (aavae.paper_recipe if module is aavae else module.recipe)(args)
 

@@ -64,3 +64,13 @@ def test_aavae_and_linear_eval_import_nothing_of_the_methods_and_each_method_nam
         assert {"aavae", "linear_eval"} & imported_modules(path), path
     # each as `python -m methods.MODULE --help` runs it
     assert [line.split()[1] for line in helps] == [f"methods/{m}.py" for m in MODULES]
+
+
+def test_the_processes_that_run_tests_set_torch_up_for_them():
+    # conftest.setup_torch, which pytest-xdist's controller skips (it runs no tests, and so starts without torch):
+    # one thread a worker, both cores for a lone process; in-process checkpoints without their checksums
+    import torch
+    from torch.utils.serialization import config
+    lone = int(os.environ.get("OMP_NUM_THREADS", min(2, os.cpu_count() or 1)))
+    assert torch.get_num_threads() == (1 if os.environ.get("PYTEST_XDIST_WORKER") else lone)
+    assert config.save.compute_crc32 is False
